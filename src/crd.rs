@@ -1,0 +1,141 @@
+//! The `Stack` custom resource (`stackd.dev/v1alpha1`): one compose project, as
+//! the Git source saw it, and what the reconciler did with it.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::render::model::Project;
+
+/// Label on every object stackd manages; its value is the stack name.
+pub const STACK_LABEL: &str = "stackd.dev/stack";
+/// Label on objects that belong to one compose service.
+pub const SERVICE_LABEL: &str = "stackd.dev/service";
+/// Field manager used for server-side apply.
+pub const FIELD_MANAGER: &str = "stackd";
+
+/// A compose project deployed by stackd.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "stackd.dev",
+    version = "v1alpha1",
+    kind = "Stack",
+    namespaced,
+    status = "StackStatus",
+    shortname = "stk",
+    category = "stackd",
+    doc = "A docker-compose project that stackd renders into Kubernetes objects and keeps in sync",
+    printcolumn(
+        name = "Services",
+        type_ = "integer",
+        json_path = ".status.serviceCount"
+    ),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.ready"),
+    printcolumn(
+        name = "Revision",
+        type_ = "string",
+        json_path = ".status.lastAppliedRevision"
+    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct StackSpec {
+    /// Where the compose files came from; absent for a Stack written by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceRef>,
+    /// Stop reconciling this stack while true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+    /// The normalised compose model.
+    #[serde(flatten)]
+    pub project: Project,
+}
+
+/// The Git origin of a stack.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceRef {
+    /// Repository URL, without credentials.
+    pub repository: String,
+    /// Directory of the stack inside the repository.
+    pub path: String,
+    /// Commit SHA the spec was rendered from.
+    pub revision: String,
+}
+
+/// CoK-compatible phases.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum StackPhase {
+    #[default]
+    ReconciliationPending,
+    Progressing,
+    Available,
+    Failure,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StackStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<StackPhase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// kstatus conditions: `Ready`, `Reconciling`, `Stalled`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied_revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_count: Option<i32>,
+    /// Ready services over all services, e.g. `3/4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Objects applied for this stack, used for pruning.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inventory: Vec<InventoryEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    pub name: String,
+    pub kind: String,
+    pub desired: i32,
+    pub ready: i32,
+    pub updated: i32,
+}
+
+/// One applied object, with the hash of the content stackd applied.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryEntry {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+}
+
+/// The CRD as YAML, exactly as `stackd crd` prints it and `manifests/crd.yaml` holds it.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    serde_saphyr::to_string(&Stack::crd()).expect("the CRD always serialises")
+}

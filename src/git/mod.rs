@@ -1,0 +1,1 @@
+//! Git source: mirrored fetch, stack discovery, webhooks and local watch.

@@ -1,0 +1,10 @@
+//! stackd: a GitOps reconciler for docker-compose stacks on Kubernetes.
+//!
+//! Data flows one way: git mirror → checkout at a commit → discover stacks →
+//! parse and interpolate compose → `Stack` → Kubernetes objects → server-side
+//! apply → prune → health → status. The middle (`render`) is pure.
+
+pub mod crd;
+pub mod git;
+pub mod reconcile;
+pub mod render;

@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", stackd::crd::crd_yaml());
+}

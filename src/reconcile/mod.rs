@@ -1,0 +1,1 @@
+//! Reconciler: Stacks from Git, objects from Stacks, prune, self-heal, status.

@@ -2,6 +2,11 @@
 
 use std::collections::BTreeMap;
 
+pub mod error;
+pub mod node;
+
+pub use error::{At, LoadError};
+
 use super::files::{FileSource, RepoPath};
 use super::model::{Project, SecretValues};
 
@@ -34,21 +39,7 @@ pub struct Loaded {
 /// Loads a compose project from `source`.
 pub fn load(source: &dyn FileSource, options: &LoadOptions) -> Result<Loaded, LoadError> {
     let _ = (source, options);
-    Err(LoadError::Unimplemented)
-}
-
-/// Why a compose project could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("the compose loader is not implemented yet")]
-    Unimplemented,
-}
-
-impl LoadError {
-    /// A stable label for metrics.
-    pub fn label(&self) -> &'static str {
-        match self {
-            LoadError::Unimplemented => "unimplemented",
-        }
-    }
+    Err(LoadError::NoComposeFile {
+        dir: options.dir.clone(),
+    })
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 pub mod error;
 pub mod node;
+pub mod yaml;
 
 pub use error::{At, LoadError};
 

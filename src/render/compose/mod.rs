@@ -2,8 +2,11 @@
 
 use std::collections::BTreeMap;
 
+pub mod dotenv;
 pub mod error;
 pub mod node;
+pub mod normalise;
+pub mod tree;
 pub mod yaml;
 
 pub use error::{At, LoadError};
@@ -39,8 +42,6 @@ pub struct Loaded {
 
 /// Loads a compose project from `source`.
 pub fn load(source: &dyn FileSource, options: &LoadOptions) -> Result<Loaded, LoadError> {
-    let _ = (source, options);
-    Err(LoadError::NoComposeFile {
-        dir: options.dir.clone(),
-    })
+    let tree = tree::read_tree(source, options)?;
+    normalise::normalise(&tree, source, options)
 }

@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# The one test command: installs what the tests need, then runs every check.
+# The one test command. Installs the Python tools the tests need into ./.venv,
+# then runs formatting, lints and every test (unit, integration, corpus, golden,
+# schema validation against kubernetes-validate, conformance against Docker Compose).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+scripts/setup-tools.sh
+export STACKD_KUBERNETES_VALIDATE="$PWD/.venv/bin/kubernetes-validate"
+export STACKD_DOCKER_COMPOSE="$(echo "$PWD"/.venv/lib/python3*/site-packages/compose/docker-compose)"
+
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets

@@ -6,5 +6,6 @@
 
 pub mod crd;
 pub mod git;
+pub mod local;
 pub mod reconcile;
 pub mod render;

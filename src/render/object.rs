@@ -134,4 +134,23 @@ impl Rendered {
             ))
         });
     }
+
+    /// Multi-document YAML, one `---` document per object, as `stackd render` prints it.
+    pub fn to_yaml(&self) -> String {
+        let mut out = String::new();
+        for object in &self.objects {
+            out.push_str("---\n");
+            out.push_str(
+                &serde_saphyr::to_string(&object.to_json()).expect("JSON values always serialise"),
+            );
+        }
+        out
+    }
+
+    /// A `v1/List` of every object as pretty JSON, like `kubectl get -o json`.
+    pub fn to_json_list(&self) -> String {
+        let items: Vec<_> = self.objects.iter().map(Object::to_json).collect();
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+        serde_json::to_string_pretty(&list).expect("JSON values always serialise") + "\n"
+    }
 }

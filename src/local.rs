@@ -1,0 +1,139 @@
+//! Rendering a stack from a local directory: the offline path behind `stackd render`.
+//!
+//! Finds the repository root the stack lives in (the nearest `.git`, else the
+//! stack directory itself), so the "nothing outside the repository" rule holds
+//! for local renders exactly as it does for the daemon.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::render::files::{DirSource, RepoPath};
+use crate::render::object::Rendered;
+use crate::render::{self, LoadError, LoadOptions, RenderError, RenderOptions};
+
+/// What to render.
+#[derive(Clone, Debug, Default)]
+pub struct LocalRender {
+    /// The stack directory, or a compose file in it.
+    pub path: PathBuf,
+    /// Extra compose files (paths as given on the command line), merged in order.
+    pub files: Vec<PathBuf>,
+    pub env_files: Vec<PathBuf>,
+    pub profiles: Vec<String>,
+    pub variables: BTreeMap<String, String>,
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    /// The repository root; default: the nearest ancestor with `.git`, else the stack directory.
+    pub repository_root: Option<PathBuf>,
+    pub options: RenderOptions,
+}
+
+/// Why a local render failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalRenderError {
+    #[error("{path}: {message}")]
+    Input { path: PathBuf, message: String },
+    #[error("{0}")]
+    Load(#[from] LoadError),
+    #[error("{0}")]
+    Render(#[from] RenderError),
+}
+
+impl LocalRenderError {
+    /// A stable label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            LocalRenderError::Input { .. } => "input",
+            LocalRenderError::Load(e) => e.label(),
+            LocalRenderError::Render(e) => e.label(),
+        }
+    }
+}
+
+/// The rendered objects, plus the loader's secret values used for them.
+pub fn render_local(request: &LocalRender) -> Result<Rendered, LocalRenderError> {
+    let input_error = |path: &Path, message: String| LocalRenderError::Input {
+        path: path.to_path_buf(),
+        message,
+    };
+    let given = request
+        .path
+        .canonicalize()
+        .map_err(|e| input_error(&request.path, e.to_string()))?;
+    let (stack_dir, first_file) = if given.is_file() {
+        (
+            given.parent().unwrap_or(Path::new("/")).to_path_buf(),
+            Some(given.clone()),
+        )
+    } else {
+        (given.clone(), None)
+    };
+    let root = match &request.repository_root {
+        Some(root) => root
+            .canonicalize()
+            .map_err(|e| input_error(root, e.to_string()))?,
+        None => repository_root(&stack_dir),
+    };
+    let source = DirSource::new(&root).map_err(|e| input_error(&root, e.to_string()))?;
+    let relative = |path: &Path| -> Result<RepoPath, LocalRenderError> {
+        let absolute = path
+            .canonicalize()
+            .map_err(|e| input_error(path, e.to_string()))?;
+        let inside = absolute.strip_prefix(&root).map_err(|_| {
+            input_error(
+                path,
+                format!("is outside the repository {}", root.display()),
+            )
+        })?;
+        RepoPath::new(&inside.to_string_lossy()).map_err(|e| input_error(path, e.to_string()))
+    };
+
+    let dir = relative(&stack_dir)?;
+    let mut files = Vec::new();
+    if let Some(file) = &first_file {
+        files.push(relative(file)?);
+    }
+    for file in &request.files {
+        files.push(relative(file)?);
+    }
+    let env_files = request
+        .env_files
+        .iter()
+        .map(|f| relative(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let load_options = LoadOptions {
+        dir: dir.clone(),
+        files,
+        env_files,
+        variables: request.variables.clone(),
+        profiles: request.profiles.clone(),
+        images: BTreeMap::new(),
+    };
+    let loaded = render::load(&source, &load_options)?;
+
+    let name = match &request.name {
+        Some(name) => name.clone(),
+        None => loaded
+            .project
+            .compose_name
+            .clone()
+            .unwrap_or_else(|| directory_name(&stack_dir)),
+    };
+    let namespace = request.namespace.clone().unwrap_or_else(|| name.clone());
+    let stack = render::stack_for(&name, &namespace, loaded.project, None);
+    Ok(render::render(&stack, &loaded.secrets, &request.options)?)
+}
+
+/// The nearest ancestor holding `.git`, or `dir` itself.
+fn repository_root(dir: &Path) -> PathBuf {
+    dir.ancestors()
+        .find(|d| d.join(".git").exists())
+        .unwrap_or(dir)
+        .to_path_buf()
+}
+
+fn directory_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "stack".to_string())
+}

@@ -22,17 +22,17 @@ fn examples_and_rendered_corpus_validate_against_kubernetes_schemas() {
             .join(format!("{}.yaml", name.replace(['/', ' '], "_")));
         objects += rendered.objects.len();
         std::fs::write(&path, rendered.to_yaml()).unwrap();
-        files.push(path);
+        path
     };
     for stack in common::example_stacks() {
         let name = format!("example-{}", stack.file_name().unwrap().to_string_lossy());
         let rendered = common::render_example(&stack).unwrap_or_else(|e| panic!("{name}: {e}"));
-        write(name, rendered);
+        files.push(write(name, rendered));
     }
     let examples = files.len();
     for file in common::corpus_compose_files() {
         if let Ok(rendered) = common::render_corpus_file(&file) {
-            write(format!("corpus-{}", file.relative()), rendered);
+            files.push(write(format!("corpus-{}", file.relative()), rendered));
         }
     }
     eprintln!(

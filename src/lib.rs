@@ -7,5 +7,7 @@
 pub mod crd;
 pub mod git;
 pub mod local;
+pub mod metrics;
 pub mod reconcile;
 pub mod render;
+pub mod state;

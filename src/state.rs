@@ -1,0 +1,128 @@
+//! What the Git source and the reconciler publish, and the HTTP surface reads.
+//!
+//! Writers replace whole entries; readers take a cheap snapshot. HTTP handlers
+//! never call the Kubernetes API or git: everything they show comes from here.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::crd::{InventoryEntry, ServiceStatus, StackPhase};
+
+/// A repository as the status page shows it. URLs never carry credentials.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryView {
+    pub name: String,
+    pub url: String,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub commit: Option<String>,
+    pub subject: Option<String>,
+    pub last_poll: Option<DateTime<Utc>>,
+    /// `unchanged`, `fetched` or `failed`.
+    pub last_result: Option<String>,
+    pub next_poll: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+/// What one reconcile changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanSummary {
+    pub created: Vec<String>,
+    pub updated: Vec<String>,
+    pub pruned: Vec<String>,
+    pub unchanged: usize,
+    pub dry_run: bool,
+}
+
+/// A stack as the status page shows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StackView {
+    pub namespace: String,
+    pub name: String,
+    pub repository: Option<String>,
+    pub path: Option<String>,
+    pub revision: Option<String>,
+    pub phase: StackPhase,
+    pub message: Option<String>,
+    pub services_ready: u32,
+    pub services_total: u32,
+    pub services: Vec<ServiceStatus>,
+    pub warnings: Vec<String>,
+    pub last_error: Option<String>,
+    pub last_sync: Option<DateTime<Utc>>,
+    pub objects: Vec<InventoryEntry>,
+    pub last_plan: Option<PlanSummary>,
+}
+
+/// Identifies a stack: namespace, then name.
+pub type StackKey = (String, String);
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Snapshot {
+    pub repositories: BTreeMap<String, RepositoryView>,
+    #[serde(skip)]
+    pub stacks: BTreeMap<StackKey, StackView>,
+}
+
+/// The shared, cloneable handle.
+#[derive(Clone, Debug, Default)]
+pub struct SharedState {
+    inner: Arc<RwLock<Snapshot>>,
+}
+
+impl SharedState {
+    pub fn new() -> Self {
+        SharedState::default()
+    }
+
+    /// A consistent copy of everything.
+    pub fn snapshot(&self) -> Snapshot {
+        self.read().clone()
+    }
+
+    pub fn repositories(&self) -> Vec<RepositoryView> {
+        self.read().repositories.values().cloned().collect()
+    }
+
+    pub fn stacks(&self) -> Vec<StackView> {
+        self.read().stacks.values().cloned().collect()
+    }
+
+    pub fn stack(&self, namespace: &str, name: &str) -> Option<StackView> {
+        self.read()
+            .stacks
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    pub fn put_repository(&self, view: RepositoryView) {
+        self.write().repositories.insert(view.name.clone(), view);
+    }
+
+    pub fn put_stack(&self, view: StackView) {
+        let key = (view.namespace.clone(), view.name.clone());
+        self.write().stacks.insert(key, view);
+    }
+
+    pub fn remove_stack(&self, namespace: &str, name: &str) -> Option<StackView> {
+        self.write()
+            .stacks
+            .remove(&(namespace.to_string(), name.to_string()))
+    }
+
+    // A poisoned lock only means a writer panicked mid-update of plain data;
+    // showing the last state is better than taking the status page down.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Snapshot> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Snapshot> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+}

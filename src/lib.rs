@@ -6,6 +6,7 @@
 
 pub mod crd;
 pub mod git;
+pub mod http;
 pub mod local;
 pub mod metrics;
 pub mod reconcile;

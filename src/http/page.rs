@@ -1,0 +1,315 @@
+//! The server-rendered status page: no JavaScript, no CDN, works offline and
+//! through `kubectl port-forward`. Every string from a repository is escaped.
+
+use std::fmt::Write;
+
+use chrono::{DateTime, Utc};
+
+use crate::crd::StackPhase;
+use crate::state::{RepositoryView, StackView};
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Percent-encodes a path segment for links.
+fn path_segment(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+const STYLE: &str = r#"
+:root { color-scheme: light; --fg: #1b1f24; --muted: #57606a; --line: #d0d7de; --bg: #ffffff; --head: #f6f8fa; }
+* { box-sizing: border-box; }
+body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg); background: var(--bg); margin: 0; padding: 1rem; max-width: 80rem; margin-inline: auto; }
+h1 { font-size: 1.5rem; margin: 0 0 .25rem; } h2 { font-size: 1.2rem; margin-top: 2rem; }
+p.meta { color: var(--muted); margin: 0 0 1rem; }
+.table-wrap { overflow-x: auto; }
+table { border-collapse: collapse; width: 100%; }
+caption { text-align: left; font-weight: 600; padding: .25rem 0; }
+th, td { text-align: left; padding: .4rem .6rem; border-bottom: 1px solid var(--line); vertical-align: top; }
+th { background: var(--head); }
+code, .sha { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .9em; }
+.phase { display: inline-block; padding: 0 .5rem; border-radius: 1rem; font-weight: 600; font-size: .9em; }
+.phase-Available { background: #dafbe1; color: #116329; }
+.phase-Progressing { background: #ddf4ff; color: #0a3069; }
+.phase-ReconciliationPending { background: #fff8c5; color: #6b4b00; }
+.phase-Failure { background: #ffebe9; color: #a40e26; }
+.error { color: #a40e26; white-space: pre-wrap; word-break: break-word; }
+.warn { color: #6b4b00; }
+a { color: #0550ae; }
+@media (max-width: 40rem) { body { padding: .5rem; font-size: 15px; } th, td { padding: .3rem; } }
+"#;
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <meta http-equiv=\"refresh\" content=\"10\">\n<title>{}</title>\n<style>{STYLE}</style>\n</head>\n\
+         <body>\n<main>\n{body}</main>\n</body>\n</html>\n",
+        escape(title)
+    )
+}
+
+fn time(value: Option<DateTime<Utc>>) -> String {
+    match value {
+        Some(t) => format!(
+            "<time datetime=\"{}\">{}</time>",
+            t.to_rfc3339(),
+            t.format("%Y-%m-%d %H:%M:%S UTC")
+        ),
+        None => "never".to_string(),
+    }
+}
+
+fn short_sha(sha: Option<&str>) -> String {
+    match sha {
+        Some(s) => format!(
+            "<span class=\"sha\" title=\"{}\">{}</span>",
+            escape(s),
+            escape(&s[..s.len().min(8)])
+        ),
+        None => "—".to_string(),
+    }
+}
+
+fn phase_badge(phase: StackPhase) -> String {
+    let name = format!("{phase:?}");
+    format!("<span class=\"phase phase-{name}\">{name}</span>")
+}
+
+fn optional(text: Option<&str>) -> String {
+    text.map(escape).unwrap_or_else(|| "—".to_string())
+}
+
+/// The overview: repositories and stacks.
+pub fn overview(
+    repositories: &[RepositoryView],
+    stacks: &[StackView],
+    now: DateTime<Utc>,
+) -> String {
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<h1>stackd</h1>\n<p class=\"meta\">{} repositories, {} stacks · updated {} · refreshes every 10 s</p>\n",
+        repositories.len(),
+        stacks.len(),
+        time(Some(now))
+    );
+    body.push_str(
+        "<h2 id=\"repositories\">Repositories</h2>\n<div class=\"table-wrap\"><table aria-labelledby=\"repositories\">\n\
+         <thead><tr><th scope=\"col\">Name</th><th scope=\"col\">URL</th><th scope=\"col\">Ref</th><th scope=\"col\">Commit</th>\
+         <th scope=\"col\">Last poll</th><th scope=\"col\">Result</th><th scope=\"col\">Next poll</th></tr></thead>\n<tbody>\n",
+    );
+    if repositories.is_empty() {
+        body.push_str("<tr><td colspan=\"7\">No repositories configured.</td></tr>\n");
+    }
+    for repo in repositories {
+        let result = match (&repo.last_result, &repo.last_error) {
+            (_, Some(error)) => format!("<span class=\"error\">{}</span>", escape(error)),
+            (Some(result), None) => escape(result),
+            (None, None) => "—".to_string(),
+        };
+        let _ = writeln!(
+            body,
+            "<tr><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&repo.name),
+            escape(&repo.url),
+            escape(&repo.git_ref),
+            short_sha(repo.commit.as_deref()),
+            optional(repo.subject.as_deref()),
+            time(repo.last_poll),
+            result,
+            time(repo.next_poll),
+        );
+    }
+    body.push_str("</tbody></table></div>\n");
+
+    body.push_str(
+        "<h2 id=\"stacks\">Stacks</h2>\n<div class=\"table-wrap\"><table aria-labelledby=\"stacks\">\n\
+         <thead><tr><th scope=\"col\">Stack</th><th scope=\"col\">Path</th><th scope=\"col\">Revision</th><th scope=\"col\">Phase</th>\
+         <th scope=\"col\">Ready</th><th scope=\"col\">Warnings</th><th scope=\"col\">Last error</th><th scope=\"col\">Last sync</th></tr></thead>\n<tbody>\n",
+    );
+    if stacks.is_empty() {
+        body.push_str("<tr><td colspan=\"8\">No stacks yet.</td></tr>\n");
+    }
+    for stack in stacks {
+        let warnings = if stack.warnings.is_empty() {
+            "0".to_string()
+        } else {
+            let items: String = stack
+                .warnings
+                .iter()
+                .map(|w| format!("<li>{}</li>", escape(w)))
+                .collect();
+            format!(
+                "<details><summary class=\"warn\">{}</summary><ul>{items}</ul></details>",
+                stack.warnings.len()
+            )
+        };
+        let _ = writeln!(
+            body,
+            "<tr><td><a href=\"/stacks/{}/{}\">{}/{}</a></td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td><td class=\"error\">{}</td><td>{}</td></tr>",
+            path_segment(&stack.namespace),
+            path_segment(&stack.name),
+            escape(&stack.namespace),
+            escape(&stack.name),
+            optional(stack.path.as_deref()),
+            short_sha(stack.revision.as_deref()),
+            phase_badge(stack.phase),
+            stack.services_ready,
+            stack.services_total,
+            warnings,
+            stack.last_error.as_deref().map(escape).unwrap_or_default(),
+            time(stack.last_sync),
+        );
+    }
+    body.push_str("</tbody></table></div>\n");
+    page("stackd", &body)
+}
+
+/// One stack: services, objects, and the last plan.
+pub fn stack_detail(stack: &StackView) -> String {
+    let mut body = String::new();
+    let title = format!("{}/{}", stack.namespace, stack.name);
+    let _ = write!(
+        body,
+        "<p><a href=\"/\">← all stacks</a></p>\n<h1>{}</h1>\n<p class=\"meta\">{} · revision {} · {} services ready of {} · last sync {}</p>\n",
+        escape(&title),
+        phase_badge(stack.phase),
+        short_sha(stack.revision.as_deref()),
+        stack.services_ready,
+        stack.services_total,
+        time(stack.last_sync),
+    );
+    if let Some(message) = &stack.message {
+        let _ = writeln!(body, "<p>{}</p>", escape(message));
+    }
+    if let Some(error) = &stack.last_error {
+        let _ = writeln!(
+            body,
+            "<h2 id=\"error\">Last error</h2>\n<pre class=\"error\">{}</pre>",
+            escape(error)
+        );
+    }
+    body.push_str(
+        "<h2 id=\"services\">Services</h2>\n<div class=\"table-wrap\"><table aria-labelledby=\"services\">\n\
+         <thead><tr><th scope=\"col\">Service</th><th scope=\"col\">Kind</th><th scope=\"col\">Desired</th><th scope=\"col\">Ready</th><th scope=\"col\">Updated</th></tr></thead>\n<tbody>\n",
+    );
+    for service in &stack.services {
+        let _ = writeln!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&service.name),
+            escape(&service.kind),
+            service.desired,
+            service.ready,
+            service.updated
+        );
+    }
+    body.push_str("</tbody></table></div>\n");
+    body.push_str(
+        "<h2 id=\"objects\">Objects</h2>\n<div class=\"table-wrap\"><table aria-labelledby=\"objects\">\n\
+         <thead><tr><th scope=\"col\">Kind</th><th scope=\"col\">Name</th><th scope=\"col\">Namespace</th></tr></thead>\n<tbody>\n",
+    );
+    for object in &stack.objects {
+        let _ = writeln!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&object.kind),
+            escape(&object.name),
+            optional(object.namespace.as_deref())
+        );
+    }
+    body.push_str("</tbody></table></div>\n");
+    body.push_str("<h2 id=\"plan\">Last plan</h2>\n");
+    match &stack.last_plan {
+        None => body.push_str("<p>No plan yet.</p>\n"),
+        Some(plan) => {
+            let list = |items: &[String]| -> String {
+                if items.is_empty() {
+                    "none".to_string()
+                } else {
+                    items
+                        .iter()
+                        .map(|i| format!("<code>{}</code>", escape(i)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            };
+            let _ = write!(
+                body,
+                "<dl><dt>Created</dt><dd>{}</dd><dt>Updated</dt><dd>{}</dd><dt>Pruned</dt><dd>{}</dd><dt>Unchanged</dt><dd>{}</dd></dl>\n{}",
+                list(&plan.created),
+                list(&plan.updated),
+                list(&plan.pruned),
+                plan.unchanged,
+                if plan.dry_run {
+                    "<p>Dry run: nothing was written.</p>\n"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    if !stack.warnings.is_empty() {
+        body.push_str("<h2 id=\"warnings\">Warnings</h2>\n<ul>\n");
+        for warning in &stack.warnings {
+            let _ = writeln!(body, "<li class=\"warn\">{}</li>", escape(warning));
+        }
+        body.push_str("</ul>\n");
+    }
+    page(&title, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_hostile_text() {
+        assert_eq!(
+            escape("<script>alert('x')</script>&\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"
+        );
+        assert_eq!(path_segment("a b/<c>"), "a%20b%2F%3Cc%3E");
+    }
+
+    #[test]
+    fn overview_lists_stacks_and_escapes_names() {
+        let stack = StackView {
+            namespace: "shop".into(),
+            name: "<script>x</script>".into(),
+            phase: StackPhase::Failure,
+            services_ready: 1,
+            services_total: 2,
+            last_error: Some("boom <b>".into()),
+            ..StackView::default()
+        };
+        let html = overview(&[], &[stack], Utc::now());
+        assert!(html.contains("&lt;script&gt;x&lt;/script&gt;"));
+        assert!(!html.contains("<script>"));
+        assert!(html.contains("<span class=\"phase phase-Failure\">Failure</span>"));
+        assert!(html.contains("<td>1/2</td>"));
+        assert!(html.contains("boom &lt;b&gt;"));
+    }
+}

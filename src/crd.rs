@@ -16,6 +16,8 @@ pub const SERVICE_LABEL: &str = "stackd.dev/service";
 pub const FIELD_MANAGER: &str = "stackd";
 
 /// A compose project deployed by stackd.
+// Several `printcolumn(...)` entries share `type_ = "string"`, which clippy takes for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "stackd.dev",

@@ -1,0 +1,132 @@
+//! The installation manifests: valid against the Kubernetes schemas, listed in the
+//! kustomization, and RBAC that covers every kind the renderer can emit.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+use stackd::render::object::RENDERED_KINDS;
+
+fn manifest_files() -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(common::repo_dir().join("manifests"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn documents(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn every_manifest_validates() {
+    let Some(validator) = common::kubernetes_validate() else {
+        return;
+    };
+    let output = Command::new(validator)
+        .args(["--kubernetes-version", "1.33.0", "--strict", "--quiet"])
+        .args(manifest_files())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{report}");
+    // Only the two non-core kinds may lack a schema.
+    for line in report.lines().filter(|l| l.starts_with("WARN")) {
+        assert!(
+            line.contains("kind Kustomization") || line.contains("kind ServiceMonitor"),
+            "unexpected: {line}"
+        );
+    }
+}
+
+#[test]
+fn kustomization_lists_every_manifest_but_the_optional_service_monitor() {
+    let kustomization = &documents(&common::repo_dir().join("manifests/kustomization.yaml"))[0];
+    let listed: BTreeSet<String> = kustomization["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    let present: BTreeSet<String> = manifest_files()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .filter(|name| name != "kustomization.yaml" && name != "servicemonitor.yaml")
+        .collect();
+    assert_eq!(listed, present);
+}
+
+/// The API resource (group, plural) behind each rendered kind.
+fn resource_of(kind: &str) -> (&'static str, &'static str) {
+    match kind {
+        "Namespace" => ("", "namespaces"),
+        "ConfigMap" => ("", "configmaps"),
+        "Secret" => ("", "secrets"),
+        "Service" => ("", "services"),
+        "Deployment" => ("apps", "deployments"),
+        "StatefulSet" => ("apps", "statefulsets"),
+        "DaemonSet" => ("apps", "daemonsets"),
+        "Job" => ("batch", "jobs"),
+        "Ingress" => ("networking.k8s.io", "ingresses"),
+        other => panic!(
+            "the RBAC test does not know kind {other}: add it here and to manifests/clusterrole.yaml"
+        ),
+    }
+}
+
+#[test]
+fn cluster_role_covers_every_rendered_kind_and_nothing_more() {
+    let role = &documents(&common::repo_dir().join("manifests/clusterrole.yaml"))[0];
+    let mut granted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for rule in role["rules"].as_array().unwrap() {
+        let list = |key: &str| -> Vec<String> {
+            rule[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect()
+        };
+        for group in list("apiGroups") {
+            for resource in list("resources") {
+                assert_ne!(resource, "*", "wildcard resources are not least privilege");
+                let verbs = granted.entry((group.clone(), resource)).or_default();
+                verbs.extend(list("verbs"));
+            }
+        }
+    }
+    assert!(granted.values().all(|v| !v.contains("*")), "wildcard verbs");
+
+    let apply_and_prune = [
+        "get", "list", "watch", "create", "update", "patch", "delete",
+    ];
+    for (_, kind) in RENDERED_KINDS {
+        let (group, plural) = resource_of(kind);
+        let verbs = granted
+            .get(&(group.to_string(), plural.to_string()))
+            .unwrap_or_else(|| panic!("the ClusterRole does not cover {kind}"));
+        // Namespaces are created but never deleted: deleting one would take user data with it.
+        let needed: &[&str] = if *kind == "Namespace" {
+            &apply_and_prune[..6]
+        } else {
+            &apply_and_prune
+        };
+        for verb in needed {
+            assert!(verbs.contains(*verb), "{kind}: missing verb {verb}");
+        }
+    }
+    assert!(
+        !granted[&("".to_string(), "namespaces".to_string())].contains("delete"),
+        "stackd must not delete namespaces"
+    );
+    let claims = &granted[&("".to_string(), "persistentvolumeclaims".to_string())];
+    assert!(!claims.contains("delete"), "PVCs are never pruned");
+    let stacks = &granted[&("stackd.dev".to_string(), "stacks/status".to_string())];
+    assert!(stacks.contains("patch"));
+}

@@ -320,7 +320,7 @@ mod tests {
         let done = service_health(&deployment(1, 1, 1, 1, 1, 1));
         let rolling = service_health(&deployment(1, 1, 2, 1, 1, 2));
         assert_eq!(
-            phase(&[done.clone()]),
+            phase(std::slice::from_ref(&done)),
             (StackPhase::Available, "Stack is started".into())
         );
         assert_eq!(

@@ -12,7 +12,7 @@ pub fn bytes(n: u64) -> Quantity {
         ("Ki", 1 << 10),
     ];
     for (suffix, size) in UNITS {
-        if n >= size && n % size == 0 {
+        if n >= size && n.is_multiple_of(size) {
             return Quantity(format!("{}{suffix}", n / size));
         }
     }
@@ -31,7 +31,7 @@ pub fn cpus(cores: f64) -> Option<Quantity> {
         return None;
     }
     let milli = milli as u64;
-    Some(Quantity(if milli % 1000 == 0 {
+    Some(Quantity(if milli.is_multiple_of(1000) {
         (milli / 1000).to_string()
     } else {
         format!("{milli}m")

@@ -236,7 +236,8 @@ impl ServiceStorage<'_> {
         }
         for (index, mount) in service.volumes.iter().enumerate() {
             let field = format!("volumes[{index}]");
-            let (volume_name, sub_path) = match mount.kind.as_str() {
+            // ConfigMap-backed mounts are read-only whatever compose says.
+            let (volume_name, sub_path, config_map_backed) = match mount.kind.as_str() {
                 "volume" => match &mount.source {
                     Some(source) => {
                         let volume = self.volume(source)?;
@@ -245,7 +246,7 @@ impl ServiceStorage<'_> {
                                 pod.claimed_volumes.push(source.clone());
                                 pod.claim_templates.push(self.claim_template(claim, volume));
                             }
-                            (claim.clone(), mount.subpath.clone())
+                            (claim.clone(), mount.subpath.clone(), false)
                         } else {
                             let name = volume_names.allocate("pvc", source);
                             let claim_name = volume.name.clone().unwrap_or_else(|| source.clone());
@@ -257,7 +258,7 @@ impl ServiceStorage<'_> {
                                 }),
                                 ..Volume::default()
                             });
-                            (name, mount.subpath.clone())
+                            (name, mount.subpath.clone(), false)
                         }
                     }
                     None => {
@@ -265,7 +266,7 @@ impl ServiceStorage<'_> {
                         pod.claimed_volumes.push(String::new());
                         pod.claim_templates
                             .push(self.claim_template(&name, &model::Volume::default()));
-                        (name, mount.subpath.clone())
+                        (name, mount.subpath.clone(), false)
                     }
                 },
                 "bind" => self.bind(mount, &field, &mut volume_names, &mut pod, warnings)?,
@@ -279,7 +280,7 @@ impl ServiceStorage<'_> {
                         }),
                         ..Volume::default()
                     });
-                    (name, None)
+                    (name, None, false)
                 }
                 other => {
                     warnings.ignored(
@@ -290,7 +291,7 @@ impl ServiceStorage<'_> {
                     continue;
                 }
             };
-            let read_only = mount.read_only || (mount.kind == "bind" && !mount.host_path);
+            let read_only = mount.read_only || config_map_backed;
             pod.mounts.push(VolumeMount {
                 name: volume_name,
                 mount_path: mount.target.clone(),
@@ -404,7 +405,7 @@ impl ServiceStorage<'_> {
         volume_names: &mut VolumeNames,
         pod: &mut PodStorage,
         warnings: &mut Warnings,
-    ) -> Result<(String, Option<String>), RenderError> {
+    ) -> Result<(String, Option<String>, bool), RenderError> {
         let source = mount.source.clone().unwrap_or_default();
         if mount.host_path {
             if !self.options.allow_host_path {
@@ -422,7 +423,7 @@ impl ServiceStorage<'_> {
                 }),
                 ..Volume::default()
             });
-            return Ok((name, None));
+            return Ok((name, None, false));
         }
         let bind =
             self.project
@@ -438,7 +439,7 @@ impl ServiceStorage<'_> {
             let key = names::data_key(last_part(&source));
             let config_map = self.bind_config_map(&source, [(key.clone(), file)])?;
             self.mount_config_map(pod, &volume_name, &config_map, None);
-            return Ok((volume_name, Some(key)));
+            return Ok((volume_name, Some(key), true));
         }
         if let (false, Some(directory)) = (bind.missing, &bind.directory) {
             let entries: Vec<(String, &FileData)> = directory
@@ -465,7 +466,7 @@ impl ServiceStorage<'_> {
             }
             let config_map = self.bind_config_map(&source, entries)?;
             self.mount_config_map(pod, &volume_name, &config_map, Some(items));
-            return Ok((volume_name, None));
+            return Ok((volume_name, None, true));
         }
         warnings.service(
             self.compose_name,
@@ -476,7 +477,7 @@ impl ServiceStorage<'_> {
             empty_dir: Some(EmptyDirVolumeSource::default()),
             ..Volume::default()
         });
-        Ok((volume_name, None))
+        Ok((volume_name, None, false))
     }
 
     /// `<service>-<last path part>-<6 hex of the path>`: readable, and unique per path.

@@ -6,7 +6,7 @@ use k8s_openapi::api::networking::v1::{
 };
 
 use super::RenderError;
-use super::labels::Scope;
+use super::labels::{Scope, compose_label};
 use crate::render::model;
 
 pub const EXPOSE: &str = "kompose.service.expose";
@@ -22,7 +22,7 @@ pub fn ingress(
     service: &model::Service,
     backend: Option<&(String, i32)>,
 ) -> Result<Option<Ingress>, RenderError> {
-    let Some(expose) = service.labels.get(EXPOSE) else {
+    let Some(expose) = compose_label(service, EXPOSE) else {
         return Ok(None);
     };
     if expose.trim().eq_ignore_ascii_case("false") {
@@ -81,16 +81,16 @@ pub fn ingress(
             }),
         }
     }
-    let tls = service.labels.get(TLS_SECRET).map(|secret| {
+    let tls = compose_label(service, TLS_SECRET).map(|secret| {
         vec![IngressTLS {
             hosts: (!hosts.is_empty()).then_some(hosts),
-            secret_name: Some(secret.clone()),
+            secret_name: Some(secret.to_string()),
         }]
     });
     Ok(Some(Ingress {
         metadata: scope.meta(name, Some(name)),
         spec: Some(IngressSpec {
-            ingress_class_name: service.labels.get(CLASS).cloned(),
+            ingress_class_name: compose_label(service, CLASS).map(str::to_string),
             rules: Some(rules),
             tls,
             ..IngressSpec::default()

@@ -90,3 +90,13 @@ pub fn is_label_value(value: &str) -> bool {
             .last()
             .is_none_or(|c| c.is_ascii_alphanumeric())
 }
+
+/// A `kompose.*` setting from the service's `labels`, else from `deploy.labels`
+/// (where swarm-style files put service labels).
+pub fn compose_label<'a>(service: &'a crate::render::model::Service, key: &str) -> Option<&'a str> {
+    service
+        .labels
+        .get(key)
+        .or_else(|| service.deploy.as_ref().and_then(|d| d.labels.get(key)))
+        .map(String::as_str)
+}

@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::labels::Scope;
+use super::labels::{Scope, compose_label};
 use super::names::{self, MAX_LABEL, Origin};
 use super::warnings::Warnings;
 use super::{PublishedServiceType, RenderError};
@@ -159,7 +159,7 @@ impl ServiceInput<'_> {
 
     /// `kompose.service.type`, else the daemon's default.
     fn published_type(&self, warnings: &mut Warnings) -> &'static str {
-        let label = self.service.labels.get("kompose.service.type");
+        let label = compose_label(self.service, "kompose.service.type");
         match label.map(|t| t.to_ascii_lowercase()).as_deref() {
             Some("loadbalancer") => "LoadBalancer",
             Some("nodeport") => "NodePort",

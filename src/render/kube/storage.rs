@@ -222,14 +222,15 @@ impl ServiceStorage<'_> {
                         &Origin::Volume(source.clone()),
                         MAX_LABEL,
                     )?;
-                    if !volume_names.0.insert(claim.clone()) {
+                    if let Some((first, _)) = claims.iter().find(|(_, c)| **c == claim) {
                         return Err(RenderError::NameCollision {
                             kind: "volumeClaimTemplate",
                             name: claim,
-                            first: format!("another volume of {origin}"),
+                            first: Origin::Volume(first.clone()).to_string(),
                             second: Origin::Volume(source.clone()).to_string(),
                         });
                     }
+                    volume_names.0.insert(claim.clone());
                     claims.insert(source.clone(), claim);
                 }
             }

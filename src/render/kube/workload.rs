@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::RenderError;
-use super::labels::{CONFIG_HASH, Scope};
+use super::labels::{CONFIG_HASH, Scope, compose_label};
 use super::names::label_problem;
 use super::placement;
 use super::probes;
@@ -76,11 +76,7 @@ pub fn kind(
         _ if !storage.claim_templates.is_empty() => Kind::StatefulSet,
         _ => Kind::Deployment,
     };
-    let chosen = match service
-        .labels
-        .get(CONTROLLER_TYPE)
-        .map(|v| v.to_ascii_lowercase())
-    {
+    let chosen = match compose_label(service, CONTROLLER_TYPE).map(str::to_ascii_lowercase) {
         None => by_mode,
         Some(value) => match value.as_str() {
             "deployment" => Kind::Deployment,
@@ -438,10 +434,8 @@ impl WorkloadInput<'_> {
             .and_then(|x| x.pull_policy.as_deref())
             .map(|p| ("x-kubernetes.pull_policy", p))
             .or_else(|| {
-                service
-                    .labels
-                    .get("kompose.image-pull-policy")
-                    .map(|p| ("label kompose.image-pull-policy", p.as_str()))
+                compose_label(service, "kompose.image-pull-policy")
+                    .map(|p| ("label kompose.image-pull-policy", p))
             })
             .or_else(|| service.pull_policy.as_deref().map(|p| ("pull_policy", p)));
         if let Some((field, value)) = explicit {

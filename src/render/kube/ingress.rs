@@ -63,6 +63,15 @@ pub fn ingress(
         };
         let host = host.filter(|h| !h.is_empty());
         if let Some(h) = &host
+            && !is_host(h)
+        {
+            return Err(RenderError::InvalidValue {
+                service: compose_name.to_string(),
+                field: format!("labels.{EXPOSE}"),
+                reason: format!("{h:?} is not a lower-case DNS host name"),
+            });
+        }
+        if let Some(h) = &host
             && !hosts.contains(h)
         {
             hosts.push(h.clone());
@@ -97,4 +106,13 @@ pub fn ingress(
         }),
         ..Ingress::default()
     }))
+}
+
+/// A DNS-1123 subdomain, optionally with a leading `*.` wildcard, as Ingress hosts must be.
+fn is_host(host: &str) -> bool {
+    let host = host.strip_prefix("*.").unwrap_or(host);
+    host.len() <= 253
+        && host
+            .split('.')
+            .all(|part| super::names::label_problem(part, super::names::MAX_LABEL).is_none())
 }

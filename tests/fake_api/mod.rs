@@ -116,7 +116,7 @@ impl FakeApiServer {
         namespace: &str,
         name: &str,
     ) -> Option<Value> {
-        let rt = resources::find_kind(&api_version, &kind)?;
+        let rt = resources::find_kind(api_version, kind)?;
         self.shared.store.get(rt, namespace, name).ok()
     }
 

@@ -1,1 +1,3 @@
 //! Reconciler: Stacks from Git, objects from Stacks, prune, self-heal, status.
+
+pub mod apply;

@@ -376,3 +376,41 @@ async fn a_failed_apply_is_reported_and_skips_pruning() {
         "the old entries stay so the next run retries"
     );
 }
+
+#[tokio::test]
+async fn drift_repair_reapplies_unchanged_objects() {
+    let (server, client) = FakeApiServer::start().await;
+    server.seed_namespace("apps");
+    let objects = rendered(vec![config_map("settings", "a"), config_map("other", "o")]);
+    let report = Applier::new(client.clone(), ApplyOptions::default())
+        .apply(STACK, &objects, &[])
+        .await;
+    let api: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), "apps");
+    api.delete("settings", &Default::default()).await.unwrap();
+    let untouched_version =
+        stored(&server, "v1", "ConfigMap", "other").unwrap()["metadata"]["resourceVersion"].clone();
+
+    let resync = Applier::new(
+        client,
+        ApplyOptions {
+            reapply_unchanged: true,
+            ..Default::default()
+        },
+    );
+    let repaired = resync.apply(STACK, &objects, &report.inventory).await;
+    assert!(repaired.is_success(), "{:?}", repaired.errors);
+    assert_eq!(repaired.plan.count(Action::Unchanged), 2);
+    assert_eq!(
+        repaired.outcome("ConfigMap", "settings"),
+        Some(Outcome::Applied)
+    );
+    assert_eq!(
+        stored(&server, "v1", "ConfigMap", "settings").unwrap()["data"]["value"],
+        "a"
+    );
+    let other = stored(&server, "v1", "ConfigMap", "other").unwrap();
+    assert_eq!(
+        other["metadata"]["resourceVersion"], untouched_version,
+        "re-applying identical content is a no-op"
+    );
+}

@@ -955,3 +955,163 @@ async fn seeded_objects_are_readable_and_writes_are_counted() {
     );
     assert_eq!(server.requests().len(), 2);
 }
+
+#[tokio::test]
+async fn bad_input_is_rejected_like_a_real_server() {
+    let cluster = test_client().await;
+    let ns = fresh_namespace(&cluster.client, "bad").await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &ns);
+    let bad_selector = api_error(
+        config_maps
+            .list(&ListParams::default().labels("tier in (web"))
+            .await,
+    );
+    assert_eq!(
+        (bad_selector.code, bad_selector.reason.as_str()),
+        (400, "BadRequest")
+    );
+
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), &ns);
+    let mut mismatched = deployment("web", "web", 1);
+    mismatched
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .metadata
+        .as_mut()
+        .unwrap()
+        .labels = Some(BTreeMap::from([("app".into(), "other".into())]));
+    let invalid = api_error(
+        deployments
+            .create(&PostParams::default(), &mismatched)
+            .await,
+    );
+    assert_eq!((invalid.code, invalid.reason.as_str()), (422, "Invalid"));
+
+    let services: Api<Service> = Api::namespaced(cluster.client.clone(), &ns);
+    let dotted = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a.b"},
+                        "spec": {"ports": [{"port": 80}]}});
+    let invalid = api_error(
+        services
+            .patch("a.b", &apply_as("stackd"), &Patch::Apply(&dotted))
+            .await,
+    );
+    assert_eq!((invalid.code, invalid.reason.as_str()), (422, "Invalid"));
+    cleanup(&cluster, &ns).await;
+}
+
+#[tokio::test]
+async fn managed_fields_record_what_each_manager_applied() {
+    let (server, client) = FakeApiServer::start().await;
+    server.seed_namespace("m");
+    let api: Api<ConfigMap> = Api::namespaced(client, "m");
+    api.patch(
+        "cfg",
+        &apply_as("stackd"),
+        &Patch::Apply(config_map("cfg", &[("a", "1")], &[("x", "1")])),
+    )
+    .await
+    .unwrap();
+    let mut current = api.get("cfg").await.unwrap();
+    current
+        .data
+        .get_or_insert_default()
+        .insert("y".into(), "2".into());
+    api.replace(
+        "cfg",
+        &PostParams {
+            field_manager: Some("kubectl".into()),
+            ..Default::default()
+        },
+        &current,
+    )
+    .await
+    .unwrap();
+    let stored = server.object("v1", "ConfigMap", "m", "cfg").unwrap();
+    let entries: Vec<Value> = stored["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| json!([e["manager"], e["operation"], e["fieldsV1"]]))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            json!(["stackd", "Apply", {"f:data": {"f:x": {}}, "f:metadata": {"f:labels": {"f:a": {}}}}]),
+            json!(["kubectl", "Update", {"f:data": {"f:y": {}}}]),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn watches_turn_selector_transitions_into_added_and_deleted() {
+    let (server, client) = FakeApiServer::start().await;
+    server.seed_namespace("t");
+    let api: Api<ConfigMap> = Api::namespaced(client, "t");
+    let created = api
+        .create(
+            &PostParams::default(),
+            &config_map("cfg", &[("w", "1")], &[]),
+        )
+        .await
+        .unwrap();
+    let params = WatchParams::default().labels("w=1").timeout(5);
+    let mut events = api.watch(&params, &rv(&created)).await.unwrap().boxed();
+    let relabel = |value: &'static str| Patch::Merge(json!({"metadata": {"labels": {"w": value}}}));
+    api.patch("cfg", &PatchParams::default(), &relabel("2"))
+        .await
+        .unwrap();
+    api.patch(
+        "cfg",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"unseen": "x"}})),
+    )
+    .await
+    .unwrap();
+    api.patch("cfg", &PatchParams::default(), &relabel("1"))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        match tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(WatchEvent::Added(_))) => seen.push("ADDED"),
+            Some(Ok(WatchEvent::Deleted(_))) => seen.push("DELETED"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen, ["DELETED", "ADDED"]);
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_deletes_its_objects() {
+    let (server, client) = FakeApiServer::start().await;
+    server.seed_namespace("doomed");
+    server.seed_namespace("kept");
+    for namespace in ["doomed", "kept"] {
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+        api.create(&PostParams::default(), &config_map("cfg", &[], &[]))
+            .await
+            .unwrap();
+    }
+    let namespaces: Api<Namespace> = Api::all(client);
+    namespaces
+        .delete("doomed", &DeleteParams::default())
+        .await
+        .unwrap();
+    let left: Vec<Value> = server
+        .objects()
+        .into_iter()
+        .map(|o| json!([o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]]))
+        .collect();
+    assert_eq!(
+        left,
+        [
+            json!(["ConfigMap", "kept", "cfg"]),
+            json!(["Namespace", null, "kept"])
+        ]
+    );
+}

@@ -28,6 +28,9 @@ pub struct ApplyOptions {
     pub allow_prune_all: bool,
     /// How long to wait for a deleted object to disappear before recreating it.
     pub recreate_timeout: Duration,
+    /// Apply objects whose hash is unchanged too: drift repair and periodic
+    /// resync, where the live object may differ from what was applied.
+    pub reapply_unchanged: bool,
 }
 
 impl Default for ApplyOptions {
@@ -36,6 +39,7 @@ impl Default for ApplyOptions {
             dry_run: false,
             allow_prune_all: false,
             recreate_timeout: Duration::from_secs(60),
+            reapply_unchanged: false,
         }
     }
 }
@@ -335,7 +339,7 @@ impl Applier {
             else {
                 continue;
             };
-            let outcome = if step.action == Action::Unchanged {
+            let outcome = if step.action == Action::Unchanged && !self.options.reapply_unchanged {
                 Outcome::Unchanged
             } else {
                 match self.apply_one(&step.target, object).await {

@@ -555,6 +555,37 @@ fn check_immutable(rt: &ResourceType, old: &Value, new: &Value) -> Result<(), St
     }
 }
 
+/// A workload whose selector does not select its own pod template is rejected,
+/// as `kubectl apply` users learn the hard way.
+fn check_selector_matches_template(rt: &ResourceType, object: &Value) -> Result<(), String> {
+    if !(rt.group == "apps" && matches!(rt.kind, "Deployment" | "StatefulSet" | "DaemonSet")) {
+        return Ok(());
+    }
+    let Some(selector) = object.pointer("/spec/selector") else {
+        return Err("spec.selector: Required value".into());
+    };
+    let labels = object.pointer("/spec/template/metadata/labels");
+    let wanted = selector.get("matchLabels").and_then(Value::as_object);
+    let selects = wanted.is_none_or(|wanted| {
+        wanted
+            .iter()
+            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+    });
+    if wanted.is_none_or(|w| w.is_empty()) && selector.get("matchExpressions").is_none() {
+        return Err(
+            "spec.selector: Invalid value: {}: empty selector is invalid for deployment".into(),
+        );
+    }
+    if selects {
+        Ok(())
+    } else {
+        Err(format!(
+            "spec.template.metadata.labels: Invalid value: {}: `selector` does not match template `labels`",
+            labels.unwrap_or(&Value::Null)
+        ))
+    }
+}
+
 /// Everything outside `metadata` and `status`: what `generation` tracks.
 fn desired_state(object: &Value) -> Value {
     let mut copy = object.clone();
@@ -614,7 +645,10 @@ impl State {
                 Scope::Main => {
                     map.remove("status");
                 }
-                Scope::Status => map.retain(|k, _| k == "status" || k == "metadata"),
+                // Only status is written through /status; labels there would be ignored.
+                Scope::Status => {
+                    map.retain(|k, _| matches!(k.as_str(), "status" | "apiVersion" | "kind"))
+                }
             }
         }
         let precondition = text(&applied, "/metadata/resourceVersion").map(str::to_string);
@@ -837,6 +871,8 @@ impl State {
             }
         }
 
+        check_selector_matches_template(rt, &new)
+            .map_err(|cause| ApiError::invalid(rt, name, cause))?;
         let mut entries = match entries {
             Some(entries) => entries,
             None => {

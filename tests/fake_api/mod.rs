@@ -19,6 +19,7 @@ pub mod patch;
 pub mod resources;
 pub mod selector;
 pub mod store;
+pub mod validate;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,88 @@
+//! Fault injection rules and the request log.
+
+use std::time::Duration;
+
+use axum::http::Method;
+
+/// What a matching fault rule does to the request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FaultAction {
+    /// Answer with this status code (500, 503, ...) and an `InternalError` Status body.
+    Fail(u16),
+    /// Answer 429 with `Retry-After` (whole seconds, rounded up).
+    TooManyRequests { retry_after: Duration },
+    /// Wait, then serve the request normally.
+    Delay(Duration),
+}
+
+/// Matches requests by method and a path substring; fires `times` times, or forever.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultRule {
+    pub method: Option<Method>,
+    pub path_contains: String,
+    pub times: Option<usize>,
+    pub action: FaultAction,
+}
+
+impl FaultRule {
+    pub fn new(method: Option<Method>, path_contains: &str, action: FaultAction) -> Self {
+        FaultRule {
+            method,
+            path_contains: path_contains.to_string(),
+            times: None,
+            action,
+        }
+    }
+
+    pub fn times(mut self, times: usize) -> Self {
+        self.times = Some(times);
+        self
+    }
+
+    pub(super) fn matches(&self, method: &Method, path: &str) -> bool {
+        self.method.as_ref().is_none_or(|m| m == method)
+            && path.contains(&self.path_contains)
+            && self.times != Some(0)
+    }
+}
+
+/// Takes the first matching rule's action, counting it down.
+pub(super) fn take_fault(
+    rules: &mut Vec<FaultRule>,
+    method: &Method,
+    path: &str,
+) -> Option<FaultAction> {
+    let rule = rules.iter_mut().find(|rule| rule.matches(method, path))?;
+    if let Some(times) = &mut rule.times {
+        *times -= 1;
+    }
+    let action = rule.action.clone();
+    rules.retain(|rule| rule.times != Some(0));
+    Some(action)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedRequest {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub access: Access,
+    pub watch: bool,
+    pub dry_run: bool,
+    /// The status code the server answered (200 for a started watch).
+    pub status: u16,
+}
+
+impl LoggedRequest {
+    /// A write that could change stored state: not a dry run.
+    pub fn is_write(&self) -> bool {
+        self.access == Access::Write && !self.dry_run
+    }
+}

@@ -113,7 +113,7 @@ pub const SERVICE_KEYS: &[&str] = &[
 ];
 
 /// The service keys that map to the model; every other spec key is ignored.
-const HANDLED_KEYS: &[&str] = &[
+pub(super) const HANDLED_KEYS: &[&str] = &[
     "build",
     "cap_add",
     "cap_drop",

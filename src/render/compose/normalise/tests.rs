@@ -637,3 +637,111 @@ fn symlinks_out_of_the_repository_are_refused() {
     assert_eq!(error.label(), "file");
     assert_eq!(error.at().unwrap().path, "configs.c.file");
 }
+
+/// compose-go's `full-example.yml`, with its directory as the repository.
+fn full_example_source() -> (String, MemSource) {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/compose-go/loader");
+    let mut source = MemSource::new();
+    let mut stack = vec![dir.clone()];
+    while let Some(current) = stack.pop() {
+        for entry in std::fs::read_dir(&current).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let relative = path.strip_prefix(&dir).unwrap().to_str().unwrap();
+                source.insert(relative, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    source.insert("config_data", "config content");
+    source.insert("secret_data", "secret content");
+    let text = std::fs::read_to_string(dir.join("full-example.yml")).unwrap();
+    (text, source)
+}
+
+fn full_example_tree(text: &str) -> ProjectTree {
+    let file = RepoPath::new("full-example.yml").unwrap();
+    ProjectTree {
+        root: yaml::parse(text.as_bytes(), &file, &RepoPath::root()).unwrap(),
+        variables: BTreeMap::from([("BAR".to_string(), "bar secret".to_string())]),
+        files: vec![file],
+    }
+}
+
+#[test]
+fn full_example_refuses_paths_outside_the_repository() {
+    let (text, source) = full_example_source();
+    let error = normalise(&full_example_tree(&text), &source, &LoadOptions::default());
+    assert_eq!(
+        error_of(error),
+        "path configs.config4.file: absolute path \"~/config_data\" is not allowed: paths must be relative to the repository"
+    );
+}
+
+#[test]
+fn full_example_loads_every_key() {
+    let (text, source) = full_example_source();
+    // The example points outside the repository and at an undeclared volume; fix
+    // just those so that every other key is exercised.
+    let text = text
+        .replace("file: ~/config_data", "content: inline")
+        .replace("file: /abs/secret_data", "file: ./secret_data")
+        .replace(
+            "- datavolume:/var/lib/volume",
+            "- some-volume:/var/lib/volume",
+        );
+    let options = LoadOptions {
+        images: BTreeMap::from([("bar".to_string(), "example/bar:1".to_string())]),
+        ..LoadOptions::default()
+    };
+    let loaded = normalise(&full_example_tree(&text), &source, &options).unwrap();
+    let mut project = serde_json::to_value(&loaded.project).unwrap();
+    // Bind contents are the whole example directory: summarise them.
+    let bind_summary: BTreeMap<String, String> = loaded
+        .project
+        .bind_files
+        .iter()
+        .map(|(path, content)| {
+            let summary = match (&content.file, &content.directory) {
+                (Some(_), _) => "file".to_string(),
+                (_, Some(files)) => format!("directory with {} files", files.len()),
+                _ => "missing".to_string(),
+            };
+            (path.clone(), summary)
+        })
+        .collect();
+    project["bindFiles"] = serde_json::to_value(bind_summary).unwrap();
+    assert_snapshot("full-example.json", &project);
+    assert_eq!(
+        loaded.secrets.0.get("secret4").map(Vec::as_slice),
+        Some(&b"bar secret"[..])
+    );
+
+    // Every key the example sets on `foo` is either modelled or listed as ignored.
+    let root = full_example_tree(&text).root;
+    let foo = root.get("services").and_then(|s| s.get("foo")).unwrap();
+    let ignored = &loaded.project.services["foo"].ignored;
+    for (key, _) in foo.as_map().unwrap() {
+        let handled = super::service::HANDLED_KEYS.contains(&key.as_str());
+        assert!(
+            key.starts_with("x-") || handled != ignored.contains(key),
+            "key `{key}` is neither handled nor ignored"
+        );
+    }
+}
+
+/// Compares `value` with `testdata/<name>`; `STACKD_UPDATE_SNAPSHOTS=1` rewrites it.
+fn assert_snapshot(name: &str, value: &serde_json::Value) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/render/compose/normalise/testdata")
+        .join(name);
+    let pretty = serde_json::to_string_pretty(value).unwrap() + "\n";
+    if std::env::var_os("STACKD_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &pretty).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(pretty, expected, "snapshot {name} differs");
+}

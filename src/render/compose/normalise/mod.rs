@@ -76,6 +76,7 @@ pub fn normalise(
     let declared_volumes: BTreeSet<String> = project.volumes.keys().cloned().collect();
     let declared_configs: BTreeSet<String> = project.configs.keys().cloned().collect();
     let declared_secrets: BTreeSet<String> = project.secrets.keys().cloned().collect();
+    let mut warnings = Vec::new();
     let mut ctx = ServiceContext {
         source,
         variables: &tree.variables,
@@ -84,6 +85,7 @@ pub fn normalise(
         configs: &declared_configs,
         secrets: &declared_secrets,
         bind_files: &mut project.bind_files,
+        warnings: &mut warnings,
     };
     let mut services = BTreeMap::new();
     if let Some(services_field) = top.get("services") {
@@ -97,6 +99,7 @@ pub fn normalise(
         }
     }
     project.services = services;
+    project.warnings.extend(warnings);
     project.warnings.extend(dependency_warnings(&project));
     Ok(Loaded {
         project,

@@ -16,16 +16,41 @@ const PORT_KEYS: &[&str] = &[
 ];
 
 /// A service's `ports`, one [`Port`] per container port.
-pub fn ports(field: &Field) -> Result<Vec<Port>, LoadError> {
+/// A published range for a single target (`"6005-6015:80"`) lets the engine pick
+/// a free host port; a Service needs one, so the first is used, with a warning.
+pub fn ports(field: &Field, warnings: &mut Vec<String>) -> Result<Vec<Port>, LoadError> {
     let mut ports = Vec::new();
     for item in field.items()? {
-        match &item.node.value {
-            Value::Map(_) => ports.extend(long_port(&item)?),
-            Value::String { .. } | Value::Int(_) => ports.extend(short_port(&item)?),
+        let (expanded, narrowed) = match &item.node.value {
+            Value::Map(_) => long_port(&item)?,
+            Value::String { .. } | Value::Int(_) => short_port(&item)?,
             _ => return Err(item.expected("a string, a number or a mapping")),
+        };
+        if let Some((first, last)) = narrowed {
+            warnings.push(format!(
+                "{}: published range {first}-{last} for one container port: using {first}",
+                item.path
+            ));
         }
+        ports.extend(expanded);
     }
     Ok(ports)
+}
+
+/// Ports of one item, and the published range when it was narrowed to its first port.
+type Expanded = (Vec<Port>, Option<(u16, u16)>);
+
+/// A published range with a single target becomes its first port.
+fn narrow(
+    targets: (u16, u16),
+    published: Option<(u16, u16)>,
+) -> (Option<(u16, u16)>, Option<(u16, u16)>) {
+    match published {
+        Some((first, last)) if targets.0 == targets.1 && first != last => {
+            (Some((first, first)), Some((first, last)))
+        }
+        other => (other, None),
+    }
 }
 
 /// A service's `expose`: `"3000"`, `"3000-3005"`, `"3000/udp"`, `3000`.
@@ -44,7 +69,7 @@ pub fn expose(field: &Field) -> Result<Vec<ExposedPort>, LoadError> {
 }
 
 /// `[[host_ip:]published:]target[/protocol]`, with `[v6]` host addresses and ranges.
-fn short_port(item: &Field) -> Result<Vec<Port>, LoadError> {
+fn short_port(item: &Field) -> Result<Expanded, LoadError> {
     let text = item.string()?;
     let (spec, protocol) = split_protocol(item, &text)?;
     let (host_ip, rest) = match spec.strip_prefix('[') {
@@ -74,16 +99,18 @@ fn short_port(item: &Field) -> Result<Vec<Port>, LoadError> {
     let host_ip = host_ip.filter(|ip| !ip.is_empty());
     let targets = port_range(item, target)?;
     let published = published.map(|p| port_range(item, p)).transpose()?;
-    expand(item, targets, published, |target, published| Port {
+    let (published, narrowed) = narrow(targets, published);
+    let ports = expand(item, targets, published, |target, published| Port {
         target,
         published,
         protocol: protocol.clone(),
         host_ip: host_ip.clone(),
         ..Port::default()
-    })
+    })?;
+    Ok((ports, narrowed))
 }
 
-fn long_port(item: &Field) -> Result<Vec<Port>, LoadError> {
+fn long_port(item: &Field) -> Result<Expanded, LoadError> {
     let fields = item.map(PORT_KEYS)?;
     let target_field = fields
         .get("target")
@@ -108,12 +135,8 @@ fn long_port(item: &Field) -> Result<Vec<Port>, LoadError> {
     let host_ip = fields.string("host_ip")?;
     let name = fields.string("name")?;
     let app_protocol = fields.string("app_protocol")?;
-    // A published range with one target lets the engine pick; we need one port.
-    let published = match (published, targets) {
-        (Some((first, last)), (t1, t2)) if t1 == t2 && first != last => Some((first, first)),
-        (p, _) => p,
-    };
-    expand(item, targets, published, |target, published| Port {
+    let (published, narrowed) = narrow(targets, published);
+    let ports = expand(item, targets, published, |target, published| Port {
         target,
         published,
         protocol: protocol.clone(),
@@ -121,7 +144,8 @@ fn long_port(item: &Field) -> Result<Vec<Port>, LoadError> {
         mode: mode.clone(),
         name: name.clone(),
         app_protocol: app_protocol.clone(),
-    })
+    })?;
+    Ok((ports, narrowed))
 }
 
 /// One port per target in the range, paired with the matching published port.
@@ -195,13 +219,13 @@ mod tests {
     fn ports_of(yaml: &str) -> serde_json::Value {
         let node = parse_node(yaml);
         let field = Field::new(&node, "services.web.ports");
-        serde_json::to_value(ports(&field).unwrap()).unwrap()
+        serde_json::to_value(ports(&field, &mut Vec::new()).unwrap()).unwrap()
     }
 
     fn port_error(yaml: &str) -> String {
         let node = parse_node(yaml);
         let field = Field::new(&node, "services.web.ports");
-        error_of(ports(&field))
+        error_of(ports(&field, &mut Vec::new()))
     }
 
     #[test]
@@ -263,6 +287,27 @@ mod tests {
                 {"target": 82, "published": 9000, "protocol": "tcp"},
                 {"target": 90, "protocol": "tcp"},
             ])
+        );
+    }
+
+    #[test]
+    fn published_range_for_one_target_uses_its_first_port() {
+        let node = parse_node(r#"["6005-6015:80", {target: 81, published: "7000-7001"}]"#);
+        let mut warnings = Vec::new();
+        let parsed = ports(&Field::new(&node, "services.a.ports"), &mut warnings).unwrap();
+        assert_eq!(
+            serde_json::to_value(parsed).unwrap(),
+            json!([
+                {"target": 80, "published": 6005, "protocol": "tcp"},
+                {"target": 81, "published": 7000, "protocol": "tcp"},
+            ])
+        );
+        assert_eq!(
+            warnings,
+            vec![
+                "services.a.ports[0]: published range 6005-6015 for one container port: using 6005",
+                "services.a.ports[1]: published range 7000-7001 for one container port: using 7000",
+            ]
         );
     }
 

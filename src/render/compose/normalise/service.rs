@@ -16,7 +16,8 @@ use crate::render::model::{
     BindSource, Build, Dependency, ExtraHost, FileMount, Healthcheck, Service, ServiceKubernetes,
 };
 
-/// Every key the Compose Specification allows on a service.
+/// Every key the Compose Specification allows on a service, plus `pre_start`,
+/// which Compose accepts but the bundled schema copy predates.
 pub const SERVICE_KEYS: &[&str] = &[
     "annotations",
     "attach",
@@ -82,6 +83,7 @@ pub const SERVICE_KEYS: &[&str] = &[
     "platform",
     "ports",
     "post_start",
+    "pre_start",
     "pre_stop",
     "privileged",
     "profiles",
@@ -223,6 +225,8 @@ pub struct ServiceContext<'c> {
     pub configs: &'c BTreeSet<String>,
     pub secrets: &'c BTreeSet<String>,
     pub bind_files: &'c mut BTreeMap<String, BindSource>,
+    /// Loader warnings (`Project::warnings`).
+    pub warnings: &'c mut Vec<String>,
 }
 
 /// The profiles a service is in, read before anything else so that disabled
@@ -273,7 +277,7 @@ pub fn service(name: &str, field: &Field, ctx: &mut ServiceContext) -> Result<Se
             .transpose()?,
         ports: fields
             .get("ports")
-            .map(|p| ports::ports(&p))
+            .map(|p| ports::ports(&p, ctx.warnings))
             .transpose()?
             .unwrap_or_default(),
         expose: fields
@@ -346,10 +350,13 @@ fn resolve_image(
     if service.build.is_some() {
         Err(LoadError::Unsupported {
             at,
-            message: format!(
-                "{}: `build:` without `image:` cannot run on a cluster: set `image:` or configure an image for this service in stackd",
-                field.path
-            ),
+            message: "`build:` without `image:` cannot run on a cluster: set `image:` or configure an image for this service in stackd".to_string(),
+        })
+    } else if field.node.get("provider").is_some() {
+        Err(LoadError::Unsupported {
+            at,
+            message: "`provider:` services are run by a Compose plugin and cannot run on a cluster"
+                .to_string(),
         })
     } else {
         Err(LoadError::Schema {

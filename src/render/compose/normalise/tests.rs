@@ -377,7 +377,7 @@ fn build_needs_an_image() {
         error_of(load(
             "services: {web: {build: {context: ., dockerfile: Dockerfile.dev}}}"
         )),
-        "unsupported services.web: services.web: `build:` without `image:` cannot run on a cluster: set `image:` or configure an image for this service in stackd"
+        "unsupported services.web: `build:` without `image:` cannot run on a cluster: set `image:` or configure an image for this service in stackd"
     );
     let options = LoadOptions {
         images: BTreeMap::from([("web".to_string(), "registry/web:1".to_string())]),
@@ -744,4 +744,74 @@ fn assert_snapshot(name: &str, value: &serde_json::Value) {
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_default();
     assert_eq!(pretty, expected, "snapshot {name} differs");
+}
+
+/// Every compose file of the corpus, parsed without stage one (so `${VAR}` stays
+/// literal): no panics, and no "unknown field" errors on valid files.
+#[test]
+fn corpus_files_only_fail_with_clear_errors() {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
+    let source = DirSource::new(&corpus).unwrap();
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut unknown_fields = Vec::new();
+    let mut stack = vec![corpus.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if !(name.ends_with(".yml") || name.ends_with(".yaml")) {
+                continue;
+            }
+            let relative =
+                RepoPath::new(path.strip_prefix(&corpus).unwrap().to_str().unwrap()).unwrap();
+            let Ok(root) = yaml::parse(
+                &std::fs::read(&path).unwrap(),
+                &relative,
+                &relative.parent(),
+            ) else {
+                *outcomes.entry("yaml".into()).or_default() += 1;
+                continue;
+            };
+            if root.get("services").is_none() {
+                continue;
+            }
+            let tree = ProjectTree {
+                root,
+                variables: BTreeMap::new(),
+                files: vec![relative.clone()],
+            };
+            let options = LoadOptions {
+                profiles: vec!["*".to_string()],
+                ..LoadOptions::default()
+            };
+            match normalise(&tree, &source, &options) {
+                Ok(_) => *outcomes.entry("ok".into()).or_default() += 1,
+                Err(e) => {
+                    *outcomes.entry(e.label().into()).or_default() += 1;
+                    if let LoadError::Schema { message, .. } = &e
+                        && message.starts_with("unknown field")
+                    {
+                        unknown_fields.push(e.to_string());
+                    }
+                    println!("{e}");
+                }
+            }
+        }
+    }
+    println!("{outcomes:?}");
+    assert!(
+        outcomes.get("ok").copied().unwrap_or(0) > 100,
+        "{outcomes:?}"
+    );
+    // Only the fixture that is wrong on purpose.
+    assert_eq!(
+        unknown_fields,
+        vec![
+            "docker-compose/pkg/e2e/fixtures/wrong-composefile/compose.yaml:4:17: services.simple.wrongField: unknown field `wrongField`"
+        ]
+    );
 }

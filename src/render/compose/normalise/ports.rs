@@ -37,14 +37,14 @@ pub fn ports(field: &Field, warnings: &mut Vec<String>) -> Result<Vec<Port>, Loa
     Ok(ports)
 }
 
+/// An inclusive port range.
+type Range = (u16, u16);
+
 /// Ports of one item, and the published range when it was narrowed to its first port.
-type Expanded = (Vec<Port>, Option<(u16, u16)>);
+type Expanded = (Vec<Port>, Option<Range>);
 
 /// A published range with a single target becomes its first port.
-fn narrow(
-    targets: (u16, u16),
-    published: Option<(u16, u16)>,
-) -> (Option<(u16, u16)>, Option<(u16, u16)>) {
+fn narrow(targets: (u16, u16), published: Option<(u16, u16)>) -> (Option<Range>, Option<Range>) {
     match published {
         Some((first, last)) if targets.0 == targets.1 && first != last => {
             (Some((first, first)), Some((first, last)))

@@ -116,8 +116,9 @@ impl<'a> Field<'a> {
         match &self.node.value {
             Value::Bool(b) => Ok(*b),
             Value::String { text, .. } => match text.to_ascii_lowercase().as_str() {
-                "true" | "yes" | "on" => Ok(true),
-                "false" | "no" | "off" => Ok(false),
+                // Compose's casting after interpolation accepts the YAML 1.1 spellings.
+                "true" | "yes" | "y" | "on" => Ok(true),
+                "false" | "no" | "n" | "off" => Ok(false),
                 _ => Err(self.invalid(format!("expected a boolean, got {text:?}"))),
             },
             _ => Err(self.expected("a boolean")),

@@ -101,6 +101,7 @@ pub fn normalise(
     project.services = services;
     project.warnings.extend(warnings);
     project.warnings.extend(dependency_warnings(&project));
+    project.warnings.extend(network_warnings(&project));
     Ok(Loaded {
         project,
         secrets: secret_values,
@@ -154,6 +155,22 @@ fn dependency_warnings(project: &Project) -> Vec<String> {
             if !project.services.contains_key(dependency) {
                 warnings.push(format!(
                     "service \"{name}\": depends_on `{dependency}`, which is not a service of this project (or not enabled)"
+                ));
+            }
+        }
+    }
+    warnings
+}
+
+/// Service networks that are not declared at the top level (Compose rejects
+/// them; networks are ignored on a cluster, so a warning is enough).
+fn network_warnings(project: &Project) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (name, service) in &project.services {
+        for network in &service.networks {
+            if network != "default" && !project.networks.contains_key(network) {
+                warnings.push(format!(
+                    "service \"{name}\": network `{network}` is not declared in the top-level `networks`"
                 ));
             }
         }

@@ -815,3 +815,37 @@ fn corpus_files_only_fail_with_clear_errors() {
         ]
     );
 }
+
+#[test]
+fn loader_warnings() {
+    let yaml = r#"
+services:
+  web:
+    image: a
+    depends_on: {db: {condition: service_healthy}, gone: {required: false}}
+    networks: {default: null, front: {aliases: [w]}, nowhere: null}
+    ports: ["8000-8009:80"]
+  db: {image: b, tty: "y", stdin_open: "off"}
+networks:
+  front:
+"#;
+    let loaded = load(yaml).unwrap();
+    assert_eq!(
+        loaded.project.warnings,
+        vec![
+            "services.web.ports[0]: published range 8000-8009 for one container port: using 8000",
+            "service \"web\": depends_on `gone`, which is not a service of this project (or not enabled)",
+            "service \"web\": network `nowhere` is not declared in the top-level `networks`",
+        ]
+    );
+    let web = &loaded.project.services["web"];
+    assert_eq!(
+        serde_json::to_value(&web.depends_on).unwrap(),
+        json!({
+            "db": {"condition": "service_healthy", "required": true},
+            "gone": {"condition": "service_started", "required": false},
+        })
+    );
+    let db = &loaded.project.services["db"];
+    assert!(db.tty && !db.stdin_open);
+}

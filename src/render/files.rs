@@ -335,14 +335,17 @@ impl MemSource {
     }
 
     /// Adds a file; its parent directories exist implicitly.
+    ///
+    /// # Panics
+    /// When `path` is not repository-relative: this builder is for fixed test input.
     pub fn with_file(mut self, path: &str, content: impl Into<Vec<u8>>) -> Self {
+        let path = RepoPath::new(path).expect("MemSource paths are repository-relative");
         self.insert(path, content);
         self
     }
 
-    /// Adds a file. Panics on a path that is not repository-relative (test input only).
-    pub fn insert(&mut self, path: &str, content: impl Into<Vec<u8>>) {
-        let path = RepoPath::new(path).expect("MemSource paths are repository-relative");
+    /// Adds a file; its parent directories exist implicitly.
+    pub fn insert(&mut self, path: RepoPath, content: impl Into<Vec<u8>>) {
         self.files.insert(path, content.into());
     }
 

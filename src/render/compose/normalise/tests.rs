@@ -651,12 +651,15 @@ fn full_example_source() -> (String, MemSource) {
                 stack.push(path);
             } else {
                 let relative = path.strip_prefix(&dir).unwrap().to_str().unwrap();
-                source.insert(relative, std::fs::read(&path).unwrap());
+                source.insert(
+                    RepoPath::new(relative).unwrap(),
+                    std::fs::read(&path).unwrap(),
+                );
             }
         }
     }
-    source.insert("config_data", "config content");
-    source.insert("secret_data", "secret content");
+    source.insert(RepoPath::new("config_data").unwrap(), "config content");
+    source.insert(RepoPath::new("secret_data").unwrap(), "secret content");
     let text = std::fs::read_to_string(dir.join("full-example.yml")).unwrap();
     (text, source)
 }

@@ -406,12 +406,33 @@ fn argv(field: &Field) -> Result<Vec<String>, LoadError> {
 
 /// `host:ip` / `host=ip` items, or a `host: ip` mapping. IPv6 brackets are removed.
 fn extra_hosts(field: &Field) -> Result<Vec<ExtraHost>, LoadError> {
-    let pairs = field.list_or_dict(&['=', ':'])?;
+    let pairs: Vec<(Field, String, Option<String>)> = match &field.node.value {
+        Value::Map(_) => field
+            .entries()?
+            .into_iter()
+            .map(|(host, value)| {
+                let ip = value.node.scalar_text();
+                (value, host.to_string(), ip)
+            })
+            .collect(),
+        _ => field
+            .items()?
+            .into_iter()
+            .map(|item| {
+                let text = item.string()?;
+                let (host, ip) = match text.split_once('=').or_else(|| text.split_once(':')) {
+                    Some((host, ip)) => (host.to_string(), Some(ip.to_string())),
+                    None => (text, None),
+                };
+                Ok((item, host, ip))
+            })
+            .collect::<Result<_, LoadError>>()?,
+    };
     pairs
         .into_iter()
-        .map(|(hostname, ip)| {
+        .map(|(item, hostname, ip)| {
             let ip = ip.filter(|ip| !ip.is_empty()).ok_or_else(|| {
-                field.invalid(format!("extra host {hostname:?} has no IP address"))
+                item.invalid(format!("extra host {hostname:?} has no IP address"))
             })?;
             let ip = ip
                 .strip_prefix('[')

@@ -358,12 +358,18 @@ fn extra_hosts_forms() {
         ])
     );
     assert_eq!(
+        error_of(load("services: {web: {image: a, extra_hosts: {db: null}}}")),
+        "invalid_value services.web.extra_hosts.db: extra host \"db\" has no IP address"
+    );
+    assert_eq!(
         service_json("services: {web: {image: a, extra_hosts: {db: 10.0.0.2}}}")["extraHosts"],
         json!([{"hostname": "db", "ip": "10.0.0.2"}])
     );
     assert_eq!(
-        error_of(load("services: {web: {image: a, extra_hosts: [nohost]}}")),
-        "invalid_value services.web.extra_hosts: extra host \"nohost\" has no IP address"
+        error_of(load(
+            "services: {web: {image: a, extra_hosts: [a=1.1.1.1, nohost]}}"
+        )),
+        "invalid_value services.web.extra_hosts[1]: extra host \"nohost\" has no IP address"
     );
 }
 

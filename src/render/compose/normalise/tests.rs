@@ -858,3 +858,34 @@ networks:
     let db = &loaded.project.services["db"];
     assert!(db.tty && !db.stdin_open);
 }
+
+/// A real stack from the corpus, read through a `DirSource` of the corpus, with
+/// images configured for its build-only services. Without stage one, `$$` stays
+/// unescaped in the snapshot.
+#[test]
+fn awesome_compose_nginx_flask_mysql_snapshot() {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
+    let source = DirSource::new(&corpus).unwrap();
+    let file = RepoPath::new("awesome-compose/nginx-flask-mysql/compose.yaml").unwrap();
+    let tree = ProjectTree {
+        root: yaml::parse(&source.read(&file).unwrap(), &file, &file.parent()).unwrap(),
+        variables: BTreeMap::new(),
+        files: vec![file],
+    };
+    let options = LoadOptions {
+        images: BTreeMap::from([
+            ("backend".to_string(), "example/backend:1".to_string()),
+            ("proxy".to_string(), "example/proxy:1".to_string()),
+        ]),
+        ..LoadOptions::default()
+    };
+    let loaded = normalise(&tree, &source, &options).unwrap();
+    let project = serde_json::to_value(&loaded.project).unwrap();
+    assert_snapshot("nginx-flask-mysql.json", &project);
+    let password = loaded.secrets.0.get("db-password").unwrap();
+    assert!(
+        !project
+            .to_string()
+            .contains(std::str::from_utf8(password).unwrap().trim())
+    );
+}

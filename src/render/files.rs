@@ -319,6 +319,95 @@ impl FileSource for DirSource {
     }
 }
 
+/// An in-memory [`FileSource`], for tests and for content that is already in memory.
+#[derive(Clone, Debug, Default)]
+pub struct MemSource {
+    files: std::collections::BTreeMap<RepoPath, Vec<u8>>,
+    max_file_size: u64,
+}
+
+impl MemSource {
+    pub fn new() -> Self {
+        MemSource {
+            files: Default::default(),
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+        }
+    }
+
+    /// Adds a file; its parent directories exist implicitly.
+    ///
+    /// # Panics
+    /// When `path` is not repository-relative: this builder is for fixed test input.
+    pub fn with_file(mut self, path: &str, content: impl Into<Vec<u8>>) -> Self {
+        let path = RepoPath::new(path).expect("MemSource paths are repository-relative");
+        self.insert(path, content);
+        self
+    }
+
+    /// Adds a file; its parent directories exist implicitly.
+    pub fn insert(&mut self, path: RepoPath, content: impl Into<Vec<u8>>) {
+        self.files.insert(path, content.into());
+    }
+
+    pub fn with_max_file_size(mut self, limit: u64) -> Self {
+        self.max_file_size = limit;
+        self
+    }
+
+    fn is_dir(&self, path: &RepoPath) -> bool {
+        self.files
+            .keys()
+            .any(|f| f != path && f.strip_prefix(path).is_some_and(|rest| !rest.is_empty()))
+    }
+}
+
+impl FileSource for MemSource {
+    fn read(&self, path: &RepoPath) -> Result<Vec<u8>, FileError> {
+        match self.files.get(path) {
+            Some(content) if content.len() as u64 > self.max_file_size => {
+                Err(FileError::TooLarge {
+                    path: path.clone(),
+                    size: content.len() as u64,
+                    limit: self.max_file_size,
+                })
+            }
+            Some(content) => Ok(content.clone()),
+            None if self.is_dir(path) => Err(FileError::IsADirectory(path.clone())),
+            None => Err(FileError::NotFound(path.clone())),
+        }
+    }
+
+    fn kind(&self, path: &RepoPath) -> Result<Option<EntryKind>, FileError> {
+        if self.files.contains_key(path) {
+            Ok(Some(EntryKind::File))
+        } else if self.is_dir(path) {
+            Ok(Some(EntryKind::Dir))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn list(&self, dir: &RepoPath) -> Result<Vec<(String, EntryKind)>, FileError> {
+        if self.files.contains_key(dir) {
+            return Err(FileError::NotADirectory(dir.clone()));
+        }
+        if !self.is_dir(dir) {
+            return Err(FileError::NotFound(dir.clone()));
+        }
+        let mut entries: std::collections::BTreeMap<String, EntryKind> = Default::default();
+        for file in self.files.keys() {
+            let Some(rest) = file.strip_prefix(dir).filter(|r| !r.is_empty()) else {
+                continue;
+            };
+            match rest.split_once('/') {
+                Some((name, _)) => entries.insert(name.to_string(), EntryKind::Dir),
+                None => entries.insert(rest.to_string(), EntryKind::File),
+            };
+        }
+        Ok(entries.into_iter().collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,5 +474,28 @@ mod tests {
             .map(|e| e.0)
             .collect();
         assert_eq!(names, vec!["big.txt", "in", "ok.txt"]);
+    }
+
+    #[test]
+    fn mem_source_lists_files_and_implicit_directories() {
+        let src = MemSource::new()
+            .with_file("a/b.txt", "b")
+            .with_file("a/c/d.txt", "d")
+            .with_file("top", "t");
+        let a = RepoPath::new("a").unwrap();
+        assert_eq!(src.kind(&a).unwrap(), Some(EntryKind::Dir));
+        assert_eq!(
+            src.list(&a).unwrap(),
+            vec![
+                ("b.txt".into(), EntryKind::File),
+                ("c".into(), EntryKind::Dir)
+            ]
+        );
+        assert_eq!(
+            src.read(&RepoPath::new("a/c/d.txt").unwrap()).unwrap(),
+            b"d"
+        );
+        assert!(matches!(src.read(&a), Err(FileError::IsADirectory(_))));
+        assert_eq!(src.kind(&RepoPath::new("nope").unwrap()).unwrap(), None);
     }
 }

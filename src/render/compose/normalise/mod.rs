@@ -4,11 +4,36 @@
 //! errors, `x-*` keys are allowed anywhere), expands short syntaxes, filters
 //! profiles, reads the files that configs, secrets, `env_file` and bind mounts
 //! point at, and hashes secret values.
+//!
+//! [`Project`]: crate::render::model::Project
+
+mod deploy;
+mod fields;
+mod paths;
+mod ports;
+mod resources;
+mod service;
+mod units;
+mod volumes;
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::error::LoadError;
 use super::tree::ProjectTree;
 use super::{LoadOptions, Loaded};
 use crate::render::files::FileSource;
+use crate::render::model::{Project, SecretValues};
+use fields::Field;
+use resources::ValueSources;
+use service::ServiceContext;
+
+pub use units::{parse_bytes, parse_duration_ms};
+
+/// Keys allowed at the top of a compose file. `include` and `extends` are
+/// resolved by stage one; `models` is accepted and ignored with a warning.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "configs", "include", "models", "name", "networks", "secrets", "services", "version", "volumes",
+];
 
 /// Turns a merged tree into the model.
 pub fn normalise(
@@ -16,8 +41,142 @@ pub fn normalise(
     source: &dyn FileSource,
     options: &LoadOptions,
 ) -> Result<Loaded, LoadError> {
-    let _ = (tree, source);
-    Err(LoadError::NoComposeFile {
-        dir: options.dir.clone(),
+    let root = Field::new(&tree.root, "");
+    let top = root.map(TOP_LEVEL_KEYS)?;
+    let mut project = Project {
+        compose_name: project_name(&top)?,
+        ..Project::default()
+    };
+    for key in ["include", "models"] {
+        if top.get(key).is_some() {
+            project
+                .warnings
+                .push(format!("top-level `{key}` is ignored"));
+        }
+    }
+
+    if let Some(volumes) = top.get("volumes") {
+        project.volumes = resources::volumes(&volumes)?;
+    }
+    if let Some(networks) = top.get("networks") {
+        project.networks = resources::networks(&networks)?;
+    }
+    let values = ValueSources {
+        source,
+        variables: &tree.variables,
+    };
+    if let Some(configs) = top.get("configs") {
+        project.configs = resources::configs(&configs, &values)?;
+    }
+    let mut secret_values = SecretValues::default();
+    if let Some(secrets) = top.get("secrets") {
+        project.secrets = resources::secrets(&secrets, &values, &mut secret_values)?;
+    }
+
+    let declared_volumes: BTreeSet<String> = project.volumes.keys().cloned().collect();
+    let declared_configs: BTreeSet<String> = project.configs.keys().cloned().collect();
+    let declared_secrets: BTreeSet<String> = project.secrets.keys().cloned().collect();
+    let mut warnings = Vec::new();
+    let mut ctx = ServiceContext {
+        source,
+        variables: &tree.variables,
+        images: &options.images,
+        volumes: &declared_volumes,
+        configs: &declared_configs,
+        secrets: &declared_secrets,
+        bind_files: &mut project.bind_files,
+        warnings: &mut warnings,
+    };
+    let mut services = BTreeMap::new();
+    if let Some(services_field) = top.get("services") {
+        for (name, field) in services_field.entries()? {
+            check_service_name(name, &field)?;
+            let profiles = service::profiles(&field)?;
+            if !profile_enabled(&profiles, &options.profiles) {
+                continue;
+            }
+            services.insert(name.to_string(), service::service(name, &field, &mut ctx)?);
+        }
+    }
+    project.services = services;
+    project.warnings.extend(warnings);
+    project.warnings.extend(dependency_warnings(&project));
+    project.warnings.extend(network_warnings(&project));
+    Ok(Loaded {
+        project,
+        secrets: secret_values,
     })
 }
+
+fn project_name(top: &fields::Fields) -> Result<Option<String>, LoadError> {
+    let Some(field) = top.get("name") else {
+        return Ok(None);
+    };
+    let name = field.string()?;
+    let valid = name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !valid {
+        return Err(field.invalid(format!(
+            "project name {name:?} must contain only lower-case letters, digits, `_` and `-`, and start with a letter or digit"
+        )));
+    }
+    Ok(Some(name))
+}
+
+fn check_service_name(name: &str, field: &Field) -> Result<(), LoadError> {
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(field.invalid(format!(
+            "service name {name:?} may contain only letters, digits, `.`, `_` and `-`"
+        )))
+    }
+}
+
+/// A service without profiles is always on; one with profiles needs a match or `*`.
+fn profile_enabled(profiles: &[String], enabled: &[String]) -> bool {
+    profiles.is_empty()
+        || enabled
+            .iter()
+            .any(|e| e == "*" || profiles.iter().any(|p| p == e))
+}
+
+/// `depends_on` naming a service that is not in the project (or disabled by profile).
+fn dependency_warnings(project: &Project) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (name, service) in &project.services {
+        for dependency in service.depends_on.keys() {
+            if !project.services.contains_key(dependency) {
+                warnings.push(format!(
+                    "service \"{name}\": depends_on `{dependency}`, which is not a service of this project (or not enabled)"
+                ));
+            }
+        }
+    }
+    warnings
+}
+
+/// Service networks that are not declared at the top level (Compose rejects
+/// them; networks are ignored on a cluster, so a warning is enough).
+fn network_warnings(project: &Project) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (name, service) in &project.services {
+        for network in &service.networks {
+            if network != "default" && !project.networks.contains_key(network) {
+                warnings.push(format!(
+                    "service \"{name}\": network `{network}` is not declared in the top-level `networks`"
+                ));
+            }
+        }
+    }
+    warnings
+}
+
+#[cfg(test)]
+mod tests;

@@ -33,6 +33,8 @@ pub fn parse(text: &[u8], file: &RepoPath, base: &RepoPath) -> Result<Node, Load
     let options = serde_saphyr::options! {
         // Compose (go-yaml) reads 0644 as octal, which file modes rely on.
         legacy_octal_numbers: true,
+        // Compose reads YAML 1.2 booleans: `yes`, `on` and `Y` stay strings.
+        strict_booleans: true,
     };
     let raw: RawNode = serde_saphyr::from_str_with_options(text, options)
         .map_err(|e| yaml_error(&file, &base, &e))?;
@@ -318,6 +320,17 @@ mod tests {
         }
         let err = parse_str(&text).unwrap_err();
         assert_eq!(err.label(), "yaml", "{err}");
+    }
+
+    #[test]
+    fn only_true_and_false_are_booleans() {
+        let node = parse_str("environment:\n  Y: yes\n  on: off\n  t: true\n").unwrap();
+        let env = node.get("environment").unwrap().as_map().unwrap();
+        let keys: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["Y", "on", "t"]);
+        assert_eq!(env[0].1.as_str(), Some("yes"));
+        assert_eq!(env[1].1.as_str(), Some("off"));
+        assert_eq!(env[2].1.value, Value::Bool(true));
     }
 
     #[test]

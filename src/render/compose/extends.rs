@@ -265,10 +265,13 @@ mod tests {
             err.to_string(),
             "app/compose.yaml:3:14: services.web.extends: extends cycle: web -> base -> web"
         );
-        let src = MemSource::new(&[(
-            "app/compose.yaml",
-            "services:\n  web:\n    extends: {service: nope, file: other.yaml}\n",
-        ), ("app/other.yaml", "services: {}")]);
+        let src = MemSource::new(&[
+            (
+                "app/compose.yaml",
+                "services:\n  web:\n    extends: {service: nope, file: other.yaml}\n",
+            ),
+            ("app/other.yaml", "services: {}"),
+        ]);
         let err = read_tree(&src, &options("app")).unwrap_err();
         assert_eq!(err.label(), "schema");
         assert_eq!(
@@ -290,7 +293,10 @@ mod tests {
             "app/compose.yaml",
             "services:\n  web:\n    extends: {file: missing.yaml, service: x}\n",
         )]);
-        assert_eq!(read_tree(&src, &options("app")).unwrap_err().label(), "file");
+        assert_eq!(
+            read_tree(&src, &options("app")).unwrap_err().label(),
+            "file"
+        );
     }
 
     #[test]
@@ -304,10 +310,10 @@ mod tests {
             err.to_string(),
             "app/compose.yaml:3:14: services.web.extends: missing the `service` to extend"
         );
-        let src = MemSource::new(&[(
-            "app/compose.yaml",
-            "services:\n  web:\n    extends: [a]\n",
-        )]);
-        assert_eq!(read_tree(&src, &options("app")).unwrap_err().label(), "schema");
+        let src = MemSource::new(&[("app/compose.yaml", "services:\n  web:\n    extends: [a]\n")]);
+        assert_eq!(
+            read_tree(&src, &options("app")).unwrap_err().label(),
+            "schema"
+        );
     }
 }

@@ -60,9 +60,15 @@ impl Loader<'_> {
                 message: "`path` names no file".into(),
             });
         };
-        if let Some(seen) = self.include_stack.iter().position(|f| include.files.contains(f)) {
-            let mut chain: Vec<String> =
-                self.include_stack[seen..].iter().map(|f| f.to_string()).collect();
+        if let Some(seen) = self
+            .include_stack
+            .iter()
+            .position(|f| include.files.contains(f))
+        {
+            let mut chain: Vec<String> = self.include_stack[seen..]
+                .iter()
+                .map(|f| f.to_string())
+                .collect();
             chain.push(first.to_string());
             return Err(LoadError::Cycle {
                 at: include.at.clone(),
@@ -155,8 +161,9 @@ fn parse_include(item: &Node, field: &str) -> Result<Include, LoadError> {
             _ => {
                 return Err(LoadError::Schema {
                     at: key_at,
-                    message: "unknown key; `include` takes `path`, `env_file` and `project_directory`"
-                        .into(),
+                    message:
+                        "unknown key; `include` takes `path`, `env_file` and `project_directory`"
+                            .into(),
                 });
             }
         }
@@ -177,7 +184,10 @@ fn strings(node: &Node, field: &str) -> Result<Vec<(String, At)>, LoadError> {
     }
     let wrong = |n: &Node, path: String| LoadError::Schema {
         at: At::new(&n.mark, path),
-        message: format!("expected a string or a list of strings, got a {}", n.type_name()),
+        message: format!(
+            "expected a string or a list of strings, got a {}",
+            n.type_name()
+        ),
     };
     let Some(items) = node.as_seq() else {
         return Err(wrong(node, field.to_string()));
@@ -275,7 +285,10 @@ mod tests {
         assert_eq!(db_env.mark.base.as_str(), "db");
         let cache_env = services.get("cache").unwrap().get("env_file").unwrap();
         assert_eq!(cache_env.mark.base.as_str(), "cache/pd");
-        assert_eq!(tree.variables.get("TAG").map(String::as_str), Some("web-tag"));
+        assert_eq!(
+            tree.variables.get("TAG").map(String::as_str),
+            Some("web-tag")
+        );
         assert_eq!(
             tree.files.iter().map(RepoPath::as_str).collect::<Vec<_>>(),
             vec![
@@ -292,7 +305,10 @@ mod tests {
     #[test]
     fn conflict_names_both_files() {
         let src = MemSource::new(&[
-            ("compose.yaml", "include: [other/compose.yaml]\nservices:\n  web:\n    image: a\n"),
+            (
+                "compose.yaml",
+                "include: [other/compose.yaml]\nservices:\n  web:\n    image: a\n",
+            ),
             ("other/compose.yaml", "services:\n  web:\n    image: b\n"),
         ]);
         let err = read_tree(&src, &options("")).unwrap_err();
@@ -340,8 +356,14 @@ mod tests {
     #[test]
     fn main_service_may_extend_an_included_one() {
         let src = MemSource::new(&[
-            ("compose.yaml", "include: [lib/compose.yaml]\nservices:\n  web:\n    extends: base\n    image: b\n"),
-            ("lib/compose.yaml", "services:\n  base:\n    image: a\n    env_file: lib.env\n"),
+            (
+                "compose.yaml",
+                "include: [lib/compose.yaml]\nservices:\n  web:\n    extends: base\n    image: b\n",
+            ),
+            (
+                "lib/compose.yaml",
+                "services:\n  base:\n    image: a\n    env_file: lib.env\n",
+            ),
         ]);
         let tree = read_tree(&src, &options("")).unwrap();
         let web = tree.root.get("services").unwrap().get("web").unwrap();

@@ -236,10 +236,15 @@ mod tests {
     use pretty_assertions::assert_eq;
 
     fn vars() -> BTreeMap<String, String> {
-        [("SET", "value"), ("EMPTY", ""), ("B", "bee"), ("PORT", "8080")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        [
+            ("SET", "value"),
+            ("EMPTY", ""),
+            ("B", "bee"),
+            ("PORT", "8080"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
     }
 
     fn sub(text: &str) -> Result<Substituted, InterpolateError> {
@@ -256,7 +261,10 @@ mod tests {
         assert_eq!(text("$SET/${SET}-$SET_x.${PORT}"), "value/value-.8080");
         assert_eq!(sub("$SET_x").unwrap().unset, vec!["SET_x".to_string()]);
         assert_eq!(text("a$$b $$SET $$$SET"), "a$b $SET $value");
-        assert_eq!(text("price $5 and $ alone and end$"), "price $5 and $ alone and end$");
+        assert_eq!(
+            text("price $5 and $ alone and end$"),
+            "price $5 and $ alone and end$"
+        );
     }
 
     #[test]
@@ -295,7 +303,10 @@ mod tests {
             }
         );
         let err = sub("${UNSET?}").unwrap_err();
-        assert_eq!(err.to_string(), "required variable UNSET is missing a value");
+        assert_eq!(
+            err.to_string(),
+            "required variable UNSET is missing a value"
+        );
         assert_eq!(err.label(), "required");
         let err = sub("${UNSET:?in ${SET}}").unwrap_err();
         assert_eq!(
@@ -310,11 +321,11 @@ mod tests {
             sub("x ${SET").unwrap_err(),
             InterpolateError::Unterminated("x ${SET".into())
         );
+        assert_eq!(sub("${UNSET:-${B}").unwrap_err().label(), "unterminated");
         assert_eq!(
-            sub("${UNSET:-${B}").unwrap_err().label(),
-            "unterminated"
+            sub("${}").unwrap_err(),
+            InterpolateError::Invalid(String::new())
         );
-        assert_eq!(sub("${}").unwrap_err(), InterpolateError::Invalid(String::new()));
         assert_eq!(
             sub("${1A}").unwrap_err(),
             InterpolateError::Invalid("1A".into())

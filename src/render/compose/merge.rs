@@ -21,7 +21,9 @@ pub fn merge(base: Node, over: Node, path: &mut Vec<String>) -> Node {
     }
     match rule(path) {
         Rule::Replace => over,
-        Rule::KeyedMap(split) => merge_default(keyed_map(base, split), keyed_map(over, split), path),
+        Rule::KeyedMap(split) => {
+            merge_default(keyed_map(base, split), keyed_map(over, split), path)
+        }
         Rule::AppendUnique => append_unique(as_list(base), as_list(over)),
         Rule::UnionBy(key) => union_by(base, over, key, path),
         Rule::ListOrMap(fill) => match (&base.value, &over.value) {
@@ -210,9 +212,11 @@ fn union_by(base: Node, over: Node, key: EntryKey, path: &mut Vec<String>) -> No
         (Value::Seq(mut items), Value::Seq(extra)) => {
             for item in extra {
                 let item_key = entry_key(&item, key);
-                let existing = item_key
-                    .as_ref()
-                    .and_then(|k| items.iter().position(|i| entry_key(i, key).as_ref() == Some(k)));
+                let existing = item_key.as_ref().and_then(|k| {
+                    items
+                        .iter()
+                        .position(|i| entry_key(i, key).as_ref() == Some(k))
+                });
                 match existing {
                     Some(i) => {
                         let old = items.remove(i);
@@ -365,7 +369,10 @@ fn build_map(node: Node) -> Node {
 fn fingerprint(node: &Node) -> String {
     match &node.value {
         Value::Null => "~".into(),
-        Value::Seq(items) => format!("[{}]", items.iter().map(fingerprint).collect::<Vec<_>>().join(",")),
+        Value::Seq(items) => format!(
+            "[{}]",
+            items.iter().map(fingerprint).collect::<Vec<_>>().join(",")
+        ),
         Value::Map(entries) => format!(
             "{{{}}}",
             entries
@@ -411,7 +418,11 @@ mod tests {
 
     /// Merges two documents and renders the result as compact flow YAML-ish text.
     fn merged(base: &str, over: &str) -> Node {
-        let mut node = merge(parse(base, "a.yaml"), parse(over, "b.yaml"), &mut Vec::new());
+        let mut node = merge(
+            parse(base, "a.yaml"),
+            parse(over, "b.yaml"),
+            &mut Vec::new(),
+        );
         strip_tags(&mut node);
         node
     }
@@ -419,7 +430,10 @@ mod tests {
     fn show(node: &Node) -> String {
         match &node.value {
             Value::Null => "~".into(),
-            Value::Seq(items) => format!("[{}]", items.iter().map(show).collect::<Vec<_>>().join(", ")),
+            Value::Seq(items) => format!(
+                "[{}]",
+                items.iter().map(show).collect::<Vec<_>>().join(", ")
+            ),
             Value::Map(entries) => format!(
                 "{{{}}}",
                 entries
@@ -433,11 +447,7 @@ mod tests {
     }
 
     fn web(base: &str, over: &str) -> String {
-        let indent = |s: &str| {
-            s.lines()
-                .map(|l| format!("    {l}\n"))
-                .collect::<String>()
-        };
+        let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
         let node = merged(
             &format!("services:\n  web:\n{}", indent(base)),
             &format!("services:\n  web:\n{}", indent(over)),
@@ -448,7 +458,10 @@ mod tests {
     #[test]
     fn mappings_merge_and_scalars_replace() {
         assert_eq!(
-            web("image: a\nrestart: always\ndeploy:\n  replicas: 1\n  resources: {limits: {cpus: '1'}}", "image: b\ndeploy:\n  replicas: 2\n  resources: {limits: {memory: 1G}}"),
+            web(
+                "image: a\nrestart: always\ndeploy:\n  replicas: 1\n  resources: {limits: {cpus: '1'}}",
+                "image: b\ndeploy:\n  replicas: 2\n  resources: {limits: {memory: 1G}}"
+            ),
             "{image: b, restart: always, deploy: {replicas: 2, resources: {limits: {cpus: 1, memory: 1G}}}}"
         );
     }
@@ -456,7 +469,10 @@ mod tests {
     #[test]
     fn command_entrypoint_healthcheck_test_replace() {
         assert_eq!(
-            web("command: [a, b]\nentrypoint: [x]\nhealthcheck:\n  test: [CMD, a]\n  interval: 5s", "command: [c]\nentrypoint: z\nhealthcheck:\n  test: [CMD, b]"),
+            web(
+                "command: [a, b]\nentrypoint: [x]\nhealthcheck:\n  test: [CMD, a]\n  interval: 5s",
+                "command: [c]\nentrypoint: z\nhealthcheck:\n  test: [CMD, b]"
+            ),
             "{command: [c], entrypoint: z, healthcheck: {test: [CMD, b], interval: 5s}}"
         );
     }
@@ -464,11 +480,17 @@ mod tests {
     #[test]
     fn keyed_fields_merge_across_list_and_map_forms() {
         assert_eq!(
-            web("environment: [A=1, B=2, C]\nlabels: {x: '1'}", "environment: {B: '3', D: '4'}\nlabels: [y=2, x=0]"),
+            web(
+                "environment: [A=1, B=2, C]\nlabels: {x: '1'}",
+                "environment: {B: '3', D: '4'}\nlabels: [y=2, x=0]"
+            ),
             "{environment: {A: 1, B: 3, C: ~, D: 4}, labels: {x: 0, y: 2}}"
         );
         assert_eq!(
-            web("extra_hosts: ['a:1.1.1.1', 'b=2.2.2.2']\nsysctls: [x=1]\nannotations: {k: v}", "extra_hosts: {a: 3.3.3.3}\nsysctls: {x: 2}\nannotations: [k=w]"),
+            web(
+                "extra_hosts: ['a:1.1.1.1', 'b=2.2.2.2']\nsysctls: [x=1]\nannotations: {k: v}",
+                "extra_hosts: {a: 3.3.3.3}\nsysctls: {x: 2}\nannotations: [k=w]"
+            ),
             "{extra_hosts: {a: 3.3.3.3, b: 2.2.2.2}, sysctls: {x: 2}, annotations: {k: w}}"
         );
     }
@@ -476,15 +498,24 @@ mod tests {
     #[test]
     fn ports_union_volumes_and_mounts_by_target() {
         assert_eq!(
-            web("ports: ['80:80', {target: 443, published: 8443}]", "ports: ['80:80', '81:81', {target: 443, published: 8443}]"),
+            web(
+                "ports: ['80:80', {target: 443, published: 8443}]",
+                "ports: ['80:80', '81:81', {target: 443, published: 8443}]"
+            ),
             "{ports: [80:80, {target: 443, published: 8443}, 81:81]}"
         );
         assert_eq!(
-            web("volumes: ['./a:/data', {type: volume, source: v, target: /v, read_only: true}, /anon]", "volumes: ['./b:/data:ro', {source: w, target: /v}, /other]"),
+            web(
+                "volumes: ['./a:/data', {type: volume, source: v, target: /v, read_only: true}, /anon]",
+                "volumes: ['./b:/data:ro', {source: w, target: /v}, /other]"
+            ),
             "{volumes: [./b:/data:ro, {type: volume, source: w, target: /v, read_only: true}, /anon, /other]}"
         );
         assert_eq!(
-            web("configs: [a, {source: b, target: /b}]\nsecrets: [s, {source: t, target: /x}]", "configs: [{source: a, target: /a, mode: 0444}, c]\nsecrets: [s, {source: u, target: /x}]"),
+            web(
+                "configs: [a, {source: b, target: /b}]\nsecrets: [s, {source: t, target: /x}]",
+                "configs: [{source: a, target: /a, mode: 0444}, c]\nsecrets: [s, {source: u, target: /x}]"
+            ),
             "{configs: [{source: a, target: /a, mode: 292}, {source: b, target: /b}, c], secrets: [s, {source: u, target: /x}]}"
         );
     }
@@ -492,7 +523,10 @@ mod tests {
     #[test]
     fn unique_appends_and_other_sequences_append() {
         assert_eq!(
-            web("dns: 8.8.8.8\ncap_add: [NET_ADMIN]\nexpose: ['80']\nprofiles: [a]\nenv_file: a.env\ntmpfs: /t\ndevices: [/dev/a]", "dns: [8.8.8.8, 1.1.1.1]\ncap_add: [NET_ADMIN, SYS_TIME]\nexpose: ['80', '81']\nprofiles: [a, b]\nenv_file: [a.env, b.env]\ntmpfs: [/t, /u]\ndevices: [/dev/a]"),
+            web(
+                "dns: 8.8.8.8\ncap_add: [NET_ADMIN]\nexpose: ['80']\nprofiles: [a]\nenv_file: a.env\ntmpfs: /t\ndevices: [/dev/a]",
+                "dns: [8.8.8.8, 1.1.1.1]\ncap_add: [NET_ADMIN, SYS_TIME]\nexpose: ['80', '81']\nprofiles: [a, b]\nenv_file: [a.env, b.env]\ntmpfs: [/t, /u]\ndevices: [/dev/a]"
+            ),
             "{dns: [8.8.8.8, 1.1.1.1], cap_add: [NET_ADMIN, SYS_TIME], expose: [80, 81], profiles: [a, b], env_file: [a.env, b.env], tmpfs: [/t, /u], devices: [/dev/a, /dev/a]}"
         );
     }
@@ -500,11 +534,17 @@ mod tests {
     #[test]
     fn networks_depends_on_build_logging() {
         assert_eq!(
-            web("networks: [front]\ndepends_on: [db]\nbuild: ./app\nlogging: {driver: json-file, options: {max-size: 1m}}", "networks: {back: {aliases: [b]}}\ndepends_on: {cache: {condition: service_healthy}}\nbuild: {dockerfile: Dockerfile.dev}\nlogging: {driver: syslog}"),
+            web(
+                "networks: [front]\ndepends_on: [db]\nbuild: ./app\nlogging: {driver: json-file, options: {max-size: 1m}}",
+                "networks: {back: {aliases: [b]}}\ndepends_on: {cache: {condition: service_healthy}}\nbuild: {dockerfile: Dockerfile.dev}\nlogging: {driver: syslog}"
+            ),
             "{networks: {front: ~, back: {aliases: [b]}}, depends_on: {db: {condition: service_started}, cache: {condition: service_healthy}}, build: {context: ./app, dockerfile: Dockerfile.dev}, logging: {driver: syslog}}"
         );
         assert_eq!(
-            web("logging: {driver: json-file, options: {max-size: 1m}}", "logging: {options: {max-file: '3'}}"),
+            web(
+                "logging: {driver: json-file, options: {max-size: 1m}}",
+                "logging: {options: {max-file: '3'}}"
+            ),
             "{logging: {driver: json-file, options: {max-size: 1m, max-file: 3}}}"
         );
     }
@@ -512,19 +552,34 @@ mod tests {
     #[test]
     fn reset_and_override_tags() {
         assert_eq!(
-            web("image: a\nports: ['80:80']\ncommand: [x]\nenvironment: {A: '1', B: '2'}", "ports: !reset []\ncommand: !reset null\nenvironment: !override {C: '3'}"),
+            web(
+                "image: a\nports: ['80:80']\ncommand: [x]\nenvironment: {A: '1', B: '2'}",
+                "ports: !reset []\ncommand: !reset null\nenvironment: !override {C: '3'}"
+            ),
             "{image: a, environment: {C: 3}}"
         );
         // A reset with nothing under it disappears too.
         assert_eq!(web("image: a", "volumes: !reset []"), "{image: a}");
         // Null without a tag keeps the base.
-        assert_eq!(web("environment: {A: '1'}", "environment:"), "{environment: {A: 1}}");
+        assert_eq!(
+            web("environment: {A: '1'}", "environment:"),
+            "{environment: {A: 1}}"
+        );
     }
 
     #[test]
     fn override_keeps_the_overriding_marks() {
-        let node = merged("services:\n  web:\n    image: a\n", "services:\n  web:\n    image: b\n");
-        let image = node.get("services").unwrap().get("web").unwrap().get("image").unwrap();
+        let node = merged(
+            "services:\n  web:\n    image: a\n",
+            "services:\n  web:\n    image: b\n",
+        );
+        let image = node
+            .get("services")
+            .unwrap()
+            .get("web")
+            .unwrap()
+            .get("image")
+            .unwrap();
         assert_eq!((image.mark.file.as_str(), image.mark.line), ("b.yaml", 3));
     }
 }

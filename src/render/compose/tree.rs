@@ -31,15 +31,27 @@ pub struct ProjectTree {
 
 /// Default compose file names, in order of preference, with their override files.
 const DEFAULT_FILES: [(&str, [&str; 2]); 4] = [
-    ("compose.yaml", ["compose.override.yaml", "compose.override.yml"]),
-    ("compose.yml", ["compose.override.yaml", "compose.override.yml"]),
+    (
+        "compose.yaml",
+        ["compose.override.yaml", "compose.override.yml"],
+    ),
+    (
+        "compose.yml",
+        ["compose.override.yaml", "compose.override.yml"],
+    ),
     (
         "docker-compose.yaml",
-        ["docker-compose.override.yaml", "docker-compose.override.yml"],
+        [
+            "docker-compose.override.yaml",
+            "docker-compose.override.yml",
+        ],
     ),
     (
         "docker-compose.yml",
-        ["docker-compose.override.yaml", "docker-compose.override.yml"],
+        [
+            "docker-compose.override.yaml",
+            "docker-compose.override.yml",
+        ],
     ),
 ];
 
@@ -161,12 +173,7 @@ impl Loader<'_> {
         let mut variables = BTreeMap::new();
         for (file, at) in files {
             let text = self.read_text(file, at)?;
-            let lookup = |name: &str| {
-                variables
-                    .get(name)
-                    .or_else(|| outer.get(name))
-                    .cloned()
-            };
+            let lookup = |name: &str| variables.get(name).or_else(|| outer.get(name)).cloned();
             let entries = dotenv::parse(&text, file, &lookup)?;
             for (key, value) in entries {
                 if let Some(value) = value.or_else(|| outer.get(&key).cloned()) {
@@ -232,12 +239,22 @@ impl Loader<'_> {
     }
 }
 
-/// `dir.join(relative)`, as a [`LoadError::Path`] about `at`.
+/// `dir.join(relative)`, as a [`LoadError::Path`] about `at`. Remote references
+/// (`git@…`, `https://…`, `oci://…`), which compose can fetch for `include` and
+/// `extends`, are refused: stackd only reads the repository.
 pub(super) fn join(
     dir: &RepoPath,
     relative: &str,
     at: impl Fn() -> At,
 ) -> Result<RepoPath, LoadError> {
+    if relative.contains("://") || relative.starts_with("git@") || relative.starts_with("oci:") {
+        return Err(LoadError::Unsupported {
+            at: at(),
+            message: format!(
+                "remote compose file {relative:?} is not supported: copy it into the repository"
+            ),
+        });
+    }
     dir.join(relative)
         .map_err(|source| LoadError::Path { at: at(), source })
 }
@@ -322,10 +339,19 @@ pub(crate) mod tests {
     #[test]
     fn discovers_compose_yaml_and_its_override() {
         let src = MemSource::new(&[
-            ("app/compose.yaml", "services: {web: {image: a, ports: ['80:80']}}"),
+            (
+                "app/compose.yaml",
+                "services: {web: {image: a, ports: ['80:80']}}",
+            ),
             ("app/compose.yml", "services: {other: {image: x}}"),
-            ("app/compose.override.yml", "services: {web: {image: b, ports: ['81:81']}}"),
-            ("app/docker-compose.override.yaml", "services: {web: {image: c}}"),
+            (
+                "app/compose.override.yml",
+                "services: {web: {image: b, ports: ['81:81']}}",
+            ),
+            (
+                "app/docker-compose.override.yaml",
+                "services: {web: {image: c}}",
+            ),
         ]);
         let tree = read_tree(&src, &options("app")).unwrap();
         assert_eq!(
@@ -354,8 +380,14 @@ pub(crate) mod tests {
     #[test]
     fn explicit_files_merge_in_order_with_paths_against_the_project_dir() {
         let src = MemSource::new(&[
-            ("app/base.yaml", "services: {web: {image: a, env_file: a.env}}"),
-            ("app/prod/over.yaml", "services: {web: {image: b, env_file: b.env}}"),
+            (
+                "app/base.yaml",
+                "services: {web: {image: a, env_file: a.env}}",
+            ),
+            (
+                "app/prod/over.yaml",
+                "services: {web: {image: b, env_file: b.env}}",
+            ),
         ]);
         let mut opts = options("app");
         opts.files = vec![
@@ -371,14 +403,23 @@ pub(crate) mod tests {
 
         opts.files.push(RepoPath::new("app/missing.yaml").unwrap());
         let err = read_tree(&src, &opts).unwrap_err();
-        assert_eq!(err.to_string(), "app/missing.yaml: app/missing.yaml: no such file or directory");
+        assert_eq!(
+            err.to_string(),
+            "app/missing.yaml: app/missing.yaml: no such file or directory"
+        );
     }
 
     #[test]
     fn variables_from_dotenv_and_options_never_the_process() {
         let src = MemSource::new(&[
-            ("app/compose.yaml", "name: ${NAME}\nservices:\n  web:\n    image: ${IMAGE}:${TAG:-latest}\n    environment:\n      HOME: ${HOME}\n      PATH: $PATH\n"),
-            ("app/.env", "IMAGE=nginx\nTAG=1.25\nNAME=${PREFIX}-app\nFROM_CONFIG\n"),
+            (
+                "app/compose.yaml",
+                "name: ${NAME}\nservices:\n  web:\n    image: ${IMAGE}:${TAG:-latest}\n    environment:\n      HOME: ${HOME}\n      PATH: $PATH\n",
+            ),
+            (
+                "app/.env",
+                "IMAGE=nginx\nTAG=1.25\nNAME=${PREFIX}-app\nFROM_CONFIG\n",
+            ),
         ]);
         let mut opts = options("app");
         opts.variables.insert("TAG".into(), "1.27".into());
@@ -425,7 +466,8 @@ pub(crate) mod tests {
         ];
         let tree = read_tree(&src, &opts).unwrap();
         assert_eq!(show(&tree.root), "{services: {web: {image: a-b:1}}}");
-        opts.env_files.push(RepoPath::new("env/missing.env").unwrap());
+        opts.env_files
+            .push(RepoPath::new("env/missing.env").unwrap());
         assert_eq!(read_tree(&src, &opts).unwrap_err().label(), "file");
     }
 
@@ -440,7 +482,10 @@ pub(crate) mod tests {
             err.to_string(),
             "compose.yaml:5:12: services.web.environment.FOO: required variable FOO is missing a value: FOO is required"
         );
-        let src = MemSource::new(&[("compose.yaml", "services:\n  web:\n    ports: [80, '${P']\n")]);
+        let src = MemSource::new(&[(
+            "compose.yaml",
+            "services:\n  web:\n    ports: [80, '${P']\n",
+        )]);
         let err = read_tree(&src, &options("")).unwrap_err();
         assert_eq!(err.label(), "interpolation");
         assert!(err.to_string().contains("services.web.ports[1]"), "{err}");
@@ -450,11 +495,106 @@ pub(crate) mod tests {
     fn each_file_is_interpolated_before_merging() {
         // `$$` in the base must not be interpolated a second time by the merge.
         let src = MemSource::new(&[
-            ("compose.yaml", "services: {web: {command: 'echo $$HOME', image: a}}"),
+            (
+                "compose.yaml",
+                "services: {web: {command: 'echo $$HOME', image: a}}",
+            ),
             ("compose.override.yaml", "services: {web: {image: b}}"),
         ]);
         let tree = read_tree(&src, &options("")).unwrap();
-        assert_eq!(show(&tree.root), "{services: {web: {command: echo $HOME, image: b}}}");
+        assert_eq!(
+            show(&tree.root),
+            "{services: {web: {command: echo $HOME, image: b}}}"
+        );
+    }
+
+    /// Loads a file of compose-go's loader test data.
+    fn compose_go(file: &str) -> Result<ProjectTree, LoadError> {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus");
+        let source = crate::render::files::DirSource::new(root).unwrap();
+        let path = RepoPath::new(&format!("compose-go/loader/testdata/{file}")).unwrap();
+        let options = LoadOptions {
+            dir: path.parent(),
+            files: vec![path],
+            ..LoadOptions::default()
+        };
+        read_tree(&source, &options)
+    }
+
+    fn service<'t>(tree: &'t ProjectTree, name: &str) -> &'t Node {
+        tree.root.get("services").unwrap().get(name).unwrap()
+    }
+
+    const TESTDATA: &str = "compose-go/loader/testdata";
+
+    #[test]
+    fn compose_go_extends_fixtures() {
+        let tree = compose_go("extends/base.yaml").unwrap();
+        assert_eq!(show(service(&tree, "another")), "{image: base}");
+        let build = service(&tree, "with-build").get("build").unwrap();
+        assert_eq!(show(build), ".");
+        assert_eq!(build.mark.base.as_str(), format!("{TESTDATA}/extends"));
+        assert_eq!(show(service(&tree, "nil")), "~");
+
+        let tree = compose_go("extends/reset.yaml").unwrap();
+        assert_eq!(show(service(&tree, "base")), "{image: alpine:latest}");
+
+        let tree = compose_go("extends/withdir/compose.yaml").unwrap();
+        assert_eq!(show(service(&tree, "test")), "{image: hello-world}");
+
+        let tree = compose_go("compose-test-extends.yaml").unwrap();
+        let importer = service(&tree, "importer");
+        assert_eq!(
+            show(importer),
+            "{image: nginx, container_name: imported, env_file: [./extra.env], volumes: [/opt/data:/var/lib/mysql]}"
+        );
+        let env_file = &importer.get("env_file").unwrap().as_seq().unwrap()[0];
+        assert_eq!(env_file.mark.base.as_str(), format!("{TESTDATA}/subdir"));
+
+        let err = compose_go("remote/nested/compose.yaml").unwrap_err();
+        assert_eq!(err.label(), "file");
+    }
+
+    #[test]
+    fn compose_go_include_fixtures() {
+        let tree = compose_go("compose-include.yaml").unwrap();
+        assert_eq!(
+            show(tree.root.get("services").unwrap()),
+            "{bar: {image: bar, environment: [FOO=BAR]}, imported: {image: nginx, container_name: imported, env_file: [./extra.env], volumes: [/opt/data:/var/lib/mysql]}}"
+        );
+
+        let tree = compose_go("include/project-directory.yaml").unwrap();
+        let svc = service(&tree, "service");
+        assert_eq!(
+            svc.get("env_file").unwrap().mark.base.as_str(),
+            format!("{TESTDATA}/subdir")
+        );
+        assert_eq!(
+            tree.files.last().map(RepoPath::as_str),
+            Some("compose-go/loader/testdata/include/dir/compose.yaml")
+        );
+
+        let tree = compose_go("combined/compose.yaml").unwrap();
+        let build = service(&tree, "service").get("build").unwrap();
+        assert_eq!(show(build), ".");
+        assert_eq!(build.mark.base.as_str(), format!("{TESTDATA}/combined/dir"));
+
+        let err = compose_go("compose-include-cycle.yaml").unwrap_err();
+        assert_eq!(err.label(), "cycle");
+    }
+
+    #[test]
+    fn remote_references_are_unsupported() {
+        let src = MemSource::new(&[(
+            "compose.yaml",
+            "include:\n  - oci://docker.io/x/y:latest\nservices:\n  web:\n    extends: {file: 'https://example.com/c.yaml', service: a}\n",
+        )]);
+        let err = read_tree(&src, &options("")).unwrap_err();
+        assert_eq!(err.label(), "unsupported");
+        assert_eq!(
+            err.to_string(),
+            "compose.yaml:2:5: include[0]: remote compose file \"oci://docker.io/x/y:latest\" is not supported: copy it into the repository"
+        );
     }
 
     #[test]
@@ -462,5 +602,64 @@ pub(crate) mod tests {
         let src = MemSource::new(&[("compose.yaml", "- a\n- b\n")]);
         let err = read_tree(&src, &options("")).unwrap_err();
         assert_eq!(err.label(), "schema");
+    }
+}
+
+/// Loads every YAML file of the shared corpus (each with its own directory as the
+/// project directory) and prints the outcome counts. Run with
+/// `cargo test --lib corpus_read_tree -- --ignored --nocapture`.
+#[cfg(test)]
+mod corpus {
+    use super::*;
+    use crate::render::files::DirSource;
+    use std::path::Path;
+
+    fn yaml_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                yaml_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    #[ignore = "walks the whole corpus; run on demand"]
+    fn corpus_read_tree() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
+        let root = root.canonicalize().expect("corpus present");
+        let source = DirSource::new(&root).expect("corpus readable");
+        let mut files = Vec::new();
+        yaml_files(&root, &mut files);
+        files.sort();
+        let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+        let mut panics = Vec::new();
+        for file in &files {
+            let relative = file.strip_prefix(&root).expect("inside the corpus");
+            let path = RepoPath::new(&relative.to_string_lossy()).expect("relative path");
+            let options = LoadOptions {
+                dir: path.parent(),
+                files: vec![path.clone()],
+                ..LoadOptions::default()
+            };
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                read_tree(&source, &options)
+            }));
+            match outcome {
+                Ok(Ok(_)) => *counts.entry("ok").or_default() += 1,
+                Ok(Err(e)) => {
+                    println!("{:<14} {e}", e.label());
+                    *counts.entry(e.label()).or_default() += 1;
+                }
+                Err(_) => panics.push(path),
+            }
+        }
+        println!("{} files: {counts:?}", files.len());
+        assert!(panics.is_empty(), "panicked on {panics:?}");
     }
 }

@@ -19,7 +19,7 @@ const RESOURCES: [&str; 5] = ["services", "networks", "volumes", "configs", "sec
 
 /// One `include` entry, its paths resolved.
 struct Include {
-    files: Vec<RepoPath>,
+    files: Vec<(RepoPath, At)>,
     env_files: Vec<(RepoPath, At)>,
     project_directory: Option<RepoPath>,
     at: At,
@@ -54,7 +54,7 @@ impl Loader<'_> {
         variables: &BTreeMap<String, String>,
         depth: usize,
     ) -> Result<Node, LoadError> {
-        let Some(first) = include.files.first() else {
+        let Some((first, _)) = include.files.first() else {
             return Err(LoadError::Schema {
                 at: include.at.clone(),
                 message: "`path` names no file".into(),
@@ -63,7 +63,7 @@ impl Loader<'_> {
         if let Some(seen) = self
             .include_stack
             .iter()
-            .position(|f| include.files.contains(f))
+            .position(|f| include.files.iter().any(|(g, _)| g == f))
         {
             let mut chain: Vec<String> = self.include_stack[seen..]
                 .iter()
@@ -99,7 +99,8 @@ impl Loader<'_> {
         own.extend(self.read_env_files(&env_files, variables)?);
 
         let pushed = include.files.len();
-        self.include_stack.extend(include.files.iter().cloned());
+        self.include_stack
+            .extend(include.files.iter().map(|(f, _)| f.clone()));
         let loaded = self.load_project(&include.files, &project_dir, &own, depth + 1);
         self.include_stack
             .truncate(self.include_stack.len().saturating_sub(pushed));
@@ -113,7 +114,7 @@ fn parse_include(item: &Node, field: &str) -> Result<Include, LoadError> {
     let at = At::new(&item.mark, field);
     if let Some(path) = item.as_str() {
         return Ok(Include {
-            files: vec![join(base, path, || at.clone())?],
+            files: vec![(join(base, path, || at.clone())?, at.clone())],
             env_files: Vec::new(),
             project_directory: None,
             at,
@@ -140,7 +141,8 @@ fn parse_include(item: &Node, field: &str) -> Result<Include, LoadError> {
         match key.as_str() {
             "path" => {
                 for (path, path_at) in strings(value, &key_field)? {
-                    include.files.push(join(base, &path, || path_at.clone())?);
+                    let file = join(base, &path, || path_at.clone())?;
+                    include.files.push((file, path_at));
                 }
             }
             "env_file" => {
@@ -349,8 +351,18 @@ mod tests {
         assert_eq!(read_tree(&src, &options("")).unwrap_err().label(), "path");
         let src = MemSource::new(&[("compose.yaml", "include:\n  - {paths: x.yaml}\n")]);
         assert_eq!(read_tree(&src, &options("")).unwrap_err().label(), "schema");
-        let src = MemSource::new(&[("compose.yaml", "include: [missing.yaml]\n")]);
-        assert_eq!(read_tree(&src, &options("")).unwrap_err().label(), "file");
+        let src = MemSource::new(&[
+            (
+                "compose.yaml",
+                "include:\n  - path: [a.yaml, missing.yaml]\n",
+            ),
+            ("a.yaml", "services: {}\n"),
+        ]);
+        let err = read_tree(&src, &options("")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "compose.yaml:2:20: include[0].path[1]: missing.yaml: no such file or directory"
+        );
     }
 
     #[test]

@@ -79,14 +79,15 @@ pub fn read_tree(source: &dyn FileSource, options: &LoadOptions) -> Result<Proje
     let from_files = loader.read_env_files(
         &env_files
             .iter()
-            .map(|f| (f.clone(), At::file(f)))
+            .enumerate()
+            .map(|(i, f)| (f.clone(), option_at(&format!("env_files[{i}]"))))
             .collect::<Vec<_>>(),
         &options.variables,
     )?;
     let mut variables = from_files;
     variables.extend(options.variables.clone());
 
-    loader.include_stack = files.clone();
+    loader.include_stack = files.iter().map(|(f, _)| f.clone()).collect();
     let mut root = loader.load_project(&files, &options.dir, &variables, 0)?;
     merge::strip_tags(&mut root);
     Ok(ProjectTree {
@@ -109,10 +110,16 @@ pub(super) struct Loader<'a> {
 }
 
 impl Loader<'_> {
-    /// The compose files to merge: the explicit list or the default discovery.
-    fn compose_files(&mut self, options: &LoadOptions) -> Result<Vec<RepoPath>, LoadError> {
+    /// The compose files to merge, each with the place to blame when it cannot be
+    /// read: the explicit list or the default discovery.
+    fn compose_files(&mut self, options: &LoadOptions) -> Result<Vec<(RepoPath, At)>, LoadError> {
         if !options.files.is_empty() {
-            return Ok(options.files.clone());
+            return Ok(options
+                .files
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.clone(), option_at(&format!("files[{i}]"))))
+                .collect());
         }
         let at = || At::file(&options.dir);
         for (name, overrides) in DEFAULT_FILES {
@@ -120,11 +127,11 @@ impl Loader<'_> {
             if self.kind(&main, at)? != Some(EntryKind::File) {
                 continue;
             }
-            let mut files = vec![main];
+            let mut files = vec![(main.clone(), At::file(&main))];
             for name in overrides {
                 let path = join(&options.dir, name, at)?;
                 if self.kind(&path, at)? == Some(EntryKind::File) {
-                    files.push(path);
+                    files.push((path.clone(), At::file(&path)));
                     break;
                 }
             }
@@ -212,14 +219,14 @@ impl Loader<'_> {
     /// against `base`), adds its `include`s and resolves `extends`.
     pub(super) fn load_project(
         &mut self,
-        files: &[RepoPath],
+        files: &[(RepoPath, At)],
         base: &RepoPath,
         variables: &BTreeMap<String, String>,
         depth: usize,
     ) -> Result<Node, LoadError> {
         let mut root: Option<Node> = None;
-        for file in files {
-            let node = self.load_file(file, base, &At::file(file), variables)?;
+        for (file, at) in files {
+            let node = self.load_file(file, base, at, variables)?;
             root = Some(match root {
                 Some(merged) => merge::merge(merged, node, &mut Vec::new()),
                 None => node,
@@ -236,6 +243,14 @@ impl Loader<'_> {
         }
         extends::resolve_all(self, &mut root, variables)?;
         Ok(root)
+    }
+}
+
+/// A place in [`LoadOptions`] rather than in a file.
+fn option_at(field: &str) -> At {
+    At {
+        mark: None,
+        path: field.to_string(),
     }
 }
 
@@ -405,7 +420,7 @@ pub(crate) mod tests {
         let err = read_tree(&src, &opts).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "app/missing.yaml: app/missing.yaml: no such file or directory"
+            "files[2]: app/missing.yaml: no such file or directory"
         );
     }
 

@@ -438,4 +438,22 @@ mod tests {
             "{err}"
         );
     }
+
+    /// Every short input over the characters that matter never panics.
+    #[test]
+    fn short_inputs_never_panic() {
+        let alphabet = [
+            'A', '=', ':', '"', '\'', '\\', '\n', ' ', '#', '$', '{', 'é',
+        ];
+        let mut input = String::new();
+        for n in 0..alphabet.len().pow(5) {
+            input.clear();
+            let mut n = n;
+            for _ in 0..5 {
+                input.push(alphabet[n % alphabet.len()]);
+                n /= alphabet.len();
+            }
+            let _ = parse_str(&input);
+        }
+    }
 }

@@ -374,4 +374,20 @@ mod tests {
             "app/compose.yaml:5:9: services.web.ports[1]: required variable X is missing a value: set X"
         );
     }
+
+    /// Every short string over the characters that matter never panics.
+    #[test]
+    fn short_inputs_never_panic() {
+        let alphabet = ['$', '{', '}', ':', '-', '?', '+', 'a', '_', '1', 'é'];
+        let mut input = String::new();
+        for n in 0..alphabet.len().pow(5) {
+            input.clear();
+            let mut n = n;
+            for _ in 0..5 {
+                input.push(alphabet[n % alphabet.len()]);
+                n /= alphabet.len();
+            }
+            let _ = sub(&input);
+        }
+    }
 }

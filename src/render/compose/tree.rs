@@ -675,6 +675,40 @@ mod corpus {
             }
         }
         println!("{} files: {counts:?}", files.len());
+
+        // Default discovery (with override files) in every directory that has one.
+        let mut dirs: Vec<RepoPath> = files
+            .iter()
+            .filter(|f| {
+                f.file_name().is_some_and(|n| {
+                    DEFAULT_FILES
+                        .iter()
+                        .any(|(name, _)| n.to_string_lossy() == *name)
+                })
+            })
+            .filter_map(|f| f.parent()?.strip_prefix(&root).ok())
+            .filter_map(|d| RepoPath::new(&d.to_string_lossy()).ok())
+            .collect();
+        dirs.dedup();
+        let mut dir_counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for dir in &dirs {
+            let options = LoadOptions {
+                dir: dir.clone(),
+                ..LoadOptions::default()
+            };
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                read_tree(&source, &options)
+            }));
+            match outcome {
+                Ok(Ok(tree)) if tree.files.iter().any(|f| f.as_str().contains(".override.")) => {
+                    *dir_counts.entry("ok_with_override").or_default() += 1
+                }
+                Ok(Ok(_)) => *dir_counts.entry("ok").or_default() += 1,
+                Ok(Err(e)) => *dir_counts.entry(e.label()).or_default() += 1,
+                Err(_) => panics.push(dir.clone()),
+            }
+        }
+        println!("{} directories: {dir_counts:?}", dirs.len());
         assert!(panics.is_empty(), "panicked on {panics:?}");
     }
 }

@@ -3,9 +3,11 @@
 //! Each entry (`- path.yaml` or `{path, env_file, project_directory}`) is loaded
 //! as its own project: its files merge, its relative paths resolve against its
 //! project directory (by default the first file's directory), and its variables
-//! are this project's overridden by its own `.env` (or `env_file`), as compose-go
-//! does. Its services, networks, volumes, configs and secrets are then added to
-//! this project; a name defined on both sides is an error.
+//! are its own `.env` (or `env_file`) overridden by this project's variables, as
+//! Docker Compose does (checked against `docker compose config`). Its services, networks, volumes, configs and secrets are then added to
+//! this project. A name defined on both sides is an error unless both
+//! definitions are identical, which Docker Compose accepts too (a network both
+//! declare, say); then the including project's definition is kept.
 
 use std::collections::BTreeMap;
 
@@ -95,8 +97,8 @@ impl Loader<'_> {
         } else {
             include.env_files.clone()
         };
-        let mut own = variables.clone();
-        own.extend(self.read_env_files(&env_files, variables)?);
+        let mut own = self.read_env_files(&env_files, variables)?;
+        own.extend(variables.iter().map(|(k, v)| (k.clone(), v.clone())));
 
         let pushed = include.files.len();
         self.include_stack
@@ -240,6 +242,9 @@ fn add_resources(root: &mut Node, included: Node) -> Result<(), LoadError> {
         };
         for (name, resource) in resources {
             if let Some((_, mine)) = existing.iter().find(|(k, _)| *k == name) {
+                if same_content(mine, &resource) {
+                    continue;
+                }
                 return Err(LoadError::Schema {
                     at: At::new(&resource.mark, format!("{section}.{name}")),
                     message: format!(
@@ -252,6 +257,22 @@ fn add_resources(root: &mut Node, included: Node) -> Result<(), LoadError> {
         }
     }
     Ok(())
+}
+
+/// Whether two nodes hold the same value, wherever they were written.
+fn same_content(a: &Node, b: &Node) -> bool {
+    match (&a.value, &b.value) {
+        (Value::Seq(x), Value::Seq(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_content(a, b))
+        }
+        (Value::Map(x), Value::Map(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((ka, a), (kb, b))| ka == kb && same_content(a, b))
+        }
+        (x, y) => x == y,
+    }
 }
 
 #[cfg(test)]
@@ -271,16 +292,17 @@ mod tests {
             ("app/.env", "TAG=web-tag\nSHARED=main"),
             (
                 "db/compose.yaml",
-                "services:\n  db:\n    image: postgres:${TAG}-${SHARED}\n    env_file: db.env\nvolumes:\n  data: {}\n",
+                "services:\n  db:\n    image: postgres:${DB_TAG}-${SHARED}-${TAG}\n    env_file: db.env\nvolumes:\n  data: {}\n",
             ),
-            ("db/.env", "TAG=16"),
+            // The including project's variables win over the included `.env`.
+            ("db/.env", "DB_TAG=16\nTAG=ignored"),
             ("cache/a.yaml", "services:\n  cache:\n    image: redis\n"),
             ("cache/b.yaml", "services:\n  cache:\n    env_file: c.env\n"),
         ]);
         let tree = read_tree(&src, &options("app")).unwrap();
         assert_eq!(
             show(&tree.root),
-            "{services: {web: {image: web-tag}, db: {image: postgres:16-main, env_file: db.env}, cache: {image: redis, env_file: c.env}}, volumes: {data: {}}}"
+            "{services: {web: {image: web-tag}, db: {image: postgres:16-main-web-tag, env_file: db.env}, cache: {image: redis, env_file: c.env}}, volumes: {data: {}}}"
         );
         let services = tree.root.get("services").unwrap();
         let db_env = services.get("db").unwrap().get("env_file").unwrap();
@@ -318,6 +340,27 @@ mod tests {
             err.to_string(),
             "other/compose.yaml:3:5: services.web: services \"web\" is defined both in other/compose.yaml and in the including compose.yaml"
         );
+    }
+
+    #[test]
+    fn identical_definitions_are_not_a_conflict() {
+        let src = MemSource::new(&[
+            (
+                "compose.yaml",
+                "include: [other/compose.yaml]\nservices:\n  web:\n    image: a\nnetworks:\n  shared: {external: true}\n",
+            ),
+            (
+                "other/compose.yaml",
+                "services:\n  api:\n    image: b\nnetworks:\n  shared:\n    external: true\n",
+            ),
+        ]);
+        let tree = read_tree(&src, &options("")).unwrap();
+        assert_eq!(
+            show(&tree.root),
+            "{services: {web: {image: a}, api: {image: b}}, networks: {shared: {external: true}}}"
+        );
+        let shared = tree.root.get("networks").unwrap().get("shared").unwrap();
+        assert_eq!(shared.mark.file.as_str(), "compose.yaml");
     }
 
     #[test]

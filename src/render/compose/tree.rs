@@ -215,8 +215,13 @@ impl Loader<'_> {
         Ok(node)
     }
 
-    /// Loads a project: merges `files` in order (their relative paths resolve
-    /// against `base`), adds its `include`s and resolves `extends`.
+    /// Loads a project: resolves each of `files` on its own (its `include`s, then
+    /// its `extends`) and merges them in order. Relative paths in the files
+    /// resolve against `base`.
+    ///
+    /// Docker Compose resolves `extends` per file, before merging: a service of an
+    /// override file cannot extend a service of the base file, and an override of
+    /// the extended service does not reach the extending one.
     pub(super) fn load_project(
         &mut self,
         files: &[(RepoPath, At)],
@@ -226,23 +231,20 @@ impl Loader<'_> {
     ) -> Result<Node, LoadError> {
         let mut root: Option<Node> = None;
         for (file, at) in files {
-            let node = self.load_file(file, base, at, variables)?;
+            let mut node = self.load_file(file, base, at, variables)?;
+            if let Value::Map(entries) = &mut node.value
+                && let Some(i) = entries.iter().position(|(k, _)| k == "include")
+            {
+                let (_, includes) = entries.remove(i);
+                self.apply_includes(&mut node, &includes, variables, depth)?;
+            }
+            extends::resolve_all(self, &mut node, variables)?;
             root = Some(match root {
                 Some(merged) => merge::merge(merged, node, &mut Vec::new()),
                 None => node,
             });
         }
-        let Some(mut root) = root else {
-            return Err(LoadError::NoComposeFile { dir: base.clone() });
-        };
-        if let Value::Map(entries) = &mut root.value
-            && let Some(i) = entries.iter().position(|(k, _)| k == "include")
-        {
-            let (_, includes) = entries.remove(i);
-            self.apply_includes(&mut root, &includes, variables, depth)?;
-        }
-        extends::resolve_all(self, &mut root, variables)?;
-        Ok(root)
+        root.ok_or_else(|| LoadError::NoComposeFile { dir: base.clone() })
     }
 }
 
@@ -609,6 +611,37 @@ pub(crate) mod tests {
         assert_eq!(
             err.to_string(),
             "compose.yaml:2:5: include[0]: remote compose file \"oci://docker.io/x/y:latest\" is not supported: copy it into the repository"
+        );
+    }
+
+    #[test]
+    fn extends_resolves_per_file_before_merging() {
+        let src = MemSource::new(&[
+            (
+                "compose.yaml",
+                "services:\n  base:\n    image: b\n    ports: ['80:80']\n  web:\n    extends: base\n",
+            ),
+            (
+                "compose.override.yaml",
+                "services:\n  base:\n    image: b2\n  web:\n    ports: !reset []\n",
+            ),
+        ]);
+        let tree = read_tree(&src, &options("")).unwrap();
+        assert_eq!(
+            show(tree.root.get("services").unwrap()),
+            "{base: {image: b2, ports: [80:80]}, web: {image: b}}"
+        );
+        let src = MemSource::new(&[
+            ("compose.yaml", "services:\n  base:\n    image: b\n"),
+            (
+                "compose.override.yaml",
+                "services:\n  web:\n    extends: base\n",
+            ),
+        ]);
+        let err = read_tree(&src, &options("")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "compose.override.yaml:3:14: services.web.extends: extends a service \"base\" that is not defined"
         );
     }
 

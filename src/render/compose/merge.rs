@@ -183,9 +183,9 @@ fn as_list(node: Node) -> Node {
 fn append_unique(base: Node, over: Node) -> Node {
     match (base.value, over.value) {
         (Value::Seq(mut items), Value::Seq(extra)) => {
-            let mut seen: Vec<String> = items.iter().map(fingerprint).collect();
+            let mut seen: Vec<String> = items.iter().map(unique_key).collect();
             for item in extra {
-                let print = fingerprint(&item);
+                let print = unique_key(&item);
                 if !seen.contains(&print) {
                     seen.push(print);
                     items.push(item);
@@ -365,6 +365,22 @@ fn build_map(node: Node) -> Node {
     }
 }
 
+/// What makes a sequence item a duplicate: its `path` for `env_file` entries in
+/// long form (so `a.env` and `{path: a.env, required: false}` are one file), its
+/// whole value otherwise.
+fn unique_key(node: &Node) -> String {
+    match node.get("path").and_then(Node::scalar_text) {
+        Some(path) => fingerprint(&Node::new(
+            Value::String {
+                text: path,
+                quoted: false,
+            },
+            node.mark.clone(),
+        )),
+        None => fingerprint(node),
+    }
+}
+
 /// A position-independent rendering of a node, to compare sequence items.
 fn fingerprint(node: &Node) -> String {
     match &node.value {
@@ -528,6 +544,17 @@ mod tests {
                 "dns: [8.8.8.8, 1.1.1.1]\ncap_add: [NET_ADMIN, SYS_TIME]\nexpose: ['80', '81']\nprofiles: [a, b]\nenv_file: [a.env, b.env]\ntmpfs: [/t, /u]\ndevices: [/dev/a]"
             ),
             "{dns: [8.8.8.8, 1.1.1.1], cap_add: [NET_ADMIN, SYS_TIME], expose: [80, 81], profiles: [a, b], env_file: [a.env, b.env], tmpfs: [/t, /u], devices: [/dev/a, /dev/a]}"
+        );
+    }
+
+    #[test]
+    fn env_file_entries_are_unique_by_path() {
+        assert_eq!(
+            web(
+                "env_file: [a.env, {path: b.env, required: false}]",
+                "env_file: [{path: a.env, required: false}, b.env, c.env]"
+            ),
+            "{env_file: [a.env, {path: b.env, required: false}, c.env]}"
         );
     }
 

@@ -17,7 +17,9 @@ use super::tree::{Loader, MAX_DEPTH, join};
 use crate::render::files::{EntryKind, RepoPath};
 
 /// The top-level sections an included project contributes.
-const RESOURCES: [&str; 5] = ["services", "networks", "volumes", "configs", "secrets"];
+const RESOURCES: [&str; 6] = [
+    "services", "networks", "volumes", "configs", "secrets", "models",
+];
 
 /// One `include` entry, its paths resolved.
 struct Include {

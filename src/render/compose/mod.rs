@@ -4,6 +4,10 @@ use std::collections::BTreeMap;
 
 pub mod dotenv;
 pub mod error;
+pub mod extends;
+pub mod include;
+pub mod interpolate;
+pub mod merge;
 pub mod node;
 pub mod normalise;
 pub mod tree;

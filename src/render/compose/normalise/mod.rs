@@ -99,6 +99,7 @@ pub fn normalise(
         }
     }
     project.services = services;
+    project.warnings.extend(tree.warnings.iter().cloned());
     project.warnings.extend(warnings);
     project.warnings.extend(dependency_warnings(&project));
     project.warnings.extend(network_warnings(&project));

@@ -55,6 +55,7 @@ fn tree(yaml: &str, variables: &[(&str, &str)]) -> ProjectTree {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         files: vec![RepoPath::new(FILE).unwrap()],
+        warnings: Vec::new(),
     }
 }
 
@@ -676,6 +677,7 @@ fn full_example_tree(text: &str) -> ProjectTree {
         root: yaml::parse(text.as_bytes(), &file, &RepoPath::root()).unwrap(),
         variables: BTreeMap::from([("BAR".to_string(), "bar secret".to_string())]),
         files: vec![file],
+        warnings: Vec::new(),
     }
 }
 
@@ -792,6 +794,7 @@ fn corpus_files_only_fail_with_clear_errors() {
                 root,
                 variables: BTreeMap::new(),
                 files: vec![relative.clone()],
+                warnings: Vec::new(),
             };
             let options = LoadOptions {
                 profiles: vec!["*".to_string()],
@@ -871,6 +874,7 @@ fn awesome_compose_nginx_flask_mysql_snapshot() {
         root: yaml::parse(&source.read(&file).unwrap(), &file, &file.parent()).unwrap(),
         variables: BTreeMap::new(),
         files: vec![file],
+        warnings: Vec::new(),
     };
     let options = LoadOptions {
         images: BTreeMap::from([

@@ -33,8 +33,11 @@ pub struct LocalRender {
 pub enum LocalRenderError {
     #[error("{path}: {message}")]
     Input { path: PathBuf, message: String },
-    #[error("{0}")]
-    Load(#[from] LoadError),
+    /// `root` is the repository root as the user reaches it from the current
+    /// directory (empty when it is the current directory): loader errors name
+    /// files relative to the repository, so this turns them into usable paths.
+    #[error("{root}{error}")]
+    Load { root: String, error: LoadError },
     #[error("{0}")]
     Render(#[from] RenderError),
 }
@@ -44,7 +47,7 @@ impl LocalRenderError {
     pub fn label(&self) -> &'static str {
         match self {
             LocalRenderError::Input { .. } => "input",
-            LocalRenderError::Load(e) => e.label(),
+            LocalRenderError::Load { error, .. } => error.label(),
             LocalRenderError::Render(e) => e.label(),
         }
     }
@@ -109,19 +112,42 @@ pub fn render_local(request: &LocalRender) -> Result<Rendered, LocalRenderError>
         profiles: request.profiles.clone(),
         images: BTreeMap::new(),
     };
-    let loaded = render::load(&source, &load_options)?;
+    let loaded = render::load(&source, &load_options).map_err(|error| LocalRenderError::Load {
+        root: display_prefix(&root),
+        error,
+    })?;
 
+    // A name given on the command line is used as is (and refused if invalid);
+    // one derived from compose or the directory is sanitised like service names.
     let name = match &request.name {
         Some(name) => name.clone(),
-        None => loaded
-            .project
-            .compose_name
-            .clone()
-            .unwrap_or_else(|| directory_name(&stack_dir)),
+        None => render::sanitise_name(
+            &loaded
+                .project
+                .compose_name
+                .clone()
+                .unwrap_or_else(|| directory_name(&stack_dir)),
+        ),
     };
     let namespace = request.namespace.clone().unwrap_or_else(|| name.clone());
     let stack = render::stack_for(&name, &namespace, loaded.project, None);
     Ok(render::render(&stack, &loaded.secrets, &request.options)?)
+}
+
+/// `root` relative to the current directory, with a trailing `/`; empty for the
+/// current directory itself.
+fn display_prefix(root: &Path) -> String {
+    let relative = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| cwd.canonicalize().ok())
+        .and_then(|cwd| root.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| root.to_path_buf());
+    let text = relative.to_string_lossy();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!("{text}/")
+    }
 }
 
 /// The nearest ancestor holding `.git`, or `dir` itself.

@@ -82,7 +82,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // Each of stackd's errors already includes what it wraps, so the
+            // top-level message is complete; the chain would repeat it.
+            eprintln!("error: {error}");
             ExitCode::FAILURE
         }
     }

@@ -34,7 +34,7 @@ fn every_corpus_file_renders_or_fails_cleanly() {
                 let names_place = match &error {
                     // Loader errors name the file they are about (which may be an
                     // extended or included file, or the stack directory).
-                    LocalRenderError::Load(_) => {
+                    LocalRenderError::Load { .. } => {
                         message.contains(".y") || message.contains(".env") || message.contains('/')
                     }
                     // Render errors name the service, config, secret or volume.

@@ -12,7 +12,7 @@ pub mod object;
 
 use ::kube::api::ObjectMeta;
 
-pub use self::kube::{PublishedServiceType, RenderError, RenderOptions, render};
+pub use self::kube::{PublishedServiceType, RenderError, RenderOptions, render, sanitise_name};
 use crate::crd::{SourceRef, Stack, StackSpec};
 pub use compose::{LoadError, LoadOptions, Loaded, load};
 use model::Project;

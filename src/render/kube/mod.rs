@@ -33,6 +33,7 @@ use self::warnings::Warnings;
 use self::workload::Kind;
 
 pub use self::labels::CONFIG_HASH;
+pub use self::names::sanitise as sanitise_name;
 
 /// The Service type for published ports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

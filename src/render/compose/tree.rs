@@ -1,8 +1,12 @@
 //! Stage one of loading: compose files → one merged, interpolated node tree.
 //!
-//! Reads the compose files (default discovery or an explicit list), the `.env`
-//! file, interpolates every value, merges override files in order (honouring
-//! `!reset` and `!override`), resolves `include` and `extends`.
+//! Reads the compose files (default discovery or an explicit list) and the `.env`
+//! file; then, for each compose file: parses it, interpolates every value, adds
+//! its `include`d projects ([`super::include`]) and resolves its `extends`
+//! ([`super::extends`]); then merges the files in order ([`super::merge`],
+//! honouring `!reset` and `!override`). That per-file order is Docker Compose's.
+//! Variables come only from env files and [`LoadOptions::variables`], never from
+//! the process environment.
 
 use std::collections::BTreeMap;
 
@@ -641,7 +645,7 @@ pub(crate) mod tests {
         let err = read_tree(&src, &options("")).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "compose.override.yaml:3:14: services.web.extends: extends a service \"base\" that is not defined"
+            "compose.override.yaml:3:14: services.web.extends: extends a service \"base\" that is not defined in compose.override.yaml"
         );
     }
 

@@ -26,6 +26,7 @@ pub(super) fn resolve_all(
         return Ok(());
     }
     let snapshot = services.to_vec();
+    let file = root.mark.file.as_ref().clone();
     let mut resolver = Resolver {
         loader,
         variables,
@@ -34,7 +35,10 @@ pub(super) fn resolve_all(
     };
     let mut resolved = Vec::with_capacity(snapshot.len());
     for (name, _) in &snapshot {
-        resolved.push((name.clone(), resolver.resolve(&snapshot, None, name, None)?));
+        resolved.push((
+            name.clone(),
+            resolver.resolve(&snapshot, &file, name, None)?,
+        ));
     }
     if let Value::Map(entries) = &mut root.value
         && let Some((_, services)) = entries.iter_mut().find(|(k, _)| k == "services")
@@ -49,9 +53,8 @@ struct Resolver<'l, 'a> {
     variables: &'l BTreeMap<String, String>,
     /// The services of other files read for `extends.file`, by path.
     files: HashMap<RepoPath, Vec<(String, Node)>>,
-    /// The services being resolved, outermost first: `(file, name)`, where `None`
-    /// is the project itself.
-    chain: Vec<(Option<RepoPath>, String)>,
+    /// The services being resolved, outermost first, with their files.
+    chain: Vec<(RepoPath, String)>,
 }
 
 impl Resolver<'_, '_> {
@@ -60,7 +63,7 @@ impl Resolver<'_, '_> {
     fn resolve(
         &mut self,
         services: &[(String, Node)],
-        file: Option<&RepoPath>,
+        file: &RepoPath,
         name: &str,
         wanted_by: Option<&At>,
     ) -> Result<Node, LoadError> {
@@ -69,10 +72,9 @@ impl Resolver<'_, '_> {
                 mark: None,
                 path: format!("services.{name}"),
             });
-            let place = file.map_or(String::new(), |f| format!(" in {f}"));
             return Err(LoadError::Schema {
                 at,
-                message: format!("extends a service \"{name}\" that is not defined{place}"),
+                message: format!("extends a service \"{name}\" that is not defined in {file}"),
             });
         };
         let Some(extends) = service.get("extends") else {
@@ -82,7 +84,7 @@ impl Resolver<'_, '_> {
         let (target, target_file) = parse_extends(extends, &field)?;
         let at = At::new(&extends.mark, field);
 
-        let link = (file.cloned(), name.to_string());
+        let link = (file.clone(), name.to_string());
         if self.chain.contains(&link) || self.chain.len() >= MAX_DEPTH {
             let mut names: Vec<&str> = self.chain.iter().map(|(_, n)| n.as_str()).collect();
             names.push(name);
@@ -101,7 +103,7 @@ impl Resolver<'_, '_> {
             Some(relative) => {
                 let path = join(&extends.mark.base, &relative, || at.clone())?;
                 let other = self.file_services(&path, &at)?;
-                self.resolve(&other, Some(&path), &target, Some(&at))
+                self.resolve(&other, &path, &target, Some(&at))
             }
             None => self.resolve(services, file, &target, Some(&at)),
         };
@@ -241,6 +243,19 @@ mod tests {
         assert_eq!(
             tree.files.iter().map(RepoPath::as_str).collect::<Vec<_>>(),
             vec!["app/compose.yaml", "common/base.yaml"]
+        );
+    }
+
+    #[test]
+    fn cycle_through_a_file_naming_itself() {
+        let src = MemSource::new(&[(
+            "app/compose.yaml",
+            "services:\n  web:\n    extends: {file: compose.yaml, service: base}\n  base:\n    extends: {file: ./compose.yaml, service: web}\n",
+        )]);
+        let err = read_tree(&src, &options("app")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "app/compose.yaml:3:14: services.web.extends: extends cycle: web -> base -> web"
         );
     }
 

@@ -1,8 +1,12 @@
 //! Stage one of loading: compose files → one merged, interpolated node tree.
 //!
-//! Reads the compose files (default discovery or an explicit list), the `.env`
-//! file, interpolates every value, merges override files in order (honouring
-//! `!reset` and `!override`), resolves `include` and `extends`.
+//! Reads the compose files (default discovery or an explicit list) and the `.env`
+//! file; then, for each compose file: parses it, interpolates every value, adds
+//! its `include`d projects ([`super::include`]) and resolves its `extends`
+//! ([`super::extends`]); then merges the files in order ([`super::merge`],
+//! honouring `!reset` and `!override`). That per-file order is Docker Compose's.
+//! Variables come only from env files and [`LoadOptions::variables`], never from
+//! the process environment.
 
 use std::collections::BTreeMap;
 
@@ -29,31 +33,25 @@ pub struct ProjectTree {
     pub warnings: Vec<String>,
 }
 
-/// Default compose file names, in order of preference, with their override files.
-const DEFAULT_FILES: [(&str, [&str; 2]); 4] = [
-    (
-        "compose.yaml",
-        ["compose.override.yaml", "compose.override.yml"],
-    ),
-    (
-        "compose.yml",
-        ["compose.override.yaml", "compose.override.yml"],
-    ),
-    (
-        "docker-compose.yaml",
-        [
-            "docker-compose.override.yaml",
-            "docker-compose.override.yml",
-        ],
-    ),
-    (
-        "docker-compose.yml",
-        [
-            "docker-compose.override.yaml",
-            "docker-compose.override.yml",
-        ],
-    ),
+/// Default compose file names, in order of preference.
+const DEFAULT_FILES: [&str; 4] = [
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yaml",
+    "docker-compose.yml",
 ];
+
+/// The override files that go with a default compose file, in order of preference.
+fn override_files(main: &str) -> [&'static str; 2] {
+    if main.starts_with("docker-compose.") {
+        [
+            "docker-compose.override.yaml",
+            "docker-compose.override.yml",
+        ]
+    } else {
+        ["compose.override.yaml", "compose.override.yml"]
+    }
+}
 
 /// How deep `include`s may nest and `extends` chains may go.
 pub(super) const MAX_DEPTH: usize = 16;
@@ -122,13 +120,13 @@ impl Loader<'_> {
                 .collect());
         }
         let at = || At::file(&options.dir);
-        for (name, overrides) in DEFAULT_FILES {
+        for name in DEFAULT_FILES {
             let main = join(&options.dir, name, at)?;
             if self.kind(&main, at)? != Some(EntryKind::File) {
                 continue;
             }
             let mut files = vec![(main.clone(), At::file(&main))];
-            for name in overrides {
+            for name in override_files(name) {
                 let path = join(&options.dir, name, at)?;
                 if self.kind(&path, at)? == Some(EntryKind::File) {
                     files.push((path.clone(), At::file(&path)));
@@ -641,7 +639,7 @@ pub(crate) mod tests {
         let err = read_tree(&src, &options("")).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "compose.override.yaml:3:14: services.web.extends: extends a service \"base\" that is not defined"
+            "compose.override.yaml:3:14: services.web.extends: extends a service \"base\" that is not defined in compose.override.yaml"
         );
     }
 
@@ -716,7 +714,7 @@ mod corpus {
                 f.file_name().is_some_and(|n| {
                     DEFAULT_FILES
                         .iter()
-                        .any(|(name, _)| n.to_string_lossy() == *name)
+                        .any(|name| n.to_string_lossy() == *name)
                 })
             })
             .filter_map(|f| f.parent()?.strip_prefix(&root).ok())

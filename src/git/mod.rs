@@ -1,1 +1,13 @@
 //! Git source: mirrored fetch, stack discovery, webhooks and local watch.
+
+pub mod discovery;
+pub mod error;
+pub mod redact;
+pub mod settings;
+pub mod tree;
+
+pub use discovery::{DiscoveredStack, DiscoveryError, discover};
+pub use error::GitError;
+pub use redact::redact_url;
+pub use settings::{Auth, RepoSettings};
+pub use tree::GitTreeSource;

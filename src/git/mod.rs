@@ -2,7 +2,10 @@
 
 pub mod discovery;
 pub mod error;
+pub mod mirror;
+pub mod poll;
 pub mod redact;
+pub mod remote;
 pub mod settings;
 pub mod tree;
 

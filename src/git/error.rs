@@ -1,13 +1,26 @@
 //! Errors of the Git source stage.
 
+use std::sync::Arc;
+
 use super::discovery::DiscoveryError;
 
 /// Where an error happened: the repository, with its URL already redacted.
+/// Shared strings keep `GitError` small.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RepoRef {
-    pub name: String,
-    pub url: String,
-    pub git_ref: String,
+    pub name: Arc<str>,
+    pub url: Arc<str>,
+    pub git_ref: Arc<str>,
+}
+
+impl RepoRef {
+    pub fn of(settings: &super::settings::RepoSettings) -> Self {
+        RepoRef {
+            name: settings.name.as_str().into(),
+            url: settings.redacted_url().into(),
+            git_ref: settings.git_ref.as_str().into(),
+        }
+    }
 }
 
 impl std::fmt::Display for RepoRef {
@@ -55,7 +68,7 @@ pub enum GitError {
     Discovery {
         at: RepoRef,
         commit: String,
-        source: DiscoveryError,
+        source: Box<DiscoveryError>,
     },
     #[error("{at}: {message}")]
     Git { at: RepoRef, message: String },
@@ -127,7 +140,7 @@ mod tests {
         let raw = "https://bot:hunter2@git.example.com/apps.git";
         let at = RepoRef {
             name: "apps".into(),
-            url: super::super::redact::redact_url(raw),
+            url: super::super::redact::redact_url(raw).into(),
             git_ref: "main".into(),
         };
         let e = git2::Error::new(

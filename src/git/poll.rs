@@ -111,7 +111,7 @@ pub fn poll_repository(
         GitError::Discovery {
             at: at.clone(),
             commit: commit.to_string(),
-            source,
+            source: Box::new(source),
         }
     })?;
     Ok(PollOutcome {

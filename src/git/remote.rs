@@ -52,11 +52,7 @@ pub struct RemoteContext<'a> {
 impl<'a> RemoteContext<'a> {
     pub fn new(settings: &'a RepoSettings) -> Self {
         RemoteContext {
-            at: RepoRef {
-                name: settings.name.clone(),
-                url: settings.redacted_url(),
-                git_ref: settings.git_ref.clone(),
-            },
+            at: RepoRef::of(settings),
             settings,
         }
     }

@@ -151,10 +151,11 @@ pub enum RefSpec {
 
 impl RefSpec {
     pub fn parse(git_ref: &str) -> RefSpec {
-        if git_ref.len() == 40 && git_ref.bytes().all(|b| b.is_ascii_hexdigit()) {
-            if let Ok(oid) = git2::Oid::from_str(git_ref) {
-                return RefSpec::Commit(oid);
-            }
+        if git_ref.len() == 40
+            && git_ref.bytes().all(|b| b.is_ascii_hexdigit())
+            && let Ok(oid) = git2::Oid::from_str(git_ref)
+        {
+            return RefSpec::Commit(oid);
         }
         RefSpec::Name(git_ref.to_string())
     }

@@ -390,11 +390,7 @@ async fn run_poll(
     .await;
     joined.unwrap_or_else(|e| {
         Err(GitError::Task {
-            at: RepoRef {
-                name: settings.name.clone(),
-                url: settings.redacted_url(),
-                git_ref: settings.git_ref.clone(),
-            },
+            at: RepoRef::of(settings),
             message: e.to_string(),
         })
     })

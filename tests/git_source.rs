@@ -175,7 +175,7 @@ async fn repositories_sharing_a_url_share_one_fetch() {
     infra.paths = vec!["infra/*".into()];
     let (handle, mut rx) =
         Source::spawn(vec![apps, infra], tmp.path().join("data"), no_watch()).unwrap();
-    let mut got = vec![next_update(&mut rx).await, next_update(&mut rx).await];
+    let mut got = [next_update(&mut rx).await, next_update(&mut rx).await];
     got.sort_by(|a, b| a.repository.cmp(&b.repository));
     assert_eq!(got[0].repository, "apps");
     assert_eq!(got[0].stacks[0].name, "web");

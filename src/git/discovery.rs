@@ -179,6 +179,10 @@ fn stack_in(
 /// that cannot be read or parsed here gives no name; loading it reports why.
 fn declared_name(source: &dyn FileSource, file: &RepoPath, dir: &RepoPath) -> Option<String> {
     let text = source.read(file).ok()?;
+    // Most files have no `name:`; skip the YAML parse for those.
+    if !text.windows(4).any(|w| w == b"name") {
+        return None;
+    }
     let node = yaml::parse(&text, file, dir).ok()?;
     let name = node.get("name")?.as_str()?.trim();
     (!name.is_empty() && !name.contains('$')).then(|| name.to_string())

@@ -26,7 +26,8 @@ pub struct PollOutcome {
     pub subject: String,
     pub opened: Opened,
     pub mirror_path: PathBuf,
-    pub stacks: Vec<DiscoveredStack>,
+    /// The stacks at `commit`; `None` when the commit is `last` (nothing to rediscover).
+    pub stacks: Option<Vec<DiscoveredStack>>,
     pub reader: Arc<dyn FileSource>,
 }
 
@@ -107,13 +108,19 @@ pub fn poll_repository(
     let reader = GitTreeSource::open(mirror.path(), found.tree_id())
         .map_err(git_err)?
         .with_max_file_size(settings.max_file_size);
-    let stacks = discover(&reader, &settings.paths, &settings.name).map_err(|source| {
-        GitError::Discovery {
-            at: at.clone(),
-            commit: commit.to_string(),
-            source: Box::new(source),
-        }
-    })?;
+    let stacks = if last == Some(commit) {
+        None
+    } else {
+        Some(
+            discover(&reader, &settings.paths, &settings.name).map_err(|source| {
+                GitError::Discovery {
+                    at: at.clone(),
+                    commit: commit.to_string(),
+                    source: Box::new(source),
+                }
+            })?,
+        )
+    };
     Ok(PollOutcome {
         commit,
         previous,

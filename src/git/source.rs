@@ -423,7 +423,9 @@ fn record(
                 s.last_error_label = None;
                 s.commit = Some(outcome.commit.to_string());
                 s.subject = Some(outcome.subject.clone());
-                s.stacks = outcome.stacks.iter().map(|st| st.name.clone()).collect();
+                if let Some(stacks) = &outcome.stacks {
+                    s.stacks = stacks.iter().map(|st| st.name.clone()).collect();
+                }
                 if let Some(stats) = outcome.fetched {
                     s.fetches += 1;
                     s.fetched_bytes += stats.received_bytes as u64;
@@ -451,7 +453,8 @@ fn record(
                 previous: outcome.previous.map(|c| c.to_string()),
                 forced: outcome.forced,
                 subject: outcome.subject,
-                stacks: outcome.stacks,
+                // Discovery always runs when the commit changed.
+                stacks: outcome.stacks.unwrap_or_default(),
                 reader: outcome.reader,
             }))
         }

@@ -1,7 +1,8 @@
 //! A [`FileSource`] over one commit's tree in a (bare) repository: no checkout.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use git2::{ObjectType, Oid, Repository};
 
@@ -15,10 +16,57 @@ const MAX_SYMLINK_HOPS: usize = 40;
 /// Reads files of one tree. `git2::Repository` is `Send` but not `Sync`, so it
 /// sits behind a mutex; reads are short, and each event gets its own reader.
 pub struct GitTreeSource {
-    repo: Mutex<Repository>,
+    inner: Mutex<Inner>,
     repo_path: PathBuf,
     tree: Oid,
     max_file_size: u64,
+}
+
+/// The repository plus parsed trees. libgit2 does not cache trees over 4 KiB,
+/// and a directory holding hundreds of stacks is re-parsed on every lookup
+/// without this cache.
+struct Inner {
+    repo: Repository,
+    trees: HashMap<Oid, Arc<[Item]>>,
+}
+
+/// One tree entry, kept sorted by name.
+struct Item {
+    name: String,
+    mode: i32,
+    id: Oid,
+    kind: Option<ObjectType>,
+}
+
+impl Inner {
+    fn tree(&mut self, id: Oid) -> Result<Arc<[Item]>, git2::Error> {
+        if let Some(items) = self.trees.get(&id) {
+            return Ok(items.clone());
+        }
+        let tree = self.repo.find_tree(id)?;
+        let mut items: Vec<Item> = tree
+            .iter()
+            .filter_map(|e| {
+                Some(Item {
+                    name: e.name().ok()?.to_string(),
+                    mode: e.filemode(),
+                    id: e.id(),
+                    kind: e.kind(),
+                })
+            })
+            .collect();
+        items.sort_by(|a, b| a.name.cmp(&b.name));
+        let items: Arc<[Item]> = items.into();
+        self.trees.insert(id, items.clone());
+        Ok(items)
+    }
+}
+
+fn find<'a>(items: &'a [Item], name: &str) -> Option<&'a Item> {
+    items
+        .binary_search_by(|i| i.name.as_str().cmp(name))
+        .ok()
+        .and_then(|at| items.get(at))
 }
 
 /// What a resolved path names.
@@ -34,7 +82,10 @@ impl GitTreeSource {
         let repo = Repository::open(repo_path)?;
         repo.find_tree(tree)?;
         Ok(GitTreeSource {
-            repo: Mutex::new(repo),
+            inner: Mutex::new(Inner {
+                repo,
+                trees: HashMap::new(),
+            }),
             repo_path: repo_path.to_path_buf(),
             tree,
             max_file_size: DEFAULT_MAX_FILE_SIZE,
@@ -62,16 +113,16 @@ impl GitTreeSource {
 
     fn with_repo<T>(
         &self,
-        f: impl FnOnce(&Repository) -> Result<T, FileError>,
+        f: impl FnOnce(&mut Inner) -> Result<T, FileError>,
     ) -> Result<T, FileError> {
         // A panic elsewhere cannot corrupt a read-only handle: recover the guard.
-        let repo = self.repo.lock().unwrap_or_else(|p| p.into_inner());
-        f(&repo)
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut inner)
     }
 
     /// Walks `path` from the root tree, following symlinks that stay inside.
     /// `Ok(None)` when nothing is there.
-    fn resolve(&self, repo: &Repository, path: &RepoPath) -> Result<Option<Resolved>, FileError> {
+    fn resolve(&self, repo: &mut Inner, path: &RepoPath) -> Result<Option<Resolved>, FileError> {
         let io = |e: git2::Error| FileError::Io {
             path: path.clone(),
             message: e.message().to_string(),
@@ -87,15 +138,15 @@ impl GitTreeSource {
                 Resolved::Submodule => return Err(FileError::Submodule(current_dir)),
                 Resolved::Blob(_) => return Err(FileError::NotADirectory(current_dir)),
             };
-            let tree = repo.find_tree(tree_id).map_err(io)?;
-            let Some(entry) = tree.get_name(&name) else {
+            let items = repo.tree(tree_id).map_err(io)?;
+            let Some(entry) = find(&items, &name) else {
                 return Ok(None);
             };
             let entry_path = current_dir.join(&name).map_err(|e| FileError::Io {
                 path: path.clone(),
                 message: e.to_string(),
             })?;
-            match entry.filemode() {
+            match entry.mode {
                 MODE_SYMLINK => {
                     hops += 1;
                     if hops > MAX_SYMLINK_HOPS {
@@ -104,7 +155,7 @@ impl GitTreeSource {
                             message: "too many levels of symbolic links".into(),
                         });
                     }
-                    let blob = repo.find_blob(entry.id()).map_err(io)?;
+                    let blob = repo.repo.find_blob(entry.id).map_err(io)?;
                     let target = String::from_utf8_lossy(blob.content()).into_owned();
                     let escape = || FileError::SymlinkEscape {
                         path: entry_path.clone(),
@@ -121,9 +172,9 @@ impl GitTreeSource {
                     continue;
                 }
                 MODE_SUBMODULE => current = Resolved::Submodule,
-                _ => match entry.kind() {
-                    Some(ObjectType::Tree) => current = Resolved::Tree(entry.id()),
-                    Some(ObjectType::Blob) => current = Resolved::Blob(entry.id()),
+                _ => match entry.kind {
+                    Some(ObjectType::Tree) => current = Resolved::Tree(entry.id),
+                    Some(ObjectType::Blob) => current = Resolved::Blob(entry.id),
                     _ => current = Resolved::Submodule,
                 },
             }
@@ -146,7 +197,7 @@ impl FileSource for GitTreeSource {
                 Some(Resolved::Submodule) => Err(FileError::Submodule(path.clone())),
                 Some(Resolved::Blob(id)) => {
                     // The header gives the size without inflating the object.
-                    let (size, _) = repo.odb().map_err(io)?.read_header(id).map_err(io)?;
+                    let (size, _) = repo.repo.odb().map_err(io)?.read_header(id).map_err(io)?;
                     let size = size as u64;
                     if size > self.max_file_size {
                         return Err(FileError::TooLarge {
@@ -155,7 +206,7 @@ impl FileSource for GitTreeSource {
                             limit: self.max_file_size,
                         });
                     }
-                    Ok(repo.find_blob(id).map_err(io)?.content().to_vec())
+                    Ok(repo.repo.find_blob(id).map_err(io)?.content().to_vec())
                 }
             }
         })
@@ -177,16 +228,16 @@ impl FileSource for GitTreeSource {
                 path: dir.clone(),
                 message: e.message().to_string(),
             };
-            let tree = match self.resolve(repo, dir)? {
+            let items = match self.resolve(repo, dir)? {
                 None => return Err(FileError::NotFound(dir.clone())),
-                Some(Resolved::Tree(id)) => repo.find_tree(id).map_err(io)?,
+                Some(Resolved::Tree(id)) => repo.tree(id).map_err(io)?,
                 Some(Resolved::Submodule) => return Err(FileError::Submodule(dir.clone())),
                 Some(Resolved::Blob(_)) => return Err(FileError::NotADirectory(dir.clone())),
             };
-            let mut entries = Vec::with_capacity(tree.len());
-            for entry in tree.iter() {
-                let Ok(name) = entry.name() else { continue };
-                let kind = match entry.filemode() {
+            let mut entries = Vec::with_capacity(items.len());
+            for entry in items.iter() {
+                let name = entry.name.as_str();
+                let kind = match entry.mode {
                     MODE_SUBMODULE => EntryKind::Submodule,
                     MODE_SYMLINK => {
                         let Ok(child) = dir.join(name) else { continue };
@@ -198,13 +249,13 @@ impl FileSource for GitTreeSource {
                             Ok(None) | Err(_) => continue,
                         }
                     }
-                    _ if entry.kind() == Some(ObjectType::Tree) => EntryKind::Dir,
+                    _ if entry.kind == Some(ObjectType::Tree) => EntryKind::Dir,
                     _ => EntryKind::File,
                 };
                 entries.push((name.to_string(), kind));
             }
-            // Tree order sorts directories as if suffixed with '/'; the trait wants plain name order.
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            // Items are sorted by plain name (git's own order sorts directories as if
+            // suffixed with '/'), which is the order the trait promises.
             Ok(entries)
         })
     }

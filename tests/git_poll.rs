@@ -313,3 +313,23 @@ async fn http_basic_auth_right_and_wrong_credentials() {
     assert!(!err.to_string().contains("nope"), "{err}");
     assert_eq!(err.label(), "auth", "{err}");
 }
+
+#[test]
+fn discovery_errors_name_the_repository_and_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = upstream_with_stack(tmp.path());
+    up.write("other/web/compose.yaml", "services: {}\n");
+    let commit = up.commit("duplicate web");
+    let settings = RepoSettings::new("apps", up.file_url(), "main");
+    let err = poll(&settings, &tmp.path().join("data"), None)
+        .err()
+        .unwrap();
+    assert_eq!(err.label(), "discovery");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "repository \"apps\" ({}) ref \"main\": stack discovery at commit {commit} failed: two stacks are named \"web\": in other/web and in stacks/web",
+            up.file_url()
+        )
+    );
+}

@@ -324,3 +324,41 @@ async fn webhooks_trigger_polls_and_reject_bad_signatures() {
     assert_eq!(outcome.status, StatusCode::UNAUTHORIZED);
     handle.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_watch_on_a_bare_repository_sees_a_push() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = upstream(tmp.path());
+    let bare = tmp.path().join("bare.git");
+    git_support::git(
+        tmp.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            up.dir.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
+    );
+    let (handle, mut rx) = Source::spawn(
+        vec![settings("bare", bare.display().to_string())],
+        tmp.path().join("data"),
+        SourceOptions::default(),
+    )
+    .unwrap();
+    next_update(&mut rx).await;
+    wait_state(&handle, "bare", "first poll", |s| s.polls == 1).await;
+
+    up.write("stacks/pushed/compose.yaml", "services: {}\n");
+    let commit = up.commit("pushed");
+    let started = Instant::now();
+    up.git(&["push", "-q", bare.to_str().unwrap(), "main"]);
+    let update = tokio::time::timeout(Duration::from_secs(5), next_update(&mut rx))
+        .await
+        .expect("the watch triggers a poll");
+    assert_eq!(update.commit, commit);
+    let elapsed = started.elapsed();
+    eprintln!("bare repository watch: push seen after {elapsed:?}");
+    assert!(elapsed < Duration::from_millis(1500), "took {elapsed:?}");
+    handle.shutdown();
+}

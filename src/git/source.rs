@@ -481,3 +481,63 @@ fn record(
         }
     }
 }
+
+/// Bounds libgit2's network waits (connect, and each read/write) so that a
+/// silent server cannot hold a poll, and its mirror lock, forever.
+///
+/// # Safety
+/// This sets libgit2 globals without synchronisation: call it once at start-up,
+/// before any thread (including the tokio runtime) that uses git2 exists.
+pub unsafe fn set_network_timeouts(connect: Duration, io: Duration) -> Result<(), git2::Error> {
+    let millis = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: the caller guarantees no other thread uses libgit2 yet.
+    unsafe {
+        git2::opts::set_server_connect_timeout_in_milliseconds(millis(connect))?;
+        git2::opts::set_server_timeout_in_milliseconds(millis(io))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuration_errors() {
+        let a = RepoSettings::new("a", "file:///x", "main");
+        let err = Source::spawn(
+            vec![a.clone(), a.clone()],
+            "/tmp/unused",
+            SourceOptions::default(),
+        )
+        .err()
+        .map(|e| (e.label(), e.to_string()));
+        assert_eq!(
+            err,
+            Some((
+                "duplicate_repository",
+                "two repositories are named \"a\"".to_string()
+            ))
+        );
+        let mut bad = a.clone();
+        bad.paths = vec!["stacks/[".into()];
+        let err = Source::spawn(vec![bad], "/tmp/unused", SourceOptions::default())
+            .err()
+            .map(|e| e.label());
+        assert_eq!(err, Some("invalid_repository"));
+        let mut zero = a;
+        zero.interval = Duration::ZERO;
+        assert!(Source::spawn(vec![zero], "/tmp/unused", SourceOptions::default()).is_err());
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        for _ in 0..200 {
+            let d = jittered(Duration::from_secs(60));
+            assert!(
+                d >= Duration::from_secs(54) && d <= Duration::from_secs(66),
+                "{d:?}"
+            );
+        }
+    }
+}

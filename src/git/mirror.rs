@@ -83,12 +83,12 @@ impl Mirror {
             for reference in refs {
                 let reference = reference.map_err(|e| e.message().to_string())?;
                 let name = reference.name().unwrap_or("?").to_string();
-                let commit = reference
-                    .peel_to_commit()
-                    .map_err(|e| format!("{name}: {}", e.message()))?;
-                commit
-                    .tree()
-                    .map_err(|e| format!("{name}: {}", e.message()))?;
+                let fail = |e: git2::Error| format!("{name}: {}", e.message());
+                // Tags may point at any object; commits must also have their tree.
+                let target = reference.peel(git2::ObjectType::Any).map_err(fail)?;
+                if let Ok(commit) = target.peel_to_commit() {
+                    commit.tree().map_err(fail)?;
+                }
             }
         }
         Ok(repo)

@@ -362,3 +362,44 @@ async fn local_watch_on_a_bare_repository_sees_a_push() {
     assert!(elapsed < Duration::from_millis(1500), "took {elapsed:?}");
     handle.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_remote_keeps_last_good_commit_and_hides_credentials() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = upstream(tmp.path());
+    let server = HttpServer::start(tmp.path(), None).await;
+    let url = server.url("up").replace("http://", "http://bot:hunter2@");
+    let (handle, mut rx) = Source::spawn(
+        vec![settings("apps", url)],
+        tmp.path().join("data"),
+        no_watch(),
+    )
+    .unwrap();
+    let first = next_update(&mut rx).await;
+    assert_eq!(first.commit, up.head());
+    assert!(!first.url.contains("hunter2"));
+    assert_eq!(first.url, server.url("up"));
+
+    drop(server);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    handle.trigger("apps");
+    match next_event(&mut rx).await {
+        SourceEvent::Failed {
+            error, last_good, ..
+        } => {
+            assert_eq!(error.label(), "unreachable", "{error}");
+            assert!(!error.to_string().contains("hunter2"), "{error}");
+            assert_eq!(last_good.as_deref(), Some(first.commit.as_str()));
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    let state = wait_state(&handle, "apps", "failure", |s| s.last_error.is_some()).await;
+    assert_eq!(state.commit.as_deref(), Some(first.commit.as_str()));
+    let shown = serde_json::to_string(&state).unwrap();
+    assert!(!shown.contains("hunter2"), "{shown}");
+    // The same failure again is not re-sent as an event.
+    handle.trigger("apps");
+    wait_state(&handle, "apps", "second failure", |s| s.polls == 3).await;
+    assert!(rx.try_recv().is_err());
+    handle.shutdown();
+}

@@ -159,7 +159,12 @@ fn file_url_poll_falls_back_from_shallow_and_pins_tags_and_commits() {
     assert!(outcome.fetched.is_some());
     // `HEAD` follows the remote's default branch.
     let fresh = tmp.path().join("data-head");
-    let outcome = poll(&RepoSettings::new("apps", up.file_url(), "HEAD"), &fresh, None).unwrap();
+    let outcome = poll(
+        &RepoSettings::new("apps", up.file_url(), "HEAD"),
+        &fresh,
+        None,
+    )
+    .unwrap();
     assert_eq!(outcome.commit.to_string(), newest);
     assert!(outcome.fetched.is_some());
     let missing = "0123456789abcdef0123456789abcdef01234567";

@@ -403,3 +403,27 @@ async fn unreachable_remote_keeps_last_good_commit_and_hides_credentials() {
     assert!(rx.try_recv().is_err());
     handle.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_repeat_on_the_interval_without_triggers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = upstream(tmp.path());
+    let mut s = settings("timer", up.file_url());
+    s.interval = Duration::from_millis(200);
+    let (handle, mut rx) = Source::spawn(vec![s], tmp.path().join("data"), no_watch()).unwrap();
+    next_update(&mut rx).await;
+    let started = Instant::now();
+    let state = wait_state(&handle, "timer", "three polls", |s| s.polls >= 3).await;
+    // Two more polls at 200 ms ± 10% each.
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(state.fetches, 1);
+    // A commit is picked up by the timer alone (the watch is off).
+    let commit = up.commit("timer commit");
+    let update = next_update(&mut rx).await;
+    assert_eq!(update.commit, commit);
+    handle.shutdown();
+}

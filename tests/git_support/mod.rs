@@ -1,0 +1,262 @@
+//! Shared helpers for the Git source tests: repositories made with the `git` CLI,
+//! and a smart-HTTP server (`git http-backend` as CGI) with optional basic auth.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Response, StatusCode, Uri};
+use base64::Engine;
+
+/// Runs `git` in `dir` with a fixed identity; panics with its stderr on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A working repository (the "upstream") on branch `main`.
+pub struct Upstream {
+    pub dir: PathBuf,
+}
+
+impl Upstream {
+    pub fn new(parent: &Path, name: &str) -> Upstream {
+        let dir = parent.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        git(&dir, &["init", "-q", "-b", "main"]);
+        git(
+            &dir,
+            &["config", "uploadpack.allowReachableSHA1InWant", "true"],
+        );
+        git(&dir, &["config", "uploadpack.allowFilter", "true"]);
+        git(&dir, &["config", "http.receivepack", "false"]);
+        Upstream { dir }
+    }
+
+    pub fn write(&self, path: &str, content: &str) {
+        let p = self.dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+
+    /// Stages everything and commits; returns the new commit id.
+    pub fn commit(&self, message: &str) -> String {
+        git(&self.dir, &["add", "-A"]);
+        git(&self.dir, &["commit", "-q", "--allow-empty", "-m", message]);
+        self.head()
+    }
+
+    pub fn head(&self) -> String {
+        git(&self.dir, &["rev-parse", "HEAD"])
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        git(&self.dir, args)
+    }
+
+    pub fn file_url(&self) -> String {
+        format!("file://{}", self.dir.display())
+    }
+}
+
+/// Counters of what the HTTP server was asked for.
+#[derive(Default)]
+pub struct Traffic {
+    /// `GET .../info/refs` (ref advertisements, i.e. ls-remote and fetch starts).
+    pub advertisements: AtomicUsize,
+    /// `POST .../git-upload-pack` (negotiation and pack transfer: real fetches).
+    pub upload_packs: AtomicUsize,
+    pub bytes_sent: AtomicU64,
+    pub unauthorized: AtomicUsize,
+}
+
+impl Traffic {
+    pub fn upload_packs(&self) -> usize {
+        self.upload_packs.load(Ordering::SeqCst)
+    }
+    pub fn advertisements(&self) -> usize {
+        self.advertisements.load(Ordering::SeqCst)
+    }
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent.load(Ordering::SeqCst)
+    }
+}
+
+struct ServerState {
+    project_root: PathBuf,
+    basic_auth: Option<(String, String)>,
+    traffic: Arc<Traffic>,
+    backend: PathBuf,
+}
+
+/// A smart-HTTP git server on 127.0.0.1 serving every repository under `root`.
+pub struct HttpServer {
+    pub addr: std::net::SocketAddr,
+    pub traffic: Arc<Traffic>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HttpServer {
+    /// Serves `root`; with `basic_auth`, requests need those credentials.
+    pub async fn start(root: &Path, basic_auth: Option<(&str, &str)>) -> HttpServer {
+        let exec_path = git(root, &["--exec-path"]);
+        let traffic = Arc::new(Traffic::default());
+        let state = Arc::new(ServerState {
+            project_root: root.to_path_buf(),
+            basic_auth: basic_auth.map(|(u, p)| (u.to_string(), p.to_string())),
+            traffic: traffic.clone(),
+            backend: Path::new(&exec_path).join("git-http-backend"),
+        });
+        let app = axum::Router::new().fallback(cgi).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        HttpServer {
+            addr,
+            traffic,
+            task,
+        }
+    }
+
+    /// The URL of repository directory `name` under the root.
+    pub fn url(&self, name: &str) -> String {
+        format!("http://{}/{}", self.addr, name)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn cgi(
+    State(state): State<Arc<ServerState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    let mut remote_user = String::new();
+    if let Some((user, pass)) = &state.basic_auth {
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+        );
+        let given = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if given != expected {
+            state.traffic.unauthorized.fetch_add(1, Ordering::SeqCst);
+            return Response::builder()
+                .status(StatusCode::UNAUTHORIZED)
+                .header("WWW-Authenticate", "Basic realm=\"git\"")
+                .body(Body::from("unauthorized"))
+                .unwrap();
+        }
+        remote_user = user.clone();
+    }
+    let path = uri.path().to_string();
+    if path.ends_with("/info/refs") {
+        state.traffic.advertisements.fetch_add(1, Ordering::SeqCst);
+    } else if path.ends_with("/git-upload-pack") {
+        state.traffic.upload_packs.fetch_add(1, Ordering::SeqCst);
+    }
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut child = tokio::process::Command::new(&state.backend)
+        .env_clear()
+        .env("GIT_PROJECT_ROOT", &state.project_root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("PATH_INFO", &path)
+        .env("QUERY_STRING", uri.query().unwrap_or(""))
+        .env("REQUEST_METHOD", method.as_str())
+        .env("CONTENT_TYPE", header("content-type"))
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .env("HTTP_CONTENT_ENCODING", header("content-encoding"))
+        .env("GIT_PROTOCOL", header("git-protocol"))
+        .env("REMOTE_USER", remote_user)
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn git-http-backend");
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = stdin.write_all(&body).await;
+    }
+    let out = child.wait_with_output().await.unwrap();
+    let raw = out.stdout;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4))
+        .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)));
+    let Some((end, sep)) = split else {
+        return Response::builder()
+            .status(StatusCode::INTERNAL_SERVER_ERROR)
+            .body(Body::from("bad cgi output"))
+            .unwrap();
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_string();
+    let payload = raw[end + sep..].to_vec();
+    state
+        .traffic
+        .bytes_sent
+        .fetch_add(payload.len() as u64, Ordering::SeqCst);
+    let mut response = Response::builder();
+    let mut status = StatusCode::OK;
+    for line in head.lines() {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("status") {
+            let code = value.split_whitespace().next().unwrap_or("200");
+            status = code
+                .parse::<u16>()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .unwrap_or(StatusCode::OK);
+        } else {
+            response = response.header(name.trim(), value);
+        }
+    }
+    response.status(status).body(Body::from(payload)).unwrap()
+}
+
+/// Writes `content` to a new file in `dir` and returns its path.
+pub fn secret_file(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, content).unwrap();
+    p
+}

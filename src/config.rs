@@ -131,7 +131,11 @@ pub enum ConfigError {
     #[error("{file}: invalid YAML: {message}")]
     Yaml { file: PathBuf, message: String },
     #[error("{file}: {key}: {message}")]
-    Invalid { file: PathBuf, key: String, message: String },
+    Invalid {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
 }
 
 impl ConfigError {
@@ -165,7 +169,9 @@ impl Config {
         let document: serde_json::Value = if text.trim().is_empty() {
             serde_json::Value::Object(Default::default())
         } else {
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml {
+            // YAML 1.2 booleans, as in compose files: `y` and `on` stay strings.
+            let options = serde_saphyr::options! { strict_booleans: true };
+            serde_saphyr::from_str_with_options(text, options).map_err(|e| ConfigError::Yaml {
                 file: file.to_path_buf(),
                 message: e.to_string().lines().next().unwrap_or_default().to_string(),
             })?
@@ -193,8 +199,8 @@ impl Config {
                     policy_fields.insert((*key).to_string(), value);
                 }
             }
-            let source: RepoSettings =
-                typed(serde_json::Value::Object(fields), &prefix).map_err(|(key, message)| invalid(key, message))?;
+            let source: RepoSettings = typed(serde_json::Value::Object(fields), &prefix)
+                .map_err(|(key, message)| invalid(key, message))?;
             let policy: RepositoryPolicy = typed(serde_json::Value::Object(policy_fields), &prefix)
                 .map_err(|(key, message)| invalid(key, message))?;
             parsed.push(RepositoryConfig { source, policy });
@@ -203,7 +209,9 @@ impl Config {
             repositories: parsed,
             settings,
         };
-        config.validate().map_err(|(key, message)| invalid(key, message))?;
+        config
+            .validate()
+            .map_err(|(key, message)| invalid(key, message))?;
         Ok(config)
     }
 
@@ -214,10 +222,19 @@ impl Config {
             let key = |field: &str| format!("repositories[{index}].{field}");
             let source = &repository.source;
             if !is_dns_label(&source.name) {
-                return Err((key("name"), format!("{:?} is not a valid name (lower-case letters, digits and '-')", source.name)));
+                return Err((
+                    key("name"),
+                    format!(
+                        "{:?} is not a valid name (lower-case letters, digits and '-')",
+                        source.name
+                    ),
+                ));
             }
             if !names.insert(source.name.clone()) {
-                return Err((key("name"), format!("repository name {:?} is used twice", source.name)));
+                return Err((
+                    key("name"),
+                    format!("repository name {:?} is used twice", source.name),
+                ));
             }
             if source.url.trim().is_empty() {
                 return Err((key("url"), "must not be empty".into()));
@@ -226,7 +243,12 @@ impl Config {
                 return Err((key("interval"), "must be longer than zero".into()));
             }
             for (i, pattern) in source.paths.iter().enumerate() {
-                glob::Pattern::new(pattern).map_err(|e| (key(&format!("paths[{i}]")), format!("invalid glob {pattern:?}: {e}")))?;
+                glob::Pattern::new(pattern).map_err(|e| {
+                    (
+                        key(&format!("paths[{i}]")),
+                        format!("invalid glob {pattern:?}: {e}"),
+                    )
+                })?;
             }
             if let Some(file) = &source.webhook_secret_file {
                 readable(file).map_err(|m| (key("webhookSecretFile"), m))?;
@@ -250,7 +272,10 @@ impl Config {
 }
 
 /// Deserialises `value`, reporting the failing key as a path below `prefix`.
-fn typed<T: for<'de> Deserialize<'de>>(value: serde_json::Value, prefix: &str) -> Result<T, (String, String)> {
+fn typed<T: for<'de> Deserialize<'de>>(
+    value: serde_json::Value,
+    prefix: &str,
+) -> Result<T, (String, String)> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let key = match (prefix.is_empty(), path == ".") {
@@ -273,7 +298,9 @@ fn readable(file: &Path) -> Result<(), String> {
 pub fn is_dns_label(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
 }
@@ -313,15 +340,24 @@ publishedServiceType: NodePort
         assert!(!repo.policy.prune);
         assert!(!repo.policy.allow_empty);
         assert_eq!(repo.policy.variables["DOMAIN"], "example.com");
-        assert_eq!(repo.policy.stacks["shop"].namespace.as_deref(), Some("shop-prod"));
-        assert_eq!(config.settings.published_service_type, ServiceTypeSetting::NodePort);
+        assert_eq!(
+            repo.policy.stacks["shop"].namespace.as_deref(),
+            Some("shop-prod")
+        );
+        assert_eq!(
+            config.settings.published_service_type,
+            ServiceTypeSetting::NodePort
+        );
         assert!(!config.settings.allow_host_path);
     }
 
     #[test]
     fn errors_name_the_key() {
         let cases = [
-            ("repositories:\n  - name: apps\n", "config.yaml: repositories[0]: missing field `url`"),
+            (
+                "repositories:\n  - name: apps\n",
+                "config.yaml: repositories[0]: missing field `url`",
+            ),
             (
                 "repositories:\n  - name: apps\n    url: x\n    interval: soon\n",
                 "config.yaml: repositories[0].interval: invalid interval \"soon\"",
@@ -347,7 +383,10 @@ publishedServiceType: NodePort
         ];
         for (text, expected) in cases {
             let message = parse(text).unwrap_err().to_string();
-            assert!(message.starts_with(expected), "{text:?}\n  got: {message}\n  expected: {expected}");
+            assert!(
+                message.starts_with(expected),
+                "{text:?}\n  got: {message}\n  expected: {expected}"
+            );
         }
     }
 }

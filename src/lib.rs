@@ -4,6 +4,7 @@
 //! parse and interpolate compose → `Stack` → Kubernetes objects → server-side
 //! apply → prune → health → status. The middle (`render`) is pure.
 
+pub mod config;
 pub mod crd;
 pub mod git;
 pub mod http;

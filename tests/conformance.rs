@@ -22,7 +22,84 @@ use stackd::render::model::{Project, Service};
 use stackd::render::{LoadOptions, load};
 
 /// Files where stackd and Docker Compose deliberately or knowingly disagree.
-const KNOWN_DIFFERENCES: &[(&str, &str)] = &[];
+const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
+    (
+        "cli/testdata/simple/compose-with-paths.yaml",
+        "a Windows host path (C:\\...) cannot be mounted on a Linux cluster",
+    ),
+    (
+        "pkg/e2e/fixtures/build-test/platforms/compose-service-platform-not-in-build-platforms.yaml",
+        "`build` is ignored when `image` is set, so build platforms are not checked",
+    ),
+    (
+        "pkg/e2e/fixtures/build-test/ssh/compose.yaml",
+        "Docker Compose fails to print its own model (SSHKey JSON); the file is valid",
+    ),
+    (
+        "pkg/e2e/testdata/TestBuildSecrets/compose.yaml",
+        "stackd must know a config/secret value when it renders; Docker Compose reads it at `up` time",
+    ),
+    (
+        "pkg/e2e/testdata/TestConfigFromEnv/compose.yaml",
+        "stackd must know a config/secret value when it renders; Docker Compose reads it at `up` time",
+    ),
+    (
+        "pkg/e2e/testdata/TestPreStartHookForceRecreate/compose.yaml",
+        "pre_start is accepted (and warned about as ignored); this Docker Compose's schema predates it",
+    ),
+    (
+        "pkg/e2e/testdata/TestPreStartHookIdempotentReUp/compose.yaml",
+        "pre_start is accepted (and warned about as ignored); this Docker Compose's schema predates it",
+    ),
+    (
+        "pkg/e2e/testdata/TestPreStartHookInError/compose.yaml",
+        "pre_start is accepted (and warned about as ignored); this Docker Compose's schema predates it",
+    ),
+    (
+        "pkg/e2e/testdata/TestPreStartHookMidSequenceFailure/compose.yaml",
+        "pre_start is accepted (and warned about as ignored); this Docker Compose's schema predates it",
+    ),
+    (
+        "pkg/e2e/testdata/TestPreStartHookNotReRunOnScaleUp/compose.yaml",
+        "pre_start is accepted (and warned about as ignored); this Docker Compose's schema predates it",
+    ),
+    (
+        "pkg/e2e/testdata/TestPreStartHookReRunOnSpecChange/compose.yaml",
+        "pre_start is accepted (and warned about as ignored); this Docker Compose's schema predates it",
+    ),
+    (
+        "pkg/e2e/testdata/TestPreStartHookRunsOnceForScaledService/compose.yaml",
+        "pre_start is accepted (and warned about as ignored); this Docker Compose's schema predates it",
+    ),
+    (
+        "pkg/e2e/testdata/TestPreStartHookSequentialOrder/compose.yaml",
+        "pre_start is accepted (and warned about as ignored); this Docker Compose's schema predates it",
+    ),
+    (
+        "pkg/e2e/testdata/TestPreStartHookSuccess/compose.yaml",
+        "pre_start is accepted (and warned about as ignored); this Docker Compose's schema predates it",
+    ),
+    (
+        "pkg/e2e/testdata/TestSecretFromEnv/child/compose.yaml",
+        "stackd must know a config/secret value when it renders; Docker Compose reads it at `up` time",
+    ),
+    (
+        "pkg/e2e/testdata/TestSecretFromEnv/compose.yaml",
+        "stackd must know a config/secret value when it renders; Docker Compose reads it at `up` time",
+    ),
+    (
+        "pkg/e2e/testdata/TestSecretFromInclude/child/compose.yaml",
+        "stackd must know a config/secret value when it renders; Docker Compose reads it at `up` time",
+    ),
+    (
+        "pkg/e2e/testdata/TestSecretFromInclude/compose.yaml",
+        "stackd must know a config/secret value when it renders; Docker Compose reads it at `up` time",
+    ),
+    (
+        "pkg/e2e/testdata/TestUpContainerNameConflict/compose.yaml",
+        "`container_name` is ignored with a warning, so its format is not checked",
+    ),
+];
 
 #[test]
 fn loader_matches_docker_compose_over_the_corpus() {

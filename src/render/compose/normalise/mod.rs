@@ -18,7 +18,7 @@ mod volumes;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::error::LoadError;
+use super::error::{At, LoadError};
 use super::tree::ProjectTree;
 use super::{LoadOptions, Loaded};
 use crate::render::files::FileSource;
@@ -87,17 +87,35 @@ pub fn normalise(
         bind_files: &mut project.bind_files,
         warnings: &mut warnings,
     };
+    // Like Compose, `COMPOSE_PROFILES` from `.env` applies when no profile is given.
+    let enabled_profiles: Vec<String> = if options.profiles.is_empty() {
+        tree.variables
+            .get("COMPOSE_PROFILES")
+            .map(|p| {
+                p.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        options.profiles.clone()
+    };
     let mut services = BTreeMap::new();
+    let mut service_fields = BTreeMap::new();
     if let Some(services_field) = top.get("services") {
         for (name, field) in services_field.entries()? {
             check_service_name(name, &field)?;
             let profiles = service::profiles(&field)?;
-            if !profile_enabled(&profiles, &options.profiles) {
+            if !profile_enabled(&profiles, &enabled_profiles) {
                 continue;
             }
             services.insert(name.to_string(), service::service(name, &field, &mut ctx)?);
+            service_fields.insert(name.to_string(), field);
         }
     }
+    check_dependency_cycles(&services, &service_fields)?;
     project.services = services;
     project.warnings.extend(tree.warnings.iter().cloned());
     project.warnings.extend(warnings);
@@ -138,6 +156,65 @@ fn check_service_name(name: &str, field: &Field) -> Result<(), LoadError> {
             "service name {name:?} may contain only letters, digits, `.`, `_` and `-`"
         )))
     }
+}
+
+/// `depends_on` must not loop: Compose refuses such a project, and so do we.
+fn check_dependency_cycles(
+    services: &BTreeMap<String, crate::render::model::Service>,
+    fields: &BTreeMap<String, Field>,
+) -> Result<(), LoadError> {
+    // Depth-first search; `path` is the chain being explored.
+    fn visit<'a>(
+        name: &'a str,
+        services: &'a BTreeMap<String, crate::render::model::Service>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) -> Option<Vec<&'a str>> {
+        if let Some(start) = path.iter().position(|n| *n == name) {
+            let mut cycle = path[start..].to_vec();
+            cycle.push(name);
+            return Some(cycle);
+        }
+        if !done.insert(name) {
+            return None;
+        }
+        path.push(name);
+        let dependencies = services
+            .get(name)
+            .map(|s| s.depends_on.keys())
+            .into_iter()
+            .flatten();
+        for dependency in dependencies {
+            if let Some(cycle) = visit(dependency, services, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut done = BTreeSet::new();
+    for name in services.keys() {
+        let mut path = Vec::new();
+        if let Some(cycle) = visit(name, services, &mut path, &mut done) {
+            let first = cycle[0];
+            let at = fields
+                .get(first)
+                .map(|f| f.at())
+                .map(|mut at| {
+                    at.path = format!("{}.depends_on", at.path);
+                    at
+                })
+                .unwrap_or(At {
+                    mark: None,
+                    path: format!("services.{first}.depends_on"),
+                });
+            return Err(LoadError::InvalidValue {
+                at,
+                message: format!("dependency cycle: {}", cycle.join(" -> ")),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A service without profiles is always on; one with profiles needs a match or `*`.

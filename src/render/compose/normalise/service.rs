@@ -246,7 +246,8 @@ pub fn service(name: &str, field: &Field, ctx: &mut ServiceContext) -> Result<Se
     let fields = field.map(SERVICE_KEYS)?;
     let mut service = Service {
         build: fields.get("build").map(|b| build(&b)).transpose()?,
-        image: fields.string("image")?,
+        // `image: ${UNSET}` interpolates to "", which Compose treats as no image.
+        image: fields.string("image")?.filter(|image| !image.is_empty()),
         entrypoint: fields.get("entrypoint").map(|e| argv(&e)).transpose()?,
         command: fields.get("command").map(|c| argv(&c)).transpose()?,
         working_dir: fields.string("working_dir")?,

@@ -893,3 +893,61 @@ fn awesome_compose_nginx_flask_mysql_snapshot() {
             .contains(std::str::from_utf8(password).unwrap().trim())
     );
 }
+
+#[test]
+fn compose_profiles_from_dotenv_apply_when_none_are_given() {
+    let yaml = "services:\n  web: {image: a}\n  debug: {image: b, profiles: [debug]}\n";
+    let loaded = load_with(
+        yaml,
+        &MemSource::new(),
+        &LoadOptions::default(),
+        &[("COMPOSE_PROFILES", "debug, other")],
+    )
+    .unwrap();
+    assert_eq!(
+        loaded.project.services.keys().collect::<Vec<_>>(),
+        ["debug", "web"]
+    );
+    let options = LoadOptions {
+        profiles: vec!["other".into()],
+        ..LoadOptions::default()
+    };
+    let loaded = load_with(
+        yaml,
+        &MemSource::new(),
+        &options,
+        &[("COMPOSE_PROFILES", "debug")],
+    )
+    .unwrap();
+    assert_eq!(loaded.project.services.keys().collect::<Vec<_>>(), ["web"]);
+}
+
+#[test]
+fn dependency_cycles_are_refused() {
+    let yaml = "services:\n  a: {image: x, depends_on: [b]}\n  b: {image: x, depends_on: [c]}\n  c: {image: x, depends_on: [a]}\n";
+    let error = load(yaml).unwrap_err();
+    assert_eq!(error.label(), "invalid_value");
+    assert_eq!(
+        error.to_string(),
+        "stacks/web/compose.yaml:2:6: services.a.depends_on: dependency cycle: a -> b -> c -> a"
+    );
+    let self_loop = load("services:\n  a: {image: x, depends_on: [a]}\n").unwrap_err();
+    assert!(
+        self_loop.to_string().ends_with("dependency cycle: a -> a"),
+        "{self_loop}"
+    );
+    // A diamond is not a cycle.
+    load("services:\n  a: {image: x, depends_on: [b, c]}\n  b: {image: x, depends_on: [d]}\n  c: {image: x, depends_on: [d]}\n  d: {image: x}\n").unwrap();
+}
+
+#[test]
+fn an_empty_image_is_no_image() {
+    let error = load("services:\n  app: {image: \"\"}\n").unwrap_err();
+    assert_eq!(error.label(), "schema", "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("services.app: a service needs `image`"),
+        "{error}"
+    );
+}

@@ -42,11 +42,12 @@ pub struct MountContext<'c> {
 pub fn mounts(field: &Field, ctx: &mut MountContext) -> Result<Vec<VolumeMount>, LoadError> {
     let mut mounts = Vec::new();
     for item in field.items()? {
-        let mount = match &item.node.value {
+        let mut mount = match &item.node.value {
             Value::Map(_) => long_mount(&item, ctx)?,
             Value::String { .. } => short_mount(&item, ctx)?,
             _ => return Err(item.expected("a string or a mapping")),
         };
+        mount.target = clean_target(&mount.target);
         mounts.push(mount);
     }
     Ok(mounts)
@@ -86,6 +87,7 @@ pub fn tmpfs(field: &Field) -> Result<Vec<VolumeMount>, LoadError> {
                 }
             }
             check_target(entry, &mount.target)?;
+            mount.target = clean_target(&mount.target);
             Ok(mount)
         })
         .collect()
@@ -101,6 +103,11 @@ fn short_mount(item: &Field, ctx: &mut MountContext) -> Result<VolumeMount, Load
         [source, target, mode] => (Some(*source), *target, Some(*mode)),
         _ => return Err(item.invalid(format!("invalid volume {text:?}"))),
     };
+    if source == Some("") || target.is_empty() {
+        return Err(item.invalid(format!(
+            "invalid volume {text:?}: empty section between colons"
+        )));
+    }
     check_target(item, target)?;
     let mut mount = VolumeMount {
         kind: "volume".to_string(),
@@ -189,6 +196,16 @@ fn long_mount(item: &Field, ctx: &mut MountContext) -> Result<VolumeMount, LoadE
     Ok(mount)
 }
 
+/// `/data/` and `/data` are the same mount point, as Compose normalises them.
+fn clean_target(target: &str) -> String {
+    let trimmed = target.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/".to_string()
+    } else {
+        trimmed.to_string()
+    }
+}
+
 /// Compose treats a source as a path when it starts like one.
 fn is_path(source: &str) -> bool {
     source.starts_with('.') || source.starts_with('/') || source.starts_with('~')
@@ -266,6 +283,19 @@ mod tests {
             serde_json::to_value(mounts).unwrap(),
             serde_json::to_value(bind_files).unwrap(),
         ))
+    }
+
+    #[test]
+    fn targets_lose_trailing_slashes_and_empty_sections_are_refused() {
+        let (mounts, _) = run("[\"data:/var/lib/data/\", \"/\"]").unwrap();
+        assert_eq!(mounts[0]["target"], "/var/lib/data");
+        assert_eq!(mounts[1]["target"], "/");
+        let error = run("[\":/text_file.txt\"]").unwrap_err();
+        assert_eq!(error.label(), "invalid_value");
+        assert!(
+            error.to_string().contains("empty section between colons"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -272,3 +272,30 @@ async fn not_found() -> Response {
 fn json_error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({ "error": message }))).into_response()
 }
+
+impl SourceControl for crate::git::source::SourceHandle {
+    fn trigger(&self, repository: &str) -> bool {
+        crate::git::source::SourceHandle::trigger(self, repository)
+    }
+
+    fn webhook(
+        &self,
+        provider: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> (StatusCode, &'static str) {
+        use crate::git::webhook::{Provider, handle};
+        let Some(provider) = Provider::from_name(provider) else {
+            return (StatusCode::NOT_FOUND, "unknown_provider");
+        };
+        let outcome = handle(provider, headers, body, self);
+        let result = match outcome.status {
+            StatusCode::ACCEPTED => "accepted",
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::NOT_FOUND => "no_matching_repository",
+            StatusCode::BAD_REQUEST => "bad_payload",
+            _ => "error",
+        };
+        (outcome.status, result)
+    }
+}

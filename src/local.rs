@@ -37,9 +37,9 @@ pub enum LocalRenderError {
     /// directory (empty when it is the current directory): loader errors name
     /// files relative to the repository, so this turns them into usable paths.
     #[error("{root}{error}")]
-    Load { root: String, error: LoadError },
+    Load { root: String, error: Box<LoadError> },
     #[error("{0}")]
-    Render(#[from] RenderError),
+    Render(Box<RenderError>),
 }
 
 impl LocalRenderError {
@@ -114,7 +114,7 @@ pub fn render_local(request: &LocalRender) -> Result<Rendered, LocalRenderError>
     };
     let loaded = render::load(&source, &load_options).map_err(|error| LocalRenderError::Load {
         root: display_prefix(&root),
-        error,
+        error: Box::new(error),
     })?;
 
     // A name given on the command line is used as is (and refused if invalid);
@@ -131,7 +131,8 @@ pub fn render_local(request: &LocalRender) -> Result<Rendered, LocalRenderError>
     };
     let namespace = request.namespace.clone().unwrap_or_else(|| name.clone());
     let stack = render::stack_for(&name, &namespace, loaded.project, None);
-    Ok(render::render(&stack, &loaded.secrets, &request.options)?)
+    render::render(&stack, &loaded.secrets, &request.options)
+        .map_err(|e| LocalRenderError::Render(Box::new(e)))
 }
 
 /// `root` relative to the current directory, with a trailing `/`; empty for the

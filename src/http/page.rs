@@ -226,6 +226,10 @@ pub fn stack_detail(stack: &StackView) -> String {
         "<h2 id=\"services\">Services</h2>\n<div class=\"table-wrap\" role=\"region\" aria-labelledby=\"services\" tabindex=\"0\"><table aria-labelledby=\"services\">\n\
          <thead><tr><th scope=\"col\">Service</th><th scope=\"col\">Kind</th><th scope=\"col\">Desired</th><th scope=\"col\">Ready</th><th scope=\"col\">Updated</th></tr></thead>\n<tbody>\n",
     );
+    // A header row alone reads as a broken table to screen readers.
+    if stack.services.is_empty() {
+        body.push_str("<tr><td colspan=\"5\">No services yet.</td></tr>\n");
+    }
     for service in &stack.services {
         let _ = writeln!(
             body,
@@ -242,6 +246,9 @@ pub fn stack_detail(stack: &StackView) -> String {
         "<h2 id=\"objects\">Objects</h2>\n<div class=\"table-wrap\" role=\"region\" aria-labelledby=\"objects\" tabindex=\"0\"><table aria-labelledby=\"objects\">\n\
          <thead><tr><th scope=\"col\">Kind</th><th scope=\"col\">Name</th><th scope=\"col\">Namespace</th></tr></thead>\n<tbody>\n",
     );
+    if stack.objects.is_empty() {
+        body.push_str("<tr><td colspan=\"3\">No objects applied yet.</td></tr>\n");
+    }
     for object in &stack.objects {
         let _ = writeln!(
             body,

@@ -176,7 +176,10 @@ async function main() {
     });
     report.chromium = context.browser()?.version() ?? null;
     context.on('request', (request) => {
-      if (!isLocal(request.url())) report.externalRequests.push(request.url());
+      const requested = request.url();
+      if (!isLocal(requested) && !report.externalRequests.includes(requested)) {
+        report.externalRequests.push(requested);
+      }
     });
     await context.route('**/*', (route) =>
       isLocal(route.request().url()) ? route.continue() : route.abort('blockedbyclient'),

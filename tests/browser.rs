@@ -48,6 +48,7 @@ struct PageReport {
     dialogs: Vec<String>,
     violations: Vec<serde_json::Value>,
     incomplete: Vec<AxeRule>,
+    focus_order: Vec<FocusStop>,
     screenshot: PathBuf,
 }
 
@@ -56,6 +57,13 @@ struct PageReport {
 struct AxeRule {
     id: String,
     nodes: Vec<serde_json::Value>,
+}
+
+/// Where one Tab press put the focus.
+#[derive(Debug, Deserialize)]
+struct FocusStop {
+    element: String,
+    name: String,
 }
 
 /// What the check needs from the machine.
@@ -367,6 +375,33 @@ async fn status_page_reads_well_is_accessible_and_stays_offline() {
         assert!(text.contains("authentication required"), "{text}");
         assert!(text.contains("https://git.example.com/team/apps.git"));
     }
+    // Keyboard users reach both scrollable tables, every stack and every warning list.
+    let overview = report
+        .pages
+        .iter()
+        .find(|p| p.page == "overview" && p.viewport == "laptop")
+        .map(|p| {
+            p.focus_order
+                .iter()
+                .map(|stop| format!("{} {}", stop.element, stop.name))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        overview,
+        [
+            "a reload",
+            "div Repositories",
+            "div Stacks",
+            "a batch/worker",
+            "summary 2 warnings",
+            "a evil/<script>window.__xss = 1</script>",
+            "a monitoring/grafana",
+            "a shop/checkout",
+            "a shop/storefront",
+            "summary 1 warning",
+        ]
+    );
     let detail = report
         .pages
         .iter()

@@ -43,7 +43,8 @@ const STYLE: &str = r#"
 body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg); background: var(--bg); margin: 0; padding: 1rem; max-width: 80rem; margin-inline: auto; }
 h1 { font-size: 1.5rem; margin: 0 0 .25rem; } h2 { font-size: 1.2rem; margin-top: 2rem; }
 p.meta { color: var(--muted); margin: 0 0 1rem; }
-.table-wrap { overflow-x: auto; }
+/* Positioned, so hidden labels inside stay in the scroll box and off the page's width. */
+.table-wrap { overflow-x: auto; position: relative; }
 .table-wrap:focus-visible, a:focus-visible, summary:focus-visible { outline: 2px solid #0550ae; outline-offset: 2px; }
 h1 { overflow-wrap: anywhere; }
 table { border-collapse: collapse; width: 100%; }
@@ -63,6 +64,7 @@ td.error { min-width: 14rem; overflow-wrap: anywhere; }
 time span { white-space: nowrap; }
 .warn { color: #6b4b00; }
 a { color: #0550ae; }
+.visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%); white-space: nowrap; }
 @media (max-width: 40rem) { body { padding: .5rem; font-size: 15px; } th, td { padding: .3rem; } }
 "#;
 
@@ -173,8 +175,13 @@ pub fn overview(
                 .map(|w| format!("<li>{}</li>", escape(w)))
                 .collect();
             format!(
-                "<details><summary class=\"warn\">{}</summary><ul>{items}</ul></details>",
-                stack.warnings.len()
+                "<details><summary class=\"warn\">{}<span class=\"visually-hidden\"> {}</span></summary><ul>{items}</ul></details>",
+                stack.warnings.len(),
+                if stack.warnings.len() == 1 {
+                    "warning"
+                } else {
+                    "warnings"
+                }
             )
         };
         let _ = writeln!(

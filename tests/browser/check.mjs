@@ -34,6 +34,8 @@ const VIEWPORTS = [
   { name: 'phone', width: 390, height: 844 },
 ];
 const AXE_TAGS = ['wcag2a', 'wcag2aa', 'wcag21aa'];
+// More than any seeded page has: a bound, in case focus is trapped.
+const MAX_TAB_STOPS = 60;
 // A wedged browser must not hang `cargo test`.
 const OVERALL_TIMEOUT_MS = 120_000;
 
@@ -87,6 +89,33 @@ function slug(path) {
   return text.replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '') || 'root';
 }
 
+// Presses Tab until focus leaves the page or comes back round, recording each
+// stop and whether it shows a focus indicator (WCAG 2.1.1 and 2.4.7).
+async function tabThrough(page) {
+  const stops = [];
+  for (let i = 0; i < MAX_TAB_STOPS; i += 1) {
+    await page.keyboard.press('Tab');
+    const stop = await page.evaluate(() => {
+      const el = document.activeElement;
+      if (!el || el === document.body) return null;
+      const style = getComputedStyle(el);
+      const outline = style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) > 0;
+      return {
+        element: el.tagName.toLowerCase(),
+        name: (el.getAttribute('aria-labelledby')
+          ? document.getElementById(el.getAttribute('aria-labelledby'))?.textContent
+          : el.textContent)?.trim().slice(0, 80) ?? '',
+        visible: outline || style.boxShadow !== 'none',
+      };
+    });
+    if (!stop) break;
+    const last = stops[0];
+    if (last && last.element === stop.element && last.name === stop.name) break;
+    stops.push(stop);
+  }
+  return stops;
+}
+
 async function checkPage(page, target, label, viewport) {
   await page.setViewportSize({ width: viewport.width, height: viewport.height });
   const dialogs = [];
@@ -104,6 +133,7 @@ async function checkPage(page, target, label, viewport) {
   const horizontalOverflow = await page.evaluate(
     () => document.documentElement.scrollWidth - document.documentElement.clientWidth,
   );
+  const focusOrder = viewport.name === 'laptop' ? await tabThrough(page) : [];
   await page.addScriptTag({ content: axeSource });
   const axe = await page.evaluate(async (tags) => {
     const results = await window.axe.run(document, {
@@ -136,6 +166,9 @@ async function checkPage(page, target, label, viewport) {
   if (horizontalOverflow > 0) {
     report.problems.push(`${where}: the page scrolls sideways by ${horizontalOverflow} px`);
   }
+  for (const stop of focusOrder.filter((s) => !s.visible)) {
+    report.problems.push(`${where}: no visible focus on <${stop.element}> ${stop.name}`);
+  }
   if (!axe.rulesRun.includes('color-contrast')) {
     report.problems.push(`${where}: axe did not run color-contrast`);
   }
@@ -152,6 +185,7 @@ async function checkPage(page, target, label, viewport) {
     xss,
     dialogs,
     horizontalOverflow,
+    focusOrder,
     violations: axe.violations,
     incomplete: axe.incomplete,
     rulesRun: axe.rulesRun.length,

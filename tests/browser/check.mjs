@@ -109,8 +109,8 @@ async function tabThrough(page) {
       };
     });
     if (!stop) break;
-    const last = stops[0];
-    if (last && last.element === stop.element && last.name === stop.name) break;
+    const first = stops[0];
+    if (first && first.element === stop.element && first.name === stop.name) break;
     stops.push(stop);
   }
   return stops;
@@ -133,7 +133,6 @@ async function checkPage(page, target, label, viewport) {
   const horizontalOverflow = await page.evaluate(
     () => document.documentElement.scrollWidth - document.documentElement.clientWidth,
   );
-  const focusOrder = viewport.name === 'laptop' ? await tabThrough(page) : [];
   await page.addScriptTag({ content: axeSource });
   const axe = await page.evaluate(async (tags) => {
     const results = await window.axe.run(document, {
@@ -156,6 +155,8 @@ async function checkPage(page, target, label, viewport) {
   }, AXE_TAGS);
   const screenshot = join(outDir, `${label}-${viewport.name}.png`);
   await page.screenshot({ path: screenshot, fullPage: true });
+  // After the screenshot, so that no focus ring shows in it.
+  const focusOrder = viewport.name === 'laptop' ? await tabThrough(page) : [];
   page.off('dialog', onDialog);
 
   report.axe = axe.version;

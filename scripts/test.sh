@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup-tools.sh
+scripts/setup-browser.sh
 export STACKD_KUBERNETES_VALIDATE="$PWD/.venv/bin/kubernetes-validate"
 export STACKD_DOCKER_COMPOSE="$(echo "$PWD"/.venv/lib/python3*/site-packages/compose/docker-compose)"
 

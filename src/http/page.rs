@@ -43,7 +43,10 @@ const STYLE: &str = r#"
 body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg); background: var(--bg); margin: 0; padding: 1rem; max-width: 80rem; margin-inline: auto; }
 h1 { font-size: 1.5rem; margin: 0 0 .25rem; } h2 { font-size: 1.2rem; margin-top: 2rem; }
 p.meta { color: var(--muted); margin: 0 0 1rem; }
-.table-wrap { overflow-x: auto; }
+/* Positioned, so hidden labels inside stay in the scroll box and off the page's width. */
+.table-wrap { overflow-x: auto; position: relative; }
+.table-wrap:focus-visible, a:focus-visible, summary:focus-visible { outline: 2px solid #0550ae; outline-offset: 2px; }
+h1 { overflow-wrap: anywhere; }
 table { border-collapse: collapse; width: 100%; }
 caption { text-align: left; font-weight: 600; padding: .25rem 0; }
 th, td { text-align: left; padding: .4rem .6rem; border-bottom: 1px solid var(--line); vertical-align: top; }
@@ -54,9 +57,14 @@ code, .sha { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-s
 .phase-Progressing { background: #ddf4ff; color: #0a3069; }
 .phase-ReconciliationPending { background: #fff8c5; color: #6b4b00; }
 .phase-Failure { background: #ffebe9; color: #a40e26; }
-.error { color: #a40e26; white-space: pre-wrap; word-break: break-word; }
+.error { color: #a40e26; white-space: pre-wrap; overflow-wrap: break-word; }
+/* Long names and errors wrap inside their cells instead of squeezing their neighbours. */
+td.error { min-width: 14rem; overflow-wrap: anywhere; }
+/* Dates break between day and time, never inside either. */
+time span { white-space: nowrap; }
 .warn { color: #6b4b00; }
 a { color: #0550ae; }
+.visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%); white-space: nowrap; }
 @media (max-width: 40rem) { body { padding: .5rem; font-size: 15px; } th, td { padding: .3rem; } }
 "#;
 
@@ -64,7 +72,7 @@ fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <meta http-equiv=\"refresh\" content=\"10\">\n<title>{}</title>\n<style>{STYLE}</style>\n</head>\n\
+         <title>{}</title>\n<style>{STYLE}</style>\n</head>\n\
          <body>\n<main>\n{body}</main>\n</body>\n</html>\n",
         escape(title)
     )
@@ -73,9 +81,10 @@ fn page(title: &str, body: &str) -> String {
 fn time(value: Option<DateTime<Utc>>) -> String {
     match value {
         Some(t) => format!(
-            "<time datetime=\"{}\">{}</time>",
+            "<time datetime=\"{}\"><span>{}</span> <span>{}</span></time>",
             t.to_rfc3339(),
-            t.format("%Y-%m-%d %H:%M:%S UTC")
+            t.format("%Y-%m-%d"),
+            t.format("%H:%M:%S UTC")
         ),
         None => "never".to_string(),
     }
@@ -110,13 +119,13 @@ pub fn overview(
     let mut body = String::new();
     let _ = write!(
         body,
-        "<h1>stackd</h1>\n<p class=\"meta\">{} repositories, {} stacks · updated {} · refreshes every 10 s</p>\n",
+        "<h1>stackd</h1>\n<p class=\"meta\">{} repositories, {} stacks · updated {} · <a href=\"/\">reload</a></p>\n",
         repositories.len(),
         stacks.len(),
         time(Some(now))
     );
     body.push_str(
-        "<h2 id=\"repositories\">Repositories</h2>\n<div class=\"table-wrap\"><table aria-labelledby=\"repositories\">\n\
+        "<h2 id=\"repositories\">Repositories</h2>\n<div class=\"table-wrap\" role=\"region\" aria-labelledby=\"repositories\" tabindex=\"0\"><table aria-labelledby=\"repositories\">\n\
          <thead><tr><th scope=\"col\">Name</th><th scope=\"col\">URL</th><th scope=\"col\">Ref</th><th scope=\"col\">Commit</th>\
          <th scope=\"col\">Last poll</th><th scope=\"col\">Result</th><th scope=\"col\">Next poll</th></tr></thead>\n<tbody>\n",
     );
@@ -124,6 +133,11 @@ pub fn overview(
         body.push_str("<tr><td colspan=\"7\">No repositories configured.</td></tr>\n");
     }
     for repo in repositories {
+        // One dash for "not fetched yet", not one per missing part.
+        let commit = match (repo.commit.as_deref(), repo.subject.as_deref()) {
+            (None, None) => "—".to_string(),
+            (sha, subject) => format!("{} {}", short_sha(sha), optional(subject)),
+        };
         let result = match (&repo.last_result, &repo.last_error) {
             (_, Some(error)) => format!("<span class=\"error\">{}</span>", escape(error)),
             (Some(result), None) => escape(result),
@@ -131,12 +145,11 @@ pub fn overview(
         };
         let _ = writeln!(
             body,
-            "<tr><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&repo.name),
             escape(&repo.url),
             escape(&repo.git_ref),
-            short_sha(repo.commit.as_deref()),
-            optional(repo.subject.as_deref()),
+            commit,
             time(repo.last_poll),
             result,
             time(repo.next_poll),
@@ -145,7 +158,7 @@ pub fn overview(
     body.push_str("</tbody></table></div>\n");
 
     body.push_str(
-        "<h2 id=\"stacks\">Stacks</h2>\n<div class=\"table-wrap\"><table aria-labelledby=\"stacks\">\n\
+        "<h2 id=\"stacks\">Stacks</h2>\n<div class=\"table-wrap\" role=\"region\" aria-labelledby=\"stacks\" tabindex=\"0\"><table aria-labelledby=\"stacks\">\n\
          <thead><tr><th scope=\"col\">Stack</th><th scope=\"col\">Path</th><th scope=\"col\">Revision</th><th scope=\"col\">Phase</th>\
          <th scope=\"col\">Ready</th><th scope=\"col\">Warnings</th><th scope=\"col\">Last error</th><th scope=\"col\">Last sync</th></tr></thead>\n<tbody>\n",
     );
@@ -162,8 +175,13 @@ pub fn overview(
                 .map(|w| format!("<li>{}</li>", escape(w)))
                 .collect();
             format!(
-                "<details><summary class=\"warn\">{}</summary><ul>{items}</ul></details>",
-                stack.warnings.len()
+                "<details><summary class=\"warn\">{}<span class=\"visually-hidden\"> {}</span></summary><ul>{items}</ul></details>",
+                stack.warnings.len(),
+                if stack.warnings.len() == 1 {
+                    "warning"
+                } else {
+                    "warnings"
+                }
             )
         };
         let _ = writeln!(
@@ -212,9 +230,13 @@ pub fn stack_detail(stack: &StackView) -> String {
         );
     }
     body.push_str(
-        "<h2 id=\"services\">Services</h2>\n<div class=\"table-wrap\"><table aria-labelledby=\"services\">\n\
+        "<h2 id=\"services\">Services</h2>\n<div class=\"table-wrap\" role=\"region\" aria-labelledby=\"services\" tabindex=\"0\"><table aria-labelledby=\"services\">\n\
          <thead><tr><th scope=\"col\">Service</th><th scope=\"col\">Kind</th><th scope=\"col\">Desired</th><th scope=\"col\">Ready</th><th scope=\"col\">Updated</th></tr></thead>\n<tbody>\n",
     );
+    // A header row alone reads as a broken table to screen readers.
+    if stack.services.is_empty() {
+        body.push_str("<tr><td colspan=\"5\">No services yet.</td></tr>\n");
+    }
     for service in &stack.services {
         let _ = writeln!(
             body,
@@ -228,9 +250,12 @@ pub fn stack_detail(stack: &StackView) -> String {
     }
     body.push_str("</tbody></table></div>\n");
     body.push_str(
-        "<h2 id=\"objects\">Objects</h2>\n<div class=\"table-wrap\"><table aria-labelledby=\"objects\">\n\
+        "<h2 id=\"objects\">Objects</h2>\n<div class=\"table-wrap\" role=\"region\" aria-labelledby=\"objects\" tabindex=\"0\"><table aria-labelledby=\"objects\">\n\
          <thead><tr><th scope=\"col\">Kind</th><th scope=\"col\">Name</th><th scope=\"col\">Namespace</th></tr></thead>\n<tbody>\n",
     );
+    if stack.objects.is_empty() {
+        body.push_str("<tr><td colspan=\"3\">No objects applied yet.</td></tr>\n");
+    }
     for object in &stack.objects {
         let _ = writeln!(
             body,
@@ -311,5 +336,43 @@ mod tests {
         assert!(html.contains("<span class=\"phase phase-Failure\">Failure</span>"));
         assert!(html.contains("<td>1/2</td>"));
         assert!(html.contains("boom &lt;b&gt;"));
+    }
+
+    #[test]
+    fn pages_never_refresh_themselves_and_scroll_regions_take_focus() {
+        let stack = StackView {
+            namespace: "shop".into(),
+            name: "web".into(),
+            ..StackView::default()
+        };
+        let repository = RepositoryView {
+            name: "apps".into(),
+            ..RepositoryView::default()
+        };
+        // WCAG 2.2.1: a timed refresh takes the page away from keyboard and
+        // screen-reader users mid-read (axe rule `meta-refresh`).
+        for html in [
+            overview(&[repository], std::slice::from_ref(&stack), Utc::now()),
+            stack_detail(&stack),
+        ] {
+            assert!(!html.contains("http-equiv=\"refresh\""), "{html}");
+            let wraps = html.matches("<div class=\"table-wrap\"").count();
+            let focusable = html
+                .matches("<div class=\"table-wrap\" role=\"region\" aria-labelledby=")
+                .count();
+            assert!(wraps >= 2, "{html}");
+            assert_eq!(wraps, html.matches("tabindex=\"0\"").count(), "{html}");
+            assert_eq!(wraps, focusable, "{html}");
+        }
+    }
+
+    #[test]
+    fn a_repository_never_fetched_shows_one_dash_for_its_commit() {
+        let repository = RepositoryView {
+            name: "apps".into(),
+            ..RepositoryView::default()
+        };
+        let html = overview(&[repository], &[], Utc::now());
+        assert!(html.contains("<td>—</td><td>never</td>"), "{html}");
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -140,20 +140,37 @@ pub async fn serve(
     .await
 }
 
-async fn overview(State(app): State<AppState>) -> Html<String> {
+/// `?refresh=off` stops the page reloading itself.
+#[derive(serde::Deserialize)]
+struct PageQuery {
+    refresh: Option<String>,
+}
+
+impl PageQuery {
+    fn refresh(&self) -> page::Refresh {
+        match self.refresh.as_deref() {
+            Some("off" | "0" | "false" | "no") => page::Refresh::Off,
+            _ => page::Refresh::Auto,
+        }
+    }
+}
+
+async fn overview(State(app): State<AppState>, Query(query): Query<PageQuery>) -> Html<String> {
     Html(page::overview(
         &app.state.repositories(),
         &app.state.stacks(),
         chrono::Utc::now(),
+        query.refresh(),
     ))
 }
 
 async fn stack_page(
     State(app): State<AppState>,
     Path((namespace, name)): Path<(String, String)>,
+    Query(query): Query<PageQuery>,
 ) -> Response {
     match app.state.stack(&namespace, &name) {
-        Some(stack) => Html(page::stack_detail(&stack)).into_response(),
+        Some(stack) => Html(page::stack_detail(&stack, query.refresh())).into_response(),
         None => (
             StatusCode::NOT_FOUND,
             Html(format!(

@@ -68,14 +68,41 @@ a { color: #0550ae; }
 @media (max-width: 40rem) { body { padding: .5rem; font-size: 15px; } th, td { padding: .3rem; } }
 "#;
 
-fn page(title: &str, body: &str) -> String {
+/// Seconds between automatic reloads of a page.
+pub const REFRESH_SECONDS: u32 = 10;
+
+/// Whether a page reloads itself. On by default, so a port-forwarded page stays
+/// current; `?refresh=off` turns it off, which WCAG 2.2.1 asks to be possible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refresh {
+    Auto,
+    Off,
+}
+
+fn page(title: &str, body: &str, refresh: Refresh) -> String {
+    let meta = match refresh {
+        Refresh::Auto => format!("<meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">\n"),
+        Refresh::Off => String::new(),
+    };
     format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{}</title>\n<style>{STYLE}</style>\n</head>\n\
+         {meta}<title>{}</title>\n<style>{STYLE}</style>\n</head>\n\
          <body>\n<main>\n{body}</main>\n</body>\n</html>\n",
         escape(title)
     )
+}
+
+/// The links that stop, resume or repeat the reload; `here` is the page's path.
+fn refresh_control(refresh: Refresh, here: &str) -> String {
+    match refresh {
+        Refresh::Auto => format!(
+            "reloads every {REFRESH_SECONDS} s · <a href=\"{here}?refresh=off\">stop auto-reload</a>"
+        ),
+        Refresh::Off => format!(
+            "<a href=\"{here}?refresh=off\">reload</a> · <a href=\"{here}\">resume auto-reload</a>"
+        ),
+    }
 }
 
 fn time(value: Option<DateTime<Utc>>) -> String {
@@ -115,14 +142,16 @@ pub fn overview(
     repositories: &[RepositoryView],
     stacks: &[StackView],
     now: DateTime<Utc>,
+    refresh: Refresh,
 ) -> String {
     let mut body = String::new();
     let _ = write!(
         body,
-        "<h1>stackd</h1>\n<p class=\"meta\">{} repositories, {} stacks · updated {} · <a href=\"/\">reload</a></p>\n",
+        "<h1>stackd</h1>\n<p class=\"meta\">{} repositories, {} stacks · updated {} · {}</p>\n",
         repositories.len(),
         stacks.len(),
-        time(Some(now))
+        time(Some(now)),
+        refresh_control(refresh, "/")
     );
     body.push_str(
         "<h2 id=\"repositories\">Repositories</h2>\n<div class=\"table-wrap\" role=\"region\" aria-labelledby=\"repositories\" tabindex=\"0\"><table aria-labelledby=\"repositories\">\n\
@@ -202,22 +231,28 @@ pub fn overview(
         );
     }
     body.push_str("</tbody></table></div>\n");
-    page("stackd", &body)
+    page("stackd", &body, refresh)
 }
 
 /// One stack: services, objects, and the last plan.
-pub fn stack_detail(stack: &StackView) -> String {
+pub fn stack_detail(stack: &StackView, refresh: Refresh) -> String {
     let mut body = String::new();
     let title = format!("{}/{}", stack.namespace, stack.name);
+    let here = format!(
+        "/stacks/{}/{}",
+        path_segment(&stack.namespace),
+        path_segment(&stack.name)
+    );
     let _ = write!(
         body,
-        "<p><a href=\"/\">← all stacks</a></p>\n<h1>{}</h1>\n<p class=\"meta\">{} · revision {} · {} services ready of {} · last sync {}</p>\n",
+        "<p><a href=\"/\">← all stacks</a></p>\n<h1>{}</h1>\n<p class=\"meta\">{} · revision {} · {} services ready of {} · last sync {} · {}</p>\n",
         escape(&title),
         phase_badge(stack.phase),
         short_sha(stack.revision.as_deref()),
         stack.services_ready,
         stack.services_total,
         time(stack.last_sync),
+        refresh_control(refresh, &here),
     );
     if let Some(message) = &stack.message {
         let _ = writeln!(body, "<p>{}</p>", escape(message));
@@ -303,7 +338,7 @@ pub fn stack_detail(stack: &StackView) -> String {
         }
         body.push_str("</ul>\n");
     }
-    page(&title, &body)
+    page(&title, &body, refresh)
 }
 
 #[cfg(test)]
@@ -330,7 +365,7 @@ mod tests {
             last_error: Some("boom <b>".into()),
             ..StackView::default()
         };
-        let html = overview(&[], &[stack], Utc::now());
+        let html = overview(&[], &[stack], Utc::now(), Refresh::Auto);
         assert!(html.contains("&lt;script&gt;x&lt;/script&gt;"));
         assert!(!html.contains("<script>"));
         assert!(html.contains("<span class=\"phase phase-Failure\">Failure</span>"));
@@ -339,7 +374,7 @@ mod tests {
     }
 
     #[test]
-    fn pages_never_refresh_themselves_and_scroll_regions_take_focus() {
+    fn pages_reload_unless_turned_off_and_scroll_regions_take_focus() {
         let stack = StackView {
             namespace: "shop".into(),
             name: "web".into(),
@@ -349,13 +384,36 @@ mod tests {
             name: "apps".into(),
             ..RepositoryView::default()
         };
-        // WCAG 2.2.1: a timed refresh takes the page away from keyboard and
-        // screen-reader users mid-read (axe rule `meta-refresh`).
+        // WCAG 2.2.1: a timed reload must be possible to turn off.
         for html in [
-            overview(&[repository], std::slice::from_ref(&stack), Utc::now()),
-            stack_detail(&stack),
+            overview(
+                std::slice::from_ref(&repository),
+                std::slice::from_ref(&stack),
+                Utc::now(),
+                Refresh::Auto,
+            ),
+            stack_detail(&stack, Refresh::Auto),
+        ] {
+            assert!(
+                html.contains("<meta http-equiv=\"refresh\" content=\"10\">"),
+                "{html}"
+            );
+            assert!(
+                html.contains("?refresh=off\">stop auto-reload</a>"),
+                "{html}"
+            );
+        }
+        for html in [
+            overview(
+                &[repository],
+                std::slice::from_ref(&stack),
+                Utc::now(),
+                Refresh::Off,
+            ),
+            stack_detail(&stack, Refresh::Off),
         ] {
             assert!(!html.contains("http-equiv=\"refresh\""), "{html}");
+            assert!(html.contains("\">resume auto-reload</a>"), "{html}");
             let wraps = html.matches("<div class=\"table-wrap\"").count();
             let focusable = html
                 .matches("<div class=\"table-wrap\" role=\"region\" aria-labelledby=")
@@ -372,7 +430,7 @@ mod tests {
             name: "apps".into(),
             ..RepositoryView::default()
         };
-        let html = overview(&[repository], &[], Utc::now());
+        let html = overview(&[repository], &[], Utc::now(), Refresh::Auto);
         assert!(html.contains("<td>—</td><td>never</td>"), "{html}");
     }
 }

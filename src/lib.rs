@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod crd;
+pub mod daemon;
 pub mod git;
 pub mod http;
 pub mod local;

@@ -25,6 +25,17 @@ enum Command {
     ///
     /// Prints every object as multi-document YAML on stdout and warnings on stderr.
     Render(RenderArgs),
+    /// Follow Git repositories and keep their stacks deployed.
+    ///
+    /// `stackd run --dry-run --repo ./examples/repo` tries it out with no cluster:
+    /// it follows the repository, renders, plans against an empty cluster, and
+    /// serves the status page and metrics on :8080.
+    Run(RunArgs),
+    /// Validate a configuration file and print a summary.
+    CheckConfig {
+        /// The configuration file.
+        config: PathBuf,
+    },
     /// Print the Stack CustomResourceDefinition as YAML.
     Crd,
     /// Print the version.
@@ -64,6 +75,43 @@ struct RenderArgs {
     output: Format,
 }
 
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The configuration file (repositories, per-stack settings, API token).
+    #[arg(long, conflicts_with = "repo")]
+    config: Option<PathBuf>,
+    /// Follow one repository: a URL (https, ssh, file://) or a local path.
+    #[arg(long, required_unless_present = "config")]
+    repo: Option<String>,
+    /// Branch, tag or commit of --repo.
+    #[arg(long = "ref", default_value = "main", requires = "repo")]
+    git_ref: String,
+    /// Directories of --repo to scan for stacks (globs; default: all).
+    #[arg(long = "path", requires = "repo")]
+    paths: Vec<String>,
+    /// Where Git mirrors are kept (default /var/lib/stackd; a temporary directory with --dry-run).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Render and plan, but write nothing to any cluster.
+    #[arg(long)]
+    dry_run: bool,
+    /// Address of the status page, API, webhooks and metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: std::net::SocketAddr,
+    /// Serve /metrics on this address instead of --listen.
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Yaml,
@@ -79,6 +127,20 @@ enum ServiceType {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Run(args) = &cli.command {
+        init_logging(args.log_format);
+        // libgit2's network timeouts are process globals: set them before any
+        // thread exists, so that a silent Git server cannot hold a poll forever.
+        // SAFETY: no other thread has been started yet.
+        if let Err(error) = unsafe {
+            stackd::git::source::set_network_timeouts(
+                std::time::Duration::from_secs(10),
+                std::time::Duration::from_secs(60),
+            )
+        } {
+            eprintln!("warning: cannot set Git network timeouts: {error}");
+        }
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -93,6 +155,21 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Render(args) => render(args),
+        Command::Run(args) => run_daemon(args),
+        Command::CheckConfig { config } => {
+            let config = stackd::config::Config::load(&config)?;
+            for repository in &config.repositories {
+                println!(
+                    "repository {}: {} ({}), {} stack settings",
+                    repository.source.name,
+                    repository.source.redacted_url(),
+                    repository.source.git_ref,
+                    repository.policy.stacks.len()
+                );
+            }
+            println!("configuration is valid");
+            Ok(())
+        }
         Command::Crd => {
             print!("{}", stackd::crd::crd_yaml());
             Ok(())
@@ -102,6 +179,121 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
+    let config = match (&args.config, &args.repo) {
+        (Some(file), _) => stackd::config::Config::load(file)?,
+        (None, Some(repo)) => one_repository_config(repo, &args.git_ref, &args.paths)?,
+        (None, None) => anyhow::bail!("give --config FILE or --repo URL"),
+    };
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| {
+        if args.dry_run {
+            std::env::temp_dir().join("stackd")
+        } else {
+            PathBuf::from(stackd::git::settings::DEFAULT_DATA_DIR)
+        }
+    });
+    let options = stackd::daemon::RunOptions {
+        config,
+        data_dir,
+        listen: args.listen,
+        metrics_listen: args.metrics_listen,
+        dry_run: args.dry_run,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(stackd::daemon::run(options, shutdown_signal()))?;
+    Ok(())
+}
+
+/// SIGTERM (Kubernetes) or Ctrl-C (a terminal).
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
+
+/// The configuration for `--repo`. A local directory inside a Git work tree
+/// (like `./examples/repo`) follows that work tree's commits, scanning only
+/// below the directory.
+fn one_repository_config(
+    repo: &str,
+    git_ref: &str,
+    paths: &[String],
+) -> anyhow::Result<stackd::config::Config> {
+    let mut url = repo.to_string();
+    let mut paths = paths.to_vec();
+    let mut name = repo
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or("repo")
+        .trim_end_matches(".git")
+        .to_string();
+    let mut git_ref = git_ref.to_string();
+    let local = std::path::Path::new(repo);
+    if !repo.contains("://") && local.is_dir() {
+        let directory = local.canonicalize()?;
+        let repository = git2::Repository::discover(&directory)
+            .with_context(|| format!("{repo}: not inside a Git repository"))?;
+        let root = repository
+            .workdir()
+            .with_context(|| format!("{repo}: a bare repository; give its URL instead"))?
+            .canonicalize()?;
+        let below = directory
+            .strip_prefix(&root)
+            .unwrap_or(std::path::Path::new(""))
+            .to_string_lossy()
+            .into_owned();
+        if !below.is_empty() {
+            paths = if paths.is_empty() {
+                vec![format!("{below}/*"), below.clone()]
+            } else {
+                paths.iter().map(|p| format!("{below}/{p}")).collect()
+            };
+        }
+        // Follow whatever is checked out unless a ref was given explicitly.
+        if git_ref == "main"
+            && let Ok(head) = repository.head()
+            && let Ok(branch) = head.shorthand()
+        {
+            git_ref = branch.to_string();
+        }
+        url = root.to_string_lossy().into_owned();
+        name = directory
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or(name);
+    }
+    let name = stackd::render::sanitise_name(&name);
+    let text = serde_json::json!({
+        "repositories": [{"name": name, "url": url, "ref": git_ref, "paths": paths, "interval": "60s"}]
+    });
+    Ok(stackd::config::Config::parse(
+        &text.to_string(),
+        std::path::Path::new("--repo"),
+    )?)
 }
 
 fn render(args: RenderArgs) -> anyhow::Result<()> {

@@ -1,0 +1,64 @@
+//! From a repository at a commit to loaded stacks: load each discovered stack's
+//! compose files with the repository's and the stack's settings. Pure apart
+//! from reading the commit's files.
+
+use std::collections::BTreeMap;
+
+use crate::config::RepositoryPolicy;
+use crate::crd::SourceRef;
+use crate::git::source::RepositoryUpdate;
+use crate::render::model::{Project, SecretValues};
+use crate::render::{self, LoadError, LoadOptions};
+
+/// One stack of a repository, loaded or not.
+#[derive(Debug)]
+pub struct LoadedStack {
+    /// The stack name, sanitised into a Kubernetes name.
+    pub name: String,
+    pub namespace: String,
+    pub source: SourceRef,
+    pub suspended: bool,
+    pub result: Result<(Project, SecretValues), LoadError>,
+}
+
+/// Loads every stack of `update`.
+pub fn load_stacks(update: &RepositoryUpdate, policy: &RepositoryPolicy) -> Vec<LoadedStack> {
+    update
+        .stacks
+        .iter()
+        .map(|stack| {
+            let name = render::sanitise_name(&stack.name);
+            let settings = policy
+                .stacks
+                .get(&stack.name)
+                .or_else(|| policy.stacks.get(&name));
+            let mut variables: BTreeMap<String, String> = policy.variables.clone();
+            if let Some(settings) = settings {
+                variables.extend(settings.variables.clone());
+            }
+            let options = LoadOptions {
+                dir: stack.dir.clone(),
+                files: stack.files.clone(),
+                env_files: Vec::new(),
+                variables,
+                profiles: settings.map(|s| s.profiles.clone()).unwrap_or_default(),
+                images: settings.map(|s| s.images.clone()).unwrap_or_default(),
+            };
+            let result = render::load(update.reader.as_ref(), &options)
+                .map(|loaded| (loaded.project, loaded.secrets));
+            LoadedStack {
+                namespace: settings
+                    .and_then(|s| s.namespace.clone())
+                    .unwrap_or_else(|| name.clone()),
+                name,
+                source: SourceRef {
+                    repository: update.url.clone(),
+                    path: stack.dir.to_string(),
+                    revision: update.commit.clone(),
+                },
+                suspended: policy.suspend || settings.is_some_and(|s| s.suspend),
+                result,
+            }
+        })
+        .collect()
+}

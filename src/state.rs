@@ -68,6 +68,8 @@ pub struct Snapshot {
     pub repositories: BTreeMap<String, RepositoryView>,
     #[serde(skip)]
     pub stacks: BTreeMap<StackKey, StackView>,
+    /// Why the last configuration reload was refused (the previous one stays in force).
+    pub config_error: Option<String>,
 }
 
 /// The shared, cloneable handle.
@@ -99,6 +101,21 @@ impl SharedState {
             .stacks
             .get(&(namespace.to_string(), name.to_string()))
             .cloned()
+    }
+
+    pub fn config_error(&self) -> Option<String> {
+        self.read().config_error.clone()
+    }
+
+    pub fn set_config_error(&self, error: Option<String>) {
+        self.write().config_error = error;
+    }
+
+    /// Drops repositories that are no longer configured.
+    pub fn retain_repositories(&self, names: &std::collections::BTreeSet<String>) {
+        self.write()
+            .repositories
+            .retain(|name, _| names.contains(name));
     }
 
     pub fn put_repository(&self, view: RepositoryView) {

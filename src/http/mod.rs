@@ -161,6 +161,7 @@ async fn overview(State(app): State<AppState>, Query(query): Query<PageQuery>) -
         &app.state.stacks(),
         chrono::Utc::now(),
         query.refresh(),
+        app.state.config_error().as_deref(),
     ))
 }
 
@@ -184,7 +185,11 @@ async fn stack_page(
 }
 
 async fn api_repositories(State(app): State<AppState>) -> Response {
-    axum::Json(json!({ "repositories": app.state.repositories() })).into_response()
+    axum::Json(json!({
+        "repositories": app.state.repositories(),
+        "configError": app.state.config_error(),
+    }))
+    .into_response()
 }
 
 async fn api_stacks(State(app): State<AppState>) -> Response {

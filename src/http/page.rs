@@ -143,6 +143,7 @@ pub fn overview(
     stacks: &[StackView],
     now: DateTime<Utc>,
     refresh: Refresh,
+    config_error: Option<&str>,
 ) -> String {
     let mut body = String::new();
     let _ = write!(
@@ -153,6 +154,14 @@ pub fn overview(
         time(Some(now)),
         refresh_control(refresh, "/")
     );
+    if let Some(error) = config_error {
+        let _ = write!(
+            body,
+            "<section aria-labelledby=\"config-error\"><h2 id=\"config-error\">Configuration not reloaded</h2>\n\
+             <p>The previous configuration stays in force. The new one was refused:</p>\n<pre class=\"error\">{}</pre></section>\n",
+            escape(error)
+        );
+    }
     body.push_str(
         "<h2 id=\"repositories\">Repositories</h2>\n<div class=\"table-wrap\" role=\"region\" aria-labelledby=\"repositories\" tabindex=\"0\"><table aria-labelledby=\"repositories\">\n\
          <thead><tr><th scope=\"col\">Name</th><th scope=\"col\">URL</th><th scope=\"col\">Ref</th><th scope=\"col\">Commit</th>\
@@ -355,6 +364,23 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_configuration_is_shown_escaped() {
+        let html = overview(
+            &[],
+            &[],
+            Utc::now(),
+            Refresh::Off,
+            Some("config.yaml: repositories[0].url: <bad>"),
+        );
+        assert!(
+            html.contains("<h2 id=\"config-error\">Configuration not reloaded</h2>"),
+            "{html}"
+        );
+        assert!(html.contains("repositories[0].url: &lt;bad&gt;"), "{html}");
+        assert!(!overview(&[], &[], Utc::now(), Refresh::Off, None).contains("config-error"));
+    }
+
+    #[test]
     fn overview_lists_stacks_and_escapes_names() {
         let stack = StackView {
             namespace: "shop".into(),
@@ -365,7 +391,7 @@ mod tests {
             last_error: Some("boom <b>".into()),
             ..StackView::default()
         };
-        let html = overview(&[], &[stack], Utc::now(), Refresh::Auto);
+        let html = overview(&[], &[stack], Utc::now(), Refresh::Auto, None);
         assert!(html.contains("&lt;script&gt;x&lt;/script&gt;"));
         assert!(!html.contains("<script>"));
         assert!(html.contains("<span class=\"phase phase-Failure\">Failure</span>"));
@@ -391,6 +417,7 @@ mod tests {
                 std::slice::from_ref(&stack),
                 Utc::now(),
                 Refresh::Auto,
+                None,
             ),
             stack_detail(&stack, Refresh::Auto),
         ] {
@@ -409,6 +436,7 @@ mod tests {
                 std::slice::from_ref(&stack),
                 Utc::now(),
                 Refresh::Off,
+                None,
             ),
             stack_detail(&stack, Refresh::Off),
         ] {
@@ -430,7 +458,7 @@ mod tests {
             name: "apps".into(),
             ..RepositoryView::default()
         };
-        let html = overview(&[repository], &[], Utc::now(), Refresh::Auto);
+        let html = overview(&[repository], &[], Utc::now(), Refresh::Auto, None);
         assert!(html.contains("<td>—</td><td>never</td>"), "{html}");
     }
 }

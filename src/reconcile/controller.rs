@@ -22,7 +22,7 @@ use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use crate::crd::{FIELD_MANAGER, InventoryEntry, STACK_LABEL, Stack, StackStatus};
+use crate::crd::{FIELD_MANAGER, InventoryEntry, SERVICE_LABEL, STACK_LABEL, Stack, StackStatus};
 use crate::metrics::Metrics;
 use crate::reconcile::apply::{
     self, Action as StepAction, Applier, ApplyError, ApplyOptions, ApplyReport, Outcome, StackRef,
@@ -34,7 +34,8 @@ use crate::reconcile::health;
 use crate::reconcile::live::{self, LiveStores};
 use crate::reconcile::secrets::{self, SecretStore};
 use crate::reconcile::status::{self, Observed};
-use crate::render::object::Rendered;
+use crate::render::model::Project;
+use crate::render::object::{Object, Rendered};
 use crate::render::{RenderOptions, render};
 use crate::state::SharedState;
 
@@ -337,8 +338,13 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Action, Rec
 
     let requested = annotation(stack, RECONCILE_REQUESTED_ANNOTATION);
     let forced = requested.is_some() && requested != previous.last_handled_reconcile_at;
-    let (inventory, drifted) =
-        mark_drift(&namespace, &rendered, &previous.inventory, &context.live);
+    let (inventory, drifted) = mark_drift(
+        stack,
+        &namespace,
+        &rendered,
+        &previous.inventory,
+        &context.live,
+    );
     let plan = apply::plan(&namespace, &rendered, &inventory);
     let changes = plan.steps.iter().any(|s| s.action != StepAction::Unchanged);
 
@@ -462,6 +468,7 @@ fn previous_services(previous: &StackStatus) -> Vec<health::ServiceHealth> {
 /// stores) is missing or differs in a rendered field: their inventory hash is
 /// cleared so the plan updates them.
 fn mark_drift(
+    stack: &Stack,
     namespace: &str,
     rendered: &Rendered,
     inventory: &[InventoryEntry],
@@ -484,7 +491,9 @@ fn mark_drift(
         }
         let difference = match live.get(&entry) {
             None => Some("the object is missing".to_string()),
-            Some(current) => drift::difference(&object.to_json(), &current),
+            Some(current) => {
+                drift::difference(&desired_for_drift(object, &stack.spec.project), &current)
+            }
         };
         if let Some(path) = difference {
             tracing::info!(object = %format!("{} {}/{}", entry.kind, namespace, entry.name), %path, "drift");
@@ -493,6 +502,41 @@ fn mark_drift(
         }
     }
     (marked, drifted)
+}
+
+/// The rendered fields that count for drift. Replicas the renderer filled in
+/// by default (compose sets neither `deploy.replicas` nor `scale`) belong to
+/// whoever scales the workload (an HPA, `kubectl scale`), not to stackd.
+fn desired_for_drift(object: &Object, project: &Project) -> serde_json::Value {
+    let mut desired = object.to_json();
+    let scalable = matches!(object, Object::Deployment(_) | Object::StatefulSet(_));
+    let service = object
+        .metadata()
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_LABEL));
+    let compose_sets_replicas = service.is_none_or(|label| {
+        project.services.iter().any(|(name, service)| {
+            names_match(name, label)
+                && (service.scale.is_some()
+                    || service
+                        .deploy
+                        .as_ref()
+                        .is_some_and(|d| d.replicas.is_some()))
+        })
+    });
+    if scalable
+        && !compose_sets_replicas
+        && let Some(spec) = desired.get_mut("spec").and_then(|s| s.as_object_mut())
+    {
+        spec.remove("replicas");
+    }
+    desired
+}
+
+/// A compose service name and the (sanitised) service label of its objects.
+fn names_match(compose_name: &str, label: &str) -> bool {
+    compose_name == label || compose_name.to_lowercase().replace(['_', '.'], "-") == label
 }
 
 fn record_outcomes(context: &Context, report: &ApplyReport, drifted: &[InventoryEntry]) {

@@ -402,7 +402,9 @@ impl Applier {
         entry: &InventoryEntry,
         object: &Object,
     ) -> Result<Outcome, ApplyError> {
-        self.check_not_cancelled(entry)?;
+        if let Some(error) = self.cancelled(entry) {
+            return Err(error);
+        }
         let api = api_for(&self.client, entry);
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let body = object.to_json();
@@ -418,7 +420,9 @@ impl Applier {
                     propagation_policy: Some(PropagationPolicy::Background),
                     ..DeleteParams::default()
                 };
-                self.check_not_cancelled(entry)?;
+                if let Some(error) = self.cancelled(entry) {
+                    return Err(error);
+                }
                 match api.delete(&entry.name, &background).await {
                     Ok(_) => {}
                     Err(error) if is_not_found(&error) => {}
@@ -437,13 +441,14 @@ impl Applier {
         }
     }
 
-    fn check_not_cancelled(&self, entry: &InventoryEntry) -> Result<(), ApplyError> {
-        if self.options.cancel.is_cancelled() {
-            return Err(ApplyError::Cancelled {
+    /// The error for a write this replica may no longer make, if cancelled.
+    fn cancelled(&self, entry: &InventoryEntry) -> Option<ApplyError> {
+        self.options
+            .cancel
+            .is_cancelled()
+            .then(|| ApplyError::Cancelled {
                 object: describe(entry),
-            });
-        }
-        Ok(())
+            })
     }
 
     async fn wait_until_gone(
@@ -489,7 +494,9 @@ impl Applier {
         if live.annotations().get(PRUNE_ANNOTATION).map(String::as_str) == Some(PRUNE_DISABLED) {
             return Ok(Outcome::KeptPruneDisabled);
         }
-        self.check_not_cancelled(entry)?;
+        if let Some(error) = self.cancelled(entry) {
+            return Err(error);
+        }
         let background = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),
             ..DeleteParams::default()

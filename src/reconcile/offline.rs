@@ -27,7 +27,7 @@ pub fn plan_offline(stacks: &[DesiredStack], options: &RenderOptions) -> Vec<Sta
                     let services: Vec<_> = rendered
                         .objects
                         .iter()
-                        .filter_map(|o| workload_of(o))
+                        .filter_map(workload_of)
                         .map(|w| health::service_health(&w).status)
                         .collect();
                     let summary = status::summary(&plan, None, true);

@@ -542,3 +542,48 @@ async fn a_reconcile_request_applies_everything_once() {
     let writes = object_writes(&h.fake.writes());
     assert_eq!(writes.len(), objects, "{writes:?}");
 }
+
+#[tokio::test]
+async fn a_deleted_stack_leaves_the_status_page_and_the_metrics() {
+    let h = harness!(test_options());
+    deployed(&h, web_and_db(), "r1").await;
+    assert!(h.handles.state.stack(NS, "shop").is_some());
+    let stacks: Api<Stack> = Api::namespaced(h.client.clone(), NS);
+    stacks
+        .delete("shop", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.wait_for("the view to go", |h| {
+        h.handles.state.stack(NS, "shop").is_none()
+    })
+    .await;
+    let metrics = h.handles.metrics.render();
+    assert!(!metrics.contains(r#"stack="shop""#), "{metrics}");
+    // Owned objects go with their owner (garbage collection).
+    h.wait_for("the Deployment to be collected", |h| {
+        h.object("apps/v1", "Deployment", NS, "web").is_none()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_restored_deployment_is_reported_as_an_event() {
+    let h = harness!(test_options());
+    deployed(&h, web_and_db(), "r1").await;
+    let api: Api<Deployment> = Api::namespaced(h.client.clone(), NS);
+    api.delete("db", &DeleteParams::default()).await.unwrap();
+    h.wait_for("the Deployment to be restored", |h| {
+        h.object("apps/v1", "Deployment", NS, "db").is_some()
+    })
+    .await;
+    h.settle().await;
+    let applied = h
+        .fake
+        .objects_of("events.k8s.io/v1", "Event")
+        .into_iter()
+        .filter(|e| e["reason"] == "Applied")
+        .collect::<Vec<_>>();
+    // The recorder folds repeats of one reason into a series.
+    assert_eq!(applied.len(), 1, "{applied:#?}");
+    assert_eq!(applied[0]["series"]["count"], 2, "{applied:#?}");
+}

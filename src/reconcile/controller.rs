@@ -223,7 +223,7 @@ async fn reconcile(stack: Arc<Stack>, context: Arc<Context>) -> Result<Action, R
     let result = reconcile_stack(&stack, &context).await;
     let metrics = &context.handles.metrics;
     let label = match &result {
-        Ok(_) => "success",
+        Ok(done) => done.result,
         Err(error) => error.label(),
     };
     metrics
@@ -241,7 +241,37 @@ async fn reconcile(stack: Arc<Stack>, context: Arc<Context>) -> Result<Action, R
             .unwrap_or_else(|e| e.into_inner())
             .remove(&(namespace, name));
     }
-    result
+    result.map(|done| done.action)
+}
+
+/// A reconcile that finished without a retryable error, and how it went
+/// (`success`, or why nothing was applied), for `stackd_reconcile_total`.
+struct Done {
+    action: Action,
+    result: &'static str,
+}
+
+impl Done {
+    fn new(action: Action, result: &'static str) -> Self {
+        Done { action, result }
+    }
+}
+
+/// The status page says a suspended stack is suspended; the cluster is not touched.
+fn publish_suspended(stack: &Stack, context: &Context) {
+    let (namespace, name) = key_of(stack);
+    let previous = context.handles.state.stack(&namespace, &name);
+    let status = StackStatus {
+        message: Some("reconciliation is suspended".to_string()),
+        ..stack.status.clone().unwrap_or_default()
+    };
+    let view = status::view(
+        stack,
+        &status,
+        previous.as_ref().and_then(|v| v.last_sync),
+        previous.and_then(|v| v.last_plan),
+    );
+    context.handles.state.put_stack(view);
 }
 
 /// Transient errors back off exponentially per stack; invalid input waits for a change.
@@ -280,15 +310,16 @@ fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Action, ReconcileError> {
+async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, ReconcileError> {
     let (namespace, name) = key_of(stack);
     let stack_name = format!("{namespace}/{name}");
     if stack.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
+        return Ok(Done::new(Action::await_change(), "deleting"));
     }
     if is_suspended(stack) {
         tracing::debug!(stack = %stack_name, "suspended");
-        return Ok(Action::await_change());
+        publish_suspended(stack, context);
+        return Ok(Done::new(Action::await_change(), "suspended"));
     }
     let secret_values = match &stack.spec.source {
         Some(source) => match context
@@ -299,7 +330,10 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Action, Rec
             Some(values) => values,
             // Rendering now would drop (and prune) the Secrets: wait for the Git source.
             None if secrets::needs_values(&stack.spec.project) => {
-                return Ok(Action::requeue(context.options.secrets_wait));
+                return Ok(Done::new(
+                    Action::requeue(context.options.secrets_wait),
+                    "waiting_for_secrets",
+                ));
             }
             None => Default::default(),
         },
@@ -326,13 +360,7 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Action, Rec
             };
             let new_status = status::build(stack, observed, now());
             finish(stack, context, new_status, None, false).await?;
-            context
-                .handles
-                .metrics
-                .reconcile_total
-                .with_label_values(&[&name, &namespace, error.label()])
-                .inc();
-            return Ok(Action::await_change());
+            return Ok(Done::new(Action::await_change(), error.label()));
         }
     };
 
@@ -356,7 +384,7 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Action, Rec
         };
         let view = status::view(stack, &view_status, None, Some(summary));
         context.handles.state.put_stack(view);
-        return Ok(Action::await_change());
+        return Ok(Done::new(Action::await_change(), "dry_run"));
     }
 
     let mut report = None;
@@ -435,16 +463,13 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Action, Rec
             if error.is_transient() {
                 Err(error)
             } else {
-                context
-                    .handles
-                    .metrics
-                    .reconcile_total
-                    .with_label_values(&[&name, &namespace, error.label()])
-                    .inc();
-                Ok(Action::await_change())
+                Ok(Done::new(Action::await_change(), error.label()))
             }
         }
-        None => Ok(Action::requeue(context.options.resync)),
+        None => Ok(Done::new(
+            Action::requeue(context.options.resync),
+            "success",
+        )),
     }
 }
 
@@ -612,8 +637,8 @@ async fn finish(
             stack: format!("{namespace}/{name}"),
             source,
         })?;
-        publish_events(stack, context, &new_status, summary.as_ref()).await;
     }
+    publish_events(stack, context, changed, &new_status, summary.as_ref()).await;
 
     let metrics = &context.handles.metrics;
     let ready = new_status
@@ -646,9 +671,12 @@ async fn finish(
     Ok(())
 }
 
+/// Apply and prune Events whenever objects were written; a failure Event when
+/// the failure is new (the status changed), so a stuck stack does not spam.
 async fn publish_events(
     stack: &Stack,
     context: &Context,
+    status_changed: bool,
     status: &StackStatus,
     summary: Option<&crate::state::PlanSummary>,
 ) {
@@ -678,7 +706,7 @@ async fn publish_events(
             });
         }
     }
-    if let Some(error) = &status.last_error {
+    if let Some(error) = status.last_error.as_ref().filter(|_| status_changed) {
         events.push(Event {
             type_: EventType::Warning,
             reason: "ReconcileFailed".into(),

@@ -190,16 +190,22 @@ impl Harness {
     /// Reconciles that finished (any result) for a stack, from the metrics.
     pub fn reconciles(&self, ns: &str, name: &str) -> u64 {
         let metrics = &self.handles.metrics;
-        ["success", "write_status", "apply", "missing_image"]
-            .iter()
-            .map(|r| {
-                metrics
-                    .reconcile_total
-                    .get_metric_with_label_values(&[name, ns, r])
-                    .map(|c| c.get())
-                    .unwrap_or(0)
-            })
-            .sum()
+        [
+            "success",
+            "write_status",
+            "apply",
+            "missing_image",
+            "suspended",
+        ]
+        .iter()
+        .map(|r| {
+            metrics
+                .reconcile_total
+                .get_metric_with_label_values(&[name, ns, r])
+                .map(|c| c.get())
+                .unwrap_or(0)
+        })
+        .sum()
     }
 }
 

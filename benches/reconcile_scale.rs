@@ -8,7 +8,6 @@
 //! `cargo test --bench reconcile_scale`.
 
 #[path = "../tests/fake_api/mod.rs"]
-#[allow(dead_code)]
 mod fake_api;
 
 use std::time::{Duration, Instant};

@@ -93,12 +93,44 @@ fn options() -> ControllerOptions {
     }
 }
 
-async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+async fn wait_until(
+    what: &str,
+    limit: Duration,
+    metrics: &Metrics,
+    mut done: impl FnMut() -> bool,
+) {
     let started = Instant::now();
+    let mut reported = Instant::now();
     while !done() {
         assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        if reported.elapsed() > Duration::from_secs(30) {
+            reported = Instant::now();
+            eprintln!("  still waiting for {what}: {}", results(metrics));
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Reconciles so far by result, e.g. `success=1200 write_status=3`.
+fn results(metrics: &Metrics) -> String {
+    use prometheus::core::Collector;
+    let mut totals = std::collections::BTreeMap::<String, u64>::new();
+    for family in metrics.reconcile_total.collect() {
+        for metric in family.get_metric() {
+            let result = metric
+                .get_label()
+                .iter()
+                .find(|l| l.name() == "result")
+                .map(|l| l.value().to_string())
+                .unwrap_or_default();
+            *totals.entry(result).or_default() += metric.get_counter().get_value() as u64;
+        }
+    }
+    totals
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 async fn settle(server: &FakeApiServer) {
@@ -123,6 +155,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -156,9 +192,12 @@ async fn run(count: usize) {
         cancel.clone(),
     ));
     let none = vec![0; stacks.len()];
-    wait_until("the first full apply", Duration::from_secs(1800), || {
-        all_reconciled_since(&handles.metrics, &stacks, &none)
-    })
+    wait_until(
+        "the first full apply",
+        Duration::from_secs(1800),
+        &handles.metrics,
+        || all_reconciled_since(&handles.metrics, &stacks, &none),
+    )
     .await;
     let first_apply = started.elapsed();
     settle(&server).await;
@@ -178,9 +217,12 @@ async fn run(count: usize) {
         handles.clone(),
         cancel.clone(),
     ));
-    wait_until("the no-op pass", Duration::from_secs(1800), || {
-        all_reconciled_since(&handles.metrics, &stacks, &before)
-    })
+    wait_until(
+        "the no-op pass",
+        Duration::from_secs(1800),
+        &handles.metrics,
+        || all_reconciled_since(&handles.metrics, &stacks, &before),
+    )
     .await;
     let no_op = pass_started.elapsed();
     settle(&server).await;

@@ -339,7 +339,12 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
         },
         None => Default::default(),
     };
-    wait_for_stores(&context.live).await;
+    if !stores_ready(&context.live) {
+        return Ok(Done::new(
+            Action::requeue(STORES_NOT_READY_RETRY),
+            "waiting_for_cache",
+        ));
+    }
 
     let previous = stack.status.clone().unwrap_or_default();
     let rendered = match render(stack, &secret_values, &context.options.render) {
@@ -592,18 +597,28 @@ fn record_outcomes(context: &Context, report: &ApplyReport, drifted: &[Inventory
     }
 }
 
-async fn wait_for_stores(live: &LiveStores) {
-    // Before the first list completes every object would look missing (drift).
-    let _ = futures::join!(
-        live.config_maps.wait_until_ready(),
-        live.secrets.wait_until_ready(),
-        live.services.wait_until_ready(),
-        live.deployments.wait_until_ready(),
-        live.stateful_sets.wait_until_ready(),
-        live.daemon_sets.wait_until_ready(),
-        live.jobs.wait_until_ready(),
-        live.ingresses.wait_until_ready(),
-    );
+/// How soon to retry a stack reconciled before the reflectors finished their first list.
+const STORES_NOT_READY_RETRY: Duration = Duration::from_millis(500);
+
+/// Whether every reflector finished its first list: before that, every object
+/// would look missing (drift). Never waits: the stores only fill while the
+/// controller polls their streams, and a reconcile that blocked here would hold
+/// a concurrency slot the trigger streams need (a deadlock at scale).
+fn stores_ready(live: &LiveStores) -> bool {
+    use futures::FutureExt;
+    let ready = async {
+        futures::join!(
+            live.config_maps.wait_until_ready(),
+            live.secrets.wait_until_ready(),
+            live.services.wait_until_ready(),
+            live.deployments.wait_until_ready(),
+            live.stateful_sets.wait_until_ready(),
+            live.daemon_sets.wait_until_ready(),
+            live.jobs.wait_until_ready(),
+            live.ingresses.wait_until_ready(),
+        )
+    };
+    ready.now_or_never().is_some()
 }
 
 /// Writes the status (only if it changed), publishes Events for what happened,

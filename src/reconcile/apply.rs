@@ -10,6 +10,7 @@ use kube::api::{
 };
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
+use tokio_util::sync::CancellationToken;
 
 use crate::crd::{FIELD_MANAGER, InventoryEntry, STACK_LABEL};
 use crate::render::object::{Object, RENDERED_KINDS, Rendered};
@@ -31,6 +32,9 @@ pub struct ApplyOptions {
     /// Apply objects whose hash is unchanged too: drift repair and periodic
     /// resync, where the live object may differ from what was applied.
     pub reapply_unchanged: bool,
+    /// Checked before every write: once cancelled (leadership lost, shutdown),
+    /// the remaining writes fail with `ApplyError::Cancelled`.
+    pub cancel: CancellationToken,
 }
 
 impl Default for ApplyOptions {
@@ -40,6 +44,7 @@ impl Default for ApplyOptions {
             allow_prune_all: false,
             recreate_timeout: Duration::from_secs(60),
             reapply_unchanged: false,
+            cancel: CancellationToken::new(),
         }
     }
 }
@@ -109,6 +114,10 @@ pub enum ApplyError {
         "refusing to prune all {count} objects of stack {stack}: nothing is rendered (set allow_prune_all to allow it)"
     )]
     WouldPruneEverything { stack: String, count: usize },
+    #[error(
+        "not writing {object}: this replica stopped writing (leadership lost or shutting down)"
+    )]
+    Cancelled { object: String },
 }
 
 impl ApplyError {
@@ -121,6 +130,7 @@ impl ApplyError {
             ApplyError::ListForPrune { .. } => "list_for_prune",
             ApplyError::Prune { .. } => "prune",
             ApplyError::WouldPruneEverything { .. } => "would_prune_everything",
+            ApplyError::Cancelled { .. } => "cancelled",
         }
     }
 }
@@ -392,6 +402,9 @@ impl Applier {
         entry: &InventoryEntry,
         object: &Object,
     ) -> Result<Outcome, ApplyError> {
+        if let Some(error) = self.cancelled(entry) {
+            return Err(error);
+        }
         let api = api_for(&self.client, entry);
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let body = object.to_json();
@@ -407,6 +420,9 @@ impl Applier {
                     propagation_policy: Some(PropagationPolicy::Background),
                     ..DeleteParams::default()
                 };
+                if let Some(error) = self.cancelled(entry) {
+                    return Err(error);
+                }
                 match api.delete(&entry.name, &background).await {
                     Ok(_) => {}
                     Err(error) if is_not_found(&error) => {}
@@ -423,6 +439,16 @@ impl Applier {
                 source,
             }),
         }
+    }
+
+    /// The error for a write this replica may no longer make, if cancelled.
+    fn cancelled(&self, entry: &InventoryEntry) -> Option<ApplyError> {
+        self.options
+            .cancel
+            .is_cancelled()
+            .then(|| ApplyError::Cancelled {
+                object: describe(entry),
+            })
     }
 
     async fn wait_until_gone(
@@ -467,6 +493,9 @@ impl Applier {
         };
         if live.annotations().get(PRUNE_ANNOTATION).map(String::as_str) == Some(PRUNE_DISABLED) {
             return Ok(Outcome::KeptPruneDisabled);
+        }
+        if let Some(error) = self.cancelled(entry) {
+            return Err(error);
         }
         let background = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),

@@ -1,4 +1,18 @@
 //! Reconciler: Stacks from Git, objects from Stacks, prune, self-heal, status.
 
 pub mod apply;
+pub mod controller;
+pub mod drift;
+pub mod error;
 pub mod health;
+pub mod leader;
+pub mod live;
+pub mod offline;
+pub mod secrets;
+pub mod source;
+pub mod status;
+
+pub use controller::{ControllerHandles, ControllerOptions, run};
+pub use error::ReconcileError;
+pub use secrets::SecretStore;
+pub use source::{DesiredStack, SyncPolicy, SyncReport, sync_repository};

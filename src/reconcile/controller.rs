@@ -1,0 +1,766 @@
+//! The Stack controller: a `kube::runtime::Controller` on `Stack` that owns
+//! every kind the renderer emits. Reconcile = render (pure) → plan against the
+//! inventory and the reflector stores (drift) → apply engine → status.
+//! An unchanged stack costs no request at all.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::crd::{FIELD_MANAGER, InventoryEntry, SERVICE_LABEL, STACK_LABEL, Stack, StackStatus};
+use crate::metrics::Metrics;
+use crate::reconcile::apply::{
+    self, Action as StepAction, Applier, ApplyError, ApplyOptions, ApplyReport, Outcome, StackRef,
+    entry_for,
+};
+use crate::reconcile::drift;
+use crate::reconcile::error::ReconcileError;
+use crate::reconcile::health;
+use crate::reconcile::live::{self, LiveStores};
+use crate::reconcile::secrets::{self, SecretStore};
+use crate::reconcile::status::{self, Observed};
+use crate::render::model::Project;
+use crate::render::object::{Object, Rendered};
+use crate::render::{RenderOptions, render};
+use crate::state::SharedState;
+
+/// `stackd.dev/suspend: "true"` stops reconciling, like `spec.suspend`.
+pub const SUSPEND_ANNOTATION: &str = "stackd.dev/suspend";
+/// A new value forces a reconcile that applies everything, unchanged or not.
+pub const RECONCILE_REQUESTED_ANNOTATION: &str = "stackd.dev/reconcile-requested-at";
+
+#[derive(Clone, Debug)]
+pub struct ControllerOptions {
+    /// Plan and report only: nothing is written to the cluster.
+    pub dry_run: bool,
+    /// Allow a render with no objects left to prune everything the stack had.
+    pub allow_prune_all: bool,
+    pub render: RenderOptions,
+    /// Bursts of events within this window give one reconcile.
+    pub debounce: Duration,
+    pub concurrency: u16,
+    /// First retry delay after a transient error; doubles up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// Periodic re-check of a healthy stack (no writes unless something drifted).
+    pub resync: Duration,
+    /// Retry delay while a Git stack's secret values are not in memory yet.
+    pub secrets_wait: Duration,
+    /// This replica, for Events.
+    pub identity: String,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        ControllerOptions {
+            dry_run: false,
+            allow_prune_all: false,
+            render: RenderOptions::default(),
+            debounce: Duration::from_millis(500),
+            concurrency: 8,
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            resync: Duration::from_secs(600),
+            secrets_wait: Duration::from_secs(5),
+            identity: "stackd".to_string(),
+        }
+    }
+}
+
+/// What the controller shares with the rest of the daemon.
+#[derive(Clone)]
+pub struct ControllerHandles {
+    pub secrets: SecretStore,
+    pub state: SharedState,
+    pub metrics: Metrics,
+}
+
+/// Everything one reconcile needs.
+pub struct Context {
+    client: Client,
+    options: ControllerOptions,
+    handles: ControllerHandles,
+    live: LiveStores,
+    recorder: Recorder,
+    /// Cancelled when this replica must stop writing (leadership lost, shutdown).
+    cancel: CancellationToken,
+    /// Consecutive transient failures per stack, for the backoff.
+    failures: Mutex<HashMap<(String, String), u32>>,
+}
+
+/// A reflector for one owned kind: its store, and the stream of touched objects
+/// that triggers the owning Stack once the store has seen the change.
+fn owned<K>(
+    client: &Client,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + use<K>,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
+    K: 'static,
+{
+    let (reader, writer) = reflector::store();
+    // Only objects stackd labelled: the stores stay as small as what stackd manages.
+    let config = watcher::Config::default().labels(STACK_LABEL);
+    let stream = watcher(Api::<K>::all(client.clone()), config)
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    (reader, stream)
+}
+
+/// Runs the Stack controller until `cancel` fires.
+pub async fn run(
+    client: Client,
+    options: ControllerOptions,
+    handles: ControllerHandles,
+    cancel: CancellationToken,
+) {
+    let (config_maps, cm_stream) = owned::<ConfigMap>(&client);
+    let (secrets, secret_stream) = owned::<Secret>(&client);
+    let (services, service_stream) = owned::<Service>(&client);
+    let (deployments, deployment_stream) = owned::<Deployment>(&client);
+    let (stateful_sets, sts_stream) = owned::<StatefulSet>(&client);
+    let (daemon_sets, ds_stream) = owned::<DaemonSet>(&client);
+    let (jobs, job_stream) = owned::<Job>(&client);
+    let (ingresses, ingress_stream) = owned::<Ingress>(&client);
+    let live = LiveStores {
+        config_maps,
+        secrets,
+        services,
+        deployments,
+        stateful_sets,
+        daemon_sets,
+        jobs,
+        ingresses,
+    };
+
+    let (stack_store, stack_writer) = reflector::store::<Stack>();
+    let forget = handles.clone();
+    let stacks = watcher(
+        Api::<Stack>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(stack_writer)
+    .inspect(move |event| {
+        // A deleted Stack: its objects go by garbage collection; its series and view go here.
+        if let Ok(watcher::Event::Delete(stack)) = event {
+            forget_stack(&forget, stack);
+        }
+    })
+    .touched_objects();
+
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.to_string(),
+        instance: Some(options.identity.clone()),
+    };
+    let config = controller::Config::default()
+        .debounce(options.debounce)
+        .concurrency(options.concurrency);
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        options,
+        handles,
+        live,
+        cancel: cancel.clone(),
+        failures: Mutex::default(),
+    });
+    Controller::for_stream(stacks, stack_store)
+        .owns_stream(cm_stream)
+        .owns_stream(secret_stream)
+        .owns_stream(service_stream)
+        .owns_stream(deployment_stream)
+        .owns_stream(sts_stream)
+        .owns_stream(ds_stream)
+        .owns_stream(job_stream)
+        .owns_stream(ingress_stream)
+        .with_config(config)
+        .graceful_shutdown_on(cancel.cancelled_owned())
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile did not finish");
+            }
+        })
+        .await;
+}
+
+fn forget_stack(handles: &ControllerHandles, stack: &Stack) {
+    let namespace = stack.metadata.namespace.as_deref().unwrap_or_default();
+    let name = stack.metadata.name.as_deref().unwrap_or_default();
+    handles.state.remove_stack(namespace, name);
+    handles.metrics.remove_stack(namespace, name);
+}
+
+fn key_of(stack: &Stack) -> (String, String) {
+    (
+        stack.metadata.namespace.clone().unwrap_or_default(),
+        stack.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+async fn reconcile(stack: Arc<Stack>, context: Arc<Context>) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let (namespace, name) = key_of(&stack);
+    let result = reconcile_stack(&stack, &context).await;
+    let metrics = &context.handles.metrics;
+    let label = match &result {
+        Ok(done) => done.result,
+        Err(error) => error.label(),
+    };
+    metrics
+        .reconcile_total
+        .with_label_values(&[&name, &namespace, label])
+        .inc();
+    metrics
+        .reconcile_duration_seconds
+        .with_label_values(&[&name, &namespace])
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        context
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(namespace, name));
+    }
+    result.map(|done| done.action)
+}
+
+/// A reconcile that finished without a retryable error, and how it went
+/// (`success`, or why nothing was applied), for `stackd_reconcile_total`.
+struct Done {
+    action: Action,
+    result: &'static str,
+}
+
+impl Done {
+    fn new(action: Action, result: &'static str) -> Self {
+        Done { action, result }
+    }
+}
+
+/// The status page says a suspended stack is suspended; the cluster is not touched.
+fn publish_suspended(stack: &Stack, context: &Context) {
+    let (namespace, name) = key_of(stack);
+    let previous = context.handles.state.stack(&namespace, &name);
+    let status = StackStatus {
+        message: Some("reconciliation is suspended".to_string()),
+        ..stack.status.clone().unwrap_or_default()
+    };
+    let view = status::view(
+        stack,
+        &status,
+        previous.as_ref().and_then(|v| v.last_sync),
+        previous.and_then(|v| v.last_plan),
+    );
+    context.handles.state.put_stack(view);
+}
+
+/// Transient errors back off exponentially per stack; invalid input waits for a change.
+fn error_policy(stack: Arc<Stack>, error: &ReconcileError, context: Arc<Context>) -> Action {
+    tracing::warn!(%error, "reconcile failed");
+    if !error.is_transient() {
+        return Action::await_change();
+    }
+    let mut failures = context.failures.lock().unwrap_or_else(|e| e.into_inner());
+    let count = failures.entry(key_of(&stack)).or_insert(0);
+    *count = count.saturating_add(1);
+    Action::requeue(backoff(
+        context.options.retry_base,
+        context.options.retry_max,
+        *count,
+    ))
+}
+
+/// `base · 2^(failures-1)`, capped.
+pub fn backoff(base: Duration, max: Duration, failures: u32) -> Duration {
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1));
+    base.saturating_mul(factor).min(max)
+}
+
+fn is_suspended(stack: &Stack) -> bool {
+    stack.spec.suspend
+        || stack
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SUSPEND_ANNOTATION))
+            .is_some_and(|v| v == "true")
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, ReconcileError> {
+    let (namespace, name) = key_of(stack);
+    let stack_name = format!("{namespace}/{name}");
+    if stack.metadata.deletion_timestamp.is_some() {
+        return Ok(Done::new(Action::await_change(), "deleting"));
+    }
+    if is_suspended(stack) {
+        tracing::debug!(stack = %stack_name, "suspended");
+        publish_suspended(stack, context);
+        return Ok(Done::new(Action::await_change(), "suspended"));
+    }
+    let secret_values = match &stack.spec.source {
+        Some(source) => match context
+            .handles
+            .secrets
+            .get(&namespace, &name, &source.revision)
+        {
+            Some(values) => values,
+            // Rendering now would drop (and prune) the Secrets: wait for the Git source.
+            None if secrets::needs_values(&stack.spec.project) => {
+                return Ok(Done::new(
+                    Action::requeue(context.options.secrets_wait),
+                    "waiting_for_secrets",
+                ));
+            }
+            None => Default::default(),
+        },
+        None => Default::default(),
+    };
+    if !stores_ready(&context.live) {
+        return Ok(Done::new(
+            Action::requeue(STORES_NOT_READY_RETRY),
+            "waiting_for_cache",
+        ));
+    }
+
+    let previous = stack.status.clone().unwrap_or_default();
+    let rendered = match render(stack, &secret_values, &context.options.render) {
+        Ok(rendered) => rendered,
+        Err(source) => {
+            let error = ReconcileError::Render {
+                stack: stack_name,
+                source,
+            };
+            // The last good objects stay: no apply, no prune, no retry until the Stack changes.
+            let observed = Observed {
+                services: previous_services(&previous),
+                warnings: previous.warnings.clone(),
+                inventory: previous.inventory.clone(),
+                error: Some(error.to_string()),
+                applied_revision: None,
+                handled_request: None,
+            };
+            let new_status = status::build(stack, observed, now());
+            finish(stack, context, new_status, None, false).await?;
+            return Ok(Done::new(Action::await_change(), error.label()));
+        }
+    };
+
+    let requested = annotation(stack, RECONCILE_REQUESTED_ANNOTATION);
+    let forced = requested.is_some() && requested != previous.last_handled_reconcile_at;
+    let (inventory, drifted) = mark_drift(
+        stack,
+        &namespace,
+        &rendered,
+        &previous.inventory,
+        &context.live,
+    );
+    let plan = apply::plan(&namespace, &rendered, &inventory);
+    let changes = plan.steps.iter().any(|s| s.action != StepAction::Unchanged);
+
+    if context.options.dry_run {
+        let summary = status::summary(&plan, None, true);
+        let view_status = StackStatus {
+            inventory: previous.inventory.clone(),
+            ..previous.clone()
+        };
+        let view = status::view(stack, &view_status, None, Some(summary));
+        context.handles.state.put_stack(view);
+        return Ok(Done::new(Action::await_change(), "dry_run"));
+    }
+
+    let mut report = None;
+    let mut apply_error = None;
+    if forced || changes {
+        if context.cancel.is_cancelled() {
+            return Err(ReconcileError::NotLeader);
+        }
+        let rendered_nothing = rendered.objects.iter().all(|o| o.kind() == "Namespace");
+        let deletions = plan.count(StepAction::Delete);
+        if rendered_nothing && deletions > 0 && !context.options.allow_prune_all {
+            apply_error = Some(ApplyError::WouldPruneEverything {
+                stack: stack_name.clone(),
+                count: deletions,
+            });
+        } else {
+            let applier = Applier::new(
+                context.client.clone(),
+                ApplyOptions {
+                    allow_prune_all: context.options.allow_prune_all,
+                    reapply_unchanged: forced,
+                    cancel: context.cancel.clone(),
+                    ..ApplyOptions::default()
+                },
+            );
+            let mut done = applier
+                .apply(
+                    StackRef {
+                        name: &name,
+                        namespace: &namespace,
+                    },
+                    &rendered,
+                    &inventory,
+                )
+                .await;
+            record_outcomes(context, &done, &drifted);
+            apply_error = done.errors.drain(..).next();
+            report = Some(done);
+        }
+    }
+
+    let services: Vec<_> = rendered
+        .objects
+        .iter()
+        .filter_map(|o| context.live.workload(o, &namespace))
+        .map(|w| health::service_health(&w))
+        .collect();
+    let applied_ok = apply_error.is_none();
+    let observed = Observed {
+        services,
+        warnings: rendered.warnings.clone(),
+        inventory: report
+            .as_ref()
+            .map(|r| r.inventory.clone())
+            .unwrap_or_else(|| previous.inventory.clone()),
+        error: apply_error
+            .as_ref()
+            .map(|e| format!("Stack {stack_name}: {e}")),
+        applied_revision: applied_ok
+            .then(|| stack.spec.source.as_ref().map(|s| s.revision.clone()))
+            .flatten(),
+        handled_request: (forced && applied_ok).then(|| requested.clone()).flatten(),
+    };
+    let new_status = status::build(stack, observed, now());
+    let summary = report
+        .as_ref()
+        .map(|r| status::summary(&r.plan, Some(r), false));
+    finish(stack, context, new_status, summary, applied_ok).await?;
+
+    match apply_error {
+        Some(source) => {
+            let error = ReconcileError::Apply {
+                stack: stack_name,
+                source,
+            };
+            if error.is_transient() {
+                Err(error)
+            } else {
+                Ok(Done::new(Action::await_change(), error.label()))
+            }
+        }
+        None => Ok(Done::new(
+            Action::requeue(context.options.resync),
+            "success",
+        )),
+    }
+}
+
+fn annotation(stack: &Stack, key: &str) -> Option<String> {
+    stack.metadata.annotations.as_ref()?.get(key).cloned()
+}
+
+fn previous_services(previous: &StackStatus) -> Vec<health::ServiceHealth> {
+    previous
+        .services
+        .iter()
+        .map(|s| health::ServiceHealth {
+            complete: s.ready >= s.desired && s.updated >= s.desired,
+            status: s.clone(),
+            failed: None,
+        })
+        .collect()
+}
+
+/// Objects whose hash matches the inventory but whose live object (from the
+/// stores) is missing or differs in a rendered field: their inventory hash is
+/// cleared so the plan updates them.
+fn mark_drift(
+    stack: &Stack,
+    namespace: &str,
+    rendered: &Rendered,
+    inventory: &[InventoryEntry],
+    live: &LiveStores,
+) -> (Vec<InventoryEntry>, Vec<InventoryEntry>) {
+    let mut marked = inventory.to_vec();
+    let mut drifted = Vec::new();
+    for object in &rendered.objects {
+        let entry = entry_for(namespace, object);
+        if !live::is_watched(&entry.kind) {
+            continue;
+        }
+        let Some(known) = marked.iter_mut().find(|old| {
+            (&old.kind, &old.namespace, &old.name) == (&entry.kind, &entry.namespace, &entry.name)
+        }) else {
+            continue;
+        };
+        if known.hash != entry.hash {
+            continue;
+        }
+        let difference = match live.get(&entry) {
+            None => Some("the object is missing".to_string()),
+            Some(current) => {
+                drift::difference(&desired_for_drift(object, &stack.spec.project), &current)
+            }
+        };
+        if let Some(path) = difference {
+            tracing::info!(object = %format!("{} {}/{}", entry.kind, namespace, entry.name), %path, "drift");
+            known.hash = None;
+            drifted.push(entry);
+        }
+    }
+    (marked, drifted)
+}
+
+/// The rendered fields that count for drift. Replicas the renderer filled in
+/// by default (compose sets neither `deploy.replicas` nor `scale`) belong to
+/// whoever scales the workload (an HPA, `kubectl scale`), not to stackd.
+fn desired_for_drift(object: &Object, project: &Project) -> serde_json::Value {
+    let mut desired = object.to_json();
+    let scalable = matches!(object, Object::Deployment(_) | Object::StatefulSet(_));
+    let service = object
+        .metadata()
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_LABEL));
+    let compose_sets_replicas = service.is_none_or(|label| {
+        project.services.iter().any(|(name, service)| {
+            names_match(name, label)
+                && (service.scale.is_some()
+                    || service
+                        .deploy
+                        .as_ref()
+                        .is_some_and(|d| d.replicas.is_some()))
+        })
+    });
+    if scalable
+        && !compose_sets_replicas
+        && let Some(spec) = desired.get_mut("spec").and_then(|s| s.as_object_mut())
+    {
+        spec.remove("replicas");
+    }
+    desired
+}
+
+/// A compose service name and the (sanitised) service label of its objects.
+fn names_match(compose_name: &str, label: &str) -> bool {
+    compose_name == label || compose_name.to_lowercase().replace(['_', '.'], "-") == label
+}
+
+fn record_outcomes(context: &Context, report: &ApplyReport, drifted: &[InventoryEntry]) {
+    let metrics = &context.handles.metrics;
+    for (entry, outcome) in &report.results {
+        match outcome {
+            Outcome::Applied | Outcome::Recreated => {
+                metrics
+                    .objects_applied_total
+                    .with_label_values(&[&entry.kind])
+                    .inc();
+                let was_drift = drifted.iter().any(|d| {
+                    (&d.kind, &d.namespace, &d.name) == (&entry.kind, &entry.namespace, &entry.name)
+                });
+                if was_drift {
+                    metrics
+                        .drift_corrected_total
+                        .with_label_values(&[&entry.kind])
+                        .inc();
+                }
+            }
+            Outcome::Deleted => metrics
+                .objects_pruned_total
+                .with_label_values(&[&entry.kind])
+                .inc(),
+            _ => {}
+        }
+    }
+}
+
+/// How soon to retry a stack reconciled before the reflectors finished their first list.
+const STORES_NOT_READY_RETRY: Duration = Duration::from_millis(500);
+
+/// Whether every reflector finished its first list: before that, every object
+/// would look missing (drift). Never waits: the stores only fill while the
+/// controller polls their streams, and a reconcile that blocked here would hold
+/// a concurrency slot the trigger streams need (a deadlock at scale).
+fn stores_ready(live: &LiveStores) -> bool {
+    use futures::FutureExt;
+    let ready = async {
+        futures::join!(
+            live.config_maps.wait_until_ready(),
+            live.secrets.wait_until_ready(),
+            live.services.wait_until_ready(),
+            live.deployments.wait_until_ready(),
+            live.stateful_sets.wait_until_ready(),
+            live.daemon_sets.wait_until_ready(),
+            live.jobs.wait_until_ready(),
+            live.ingresses.wait_until_ready(),
+        )
+    };
+    ready.now_or_never().is_some()
+}
+
+/// Writes the status (only if it changed), publishes Events for what happened,
+/// and updates the status page and metrics.
+async fn finish(
+    stack: &Stack,
+    context: &Context,
+    new_status: StackStatus,
+    summary: Option<crate::state::PlanSummary>,
+    succeeded: bool,
+) -> Result<(), ReconcileError> {
+    let (namespace, name) = key_of(stack);
+    let changed = stack.status.as_ref() != Some(&new_status);
+    if changed {
+        if context.cancel.is_cancelled() {
+            return Err(ReconcileError::NotLeader);
+        }
+        let api: Api<Stack> = Api::namespaced(context.client.clone(), &namespace);
+        let patch = serde_json::json!({
+            "apiVersion": "stackd.dev/v1alpha1",
+            "kind": "Stack",
+            "status": new_status,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|source| ReconcileError::WriteStatus {
+            stack: format!("{namespace}/{name}"),
+            source,
+        })?;
+    }
+    publish_events(stack, context, changed, &new_status, summary.as_ref()).await;
+
+    let metrics = &context.handles.metrics;
+    let ready = new_status
+        .services
+        .iter()
+        .filter(|s| s.ready >= s.desired)
+        .count();
+    metrics.set_stack(
+        &namespace,
+        &name,
+        new_status.phase.unwrap_or_default(),
+        u32::try_from(ready).unwrap_or(u32::MAX),
+        u32::try_from(new_status.services.len()).unwrap_or(u32::MAX),
+    );
+    let previous_view = context.handles.state.stack(&namespace, &name);
+    let mut last_sync = previous_view.as_ref().and_then(|v| v.last_sync);
+    if succeeded {
+        let now = chrono::Utc::now();
+        last_sync = Some(now);
+        metrics
+            .last_successful_sync_timestamp_seconds
+            .with_label_values(&[&namespace, &name])
+            .set(now.timestamp() as f64);
+    }
+    let last_plan = summary.or_else(|| previous_view.and_then(|v| v.last_plan));
+    context
+        .handles
+        .state
+        .put_stack(status::view(stack, &new_status, last_sync, last_plan));
+    Ok(())
+}
+
+/// Apply and prune Events whenever objects were written; a failure Event when
+/// the failure is new (the status changed), so a stuck stack does not spam.
+async fn publish_events(
+    stack: &Stack,
+    context: &Context,
+    status_changed: bool,
+    status: &StackStatus,
+    summary: Option<&crate::state::PlanSummary>,
+) {
+    let mut events = Vec::new();
+    if let Some(summary) = summary {
+        let applied = summary.created.len() + summary.updated.len();
+        if applied > 0 {
+            events.push(Event {
+                type_: EventType::Normal,
+                reason: "Applied".into(),
+                note: Some(format!(
+                    "created {}, updated {}",
+                    summary.created.len(),
+                    summary.updated.len()
+                )),
+                action: "Apply".into(),
+                secondary: None,
+            });
+        }
+        if !summary.pruned.is_empty() {
+            events.push(Event {
+                type_: EventType::Normal,
+                reason: "Pruned".into(),
+                note: Some(format!("deleted {}", summary.pruned.join(", "))),
+                action: "Prune".into(),
+                secondary: None,
+            });
+        }
+    }
+    if let Some(error) = status.last_error.as_ref().filter(|_| status_changed) {
+        events.push(Event {
+            type_: EventType::Warning,
+            reason: "ReconcileFailed".into(),
+            note: Some(truncate(error, 1000)),
+            action: "Reconcile".into(),
+            secondary: None,
+        });
+    }
+    let reference = stack.object_ref(&());
+    for event in events {
+        if context.cancel.is_cancelled() {
+            return;
+        }
+        if let Err(error) = context.recorder.publish(&event, &reference).await {
+            tracing::warn!(%error, "publishing an Event");
+        }
+    }
+}
+
+fn truncate(text: &str, limit: usize) -> String {
+    match text.char_indices().nth(limit) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let base = Duration::from_millis(500);
+        let max = Duration::from_secs(4);
+        let delays: Vec<_> = (1..=6).map(|n| backoff(base, max, n)).collect();
+        assert_eq!(
+            delays,
+            [500, 1000, 2000, 4000, 4000, 4000].map(Duration::from_millis)
+        );
+        assert_eq!(backoff(base, max, u32::MAX), max);
+    }
+}

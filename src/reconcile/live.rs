@@ -1,0 +1,89 @@
+//! The live objects stackd manages, as the controller's reflectors last saw them:
+//! drift checks and status read these stores, never the API server.
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::runtime::reflector::{ObjectRef, Store};
+use serde_json::Value;
+
+use crate::crd::InventoryEntry;
+use crate::reconcile::health::Workload;
+use crate::render::object::Object;
+
+/// One reflector store per owned kind.
+#[derive(Clone)]
+pub struct LiveStores {
+    pub config_maps: Store<ConfigMap>,
+    pub secrets: Store<Secret>,
+    pub services: Store<Service>,
+    pub deployments: Store<Deployment>,
+    pub stateful_sets: Store<StatefulSet>,
+    pub daemon_sets: Store<DaemonSet>,
+    pub jobs: Store<Job>,
+    pub ingresses: Store<Ingress>,
+}
+
+fn lookup<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<std::sync::Arc<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.get(&ObjectRef::new(name).within(namespace))
+}
+
+fn as_json<K: serde::Serialize>(object: Option<std::sync::Arc<K>>) -> Option<Value> {
+    object.and_then(|o| serde_json::to_value(&*o).ok())
+}
+
+/// Answers whether a kind is watched: Namespaces are not (cluster-scoped, not owned).
+pub fn is_watched(kind: &str) -> bool {
+    kind != "Namespace"
+}
+
+impl LiveStores {
+    /// The live object of an inventory entry as JSON; `None` when it does not exist
+    /// (or its kind is not watched).
+    pub fn get(&self, entry: &InventoryEntry) -> Option<Value> {
+        let namespace = entry.namespace.as_deref()?;
+        let name = entry.name.as_str();
+        match entry.kind.as_str() {
+            "ConfigMap" => as_json(lookup(&self.config_maps, namespace, name)),
+            "Secret" => as_json(lookup(&self.secrets, namespace, name)),
+            "Service" => as_json(lookup(&self.services, namespace, name)),
+            "Deployment" => as_json(lookup(&self.deployments, namespace, name)),
+            "StatefulSet" => as_json(lookup(&self.stateful_sets, namespace, name)),
+            "DaemonSet" => as_json(lookup(&self.daemon_sets, namespace, name)),
+            "Job" => as_json(lookup(&self.jobs, namespace, name)),
+            "Ingress" => as_json(lookup(&self.ingresses, namespace, name)),
+            _ => None,
+        }
+    }
+
+    /// The live workload for a rendered one, or the rendered one itself (no status
+    /// yet: not ready) while the reflector has not seen it.
+    pub fn workload(&self, rendered: &Object, namespace: &str) -> Option<Workload> {
+        let ns = rendered.namespace().unwrap_or(namespace);
+        let name = rendered.name();
+        let live = |w: Option<Workload>, fallback: Workload| Some(w.unwrap_or(fallback));
+        match rendered {
+            Object::Deployment(d) => live(
+                lookup(&self.deployments, ns, name).map(|o| Workload::Deployment((*o).clone())),
+                Workload::Deployment(d.clone()),
+            ),
+            Object::StatefulSet(s) => live(
+                lookup(&self.stateful_sets, ns, name).map(|o| Workload::StatefulSet((*o).clone())),
+                Workload::StatefulSet(s.clone()),
+            ),
+            Object::DaemonSet(d) => live(
+                lookup(&self.daemon_sets, ns, name).map(|o| Workload::DaemonSet((*o).clone())),
+                Workload::DaemonSet(d.clone()),
+            ),
+            Object::Job(j) => live(
+                lookup(&self.jobs, ns, name).map(|o| Workload::Job((*o).clone())),
+                Workload::Job(j.clone()),
+            ),
+            _ => None,
+        }
+    }
+}

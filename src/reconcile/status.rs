@@ -1,0 +1,212 @@
+//! The Stack status, the status-page view and the plan summary of one
+//! reconcile: pure functions of what the reconcile saw and did.
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::crd::{InventoryEntry, Stack, StackPhase, StackStatus};
+use crate::reconcile::apply::{Action, ApplyReport, Outcome, Plan};
+use crate::reconcile::health::{self, ServiceHealth};
+use crate::state::{PlanSummary, StackView};
+
+/// What one reconcile found, to be written as the status.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    pub services: Vec<ServiceHealth>,
+    pub warnings: Vec<String>,
+    pub inventory: Vec<InventoryEntry>,
+    /// Set when this reconcile failed (render or apply): the phase is Failure.
+    pub error: Option<String>,
+    /// The revision now applied; `None` keeps the previous one (failed render).
+    pub applied_revision: Option<String>,
+    pub handled_request: Option<String>,
+}
+
+/// The new status. Transition times and anything unchanged stay as they were,
+/// so an unchanged situation gives an equal status (and no write).
+pub fn build(stack: &Stack, observed: Observed, now: Time) -> StackStatus {
+    let previous = stack.status.clone().unwrap_or_default();
+    let (phase, message) = match &observed.error {
+        Some(error) => (StackPhase::Failure, error.clone()),
+        None => health::phase(&observed.services),
+    };
+    let generation = stack.metadata.generation;
+    let ready = observed.services.iter().filter(|s| s.complete).count();
+    let total = observed.services.len();
+    StackStatus {
+        observed_generation: generation,
+        phase: Some(phase),
+        conditions: health::conditions(phase, &message, generation, &previous.conditions, now),
+        message: Some(message),
+        last_applied_revision: observed.applied_revision.or(previous.last_applied_revision),
+        service_count: Some(i32::try_from(total).unwrap_or(i32::MAX)),
+        ready: Some(format!("{ready}/{total}")),
+        services: observed.services.into_iter().map(|s| s.status).collect(),
+        warnings: observed.warnings,
+        inventory: observed.inventory,
+        last_error: observed.error,
+        last_handled_reconcile_at: observed
+            .handled_request
+            .or(previous.last_handled_reconcile_at),
+    }
+}
+
+fn describe(entry: &InventoryEntry) -> String {
+    format!("{}/{}", entry.kind, entry.name)
+}
+
+/// What a reconcile changed, from the plan and (unless a dry run) what happened.
+pub fn summary(plan: &Plan, report: Option<&ApplyReport>, dry_run: bool) -> PlanSummary {
+    let mut summary = PlanSummary {
+        dry_run,
+        ..PlanSummary::default()
+    };
+    for step in &plan.steps {
+        let outcome = report.and_then(|r| r.outcome(&step.target.kind, &step.target.name));
+        let name = describe(&step.target);
+        match (step.action, outcome) {
+            (_, Some(Outcome::Failed)) => {}
+            (Action::Create, _) => summary.created.push(name),
+            (Action::Update, _) => summary.updated.push(name),
+            (Action::Unchanged, Some(Outcome::Applied | Outcome::Recreated)) => {
+                summary.updated.push(name)
+            }
+            (Action::Unchanged, _) => summary.unchanged += 1,
+            (Action::Delete, None | Some(Outcome::Deleted | Outcome::Planned)) => {
+                summary.pruned.push(name)
+            }
+            (Action::Delete, _) => {}
+        }
+    }
+    summary
+}
+
+/// The status-page view of a stack.
+pub fn view(
+    stack: &Stack,
+    status: &StackStatus,
+    last_sync: Option<DateTime<Utc>>,
+    last_plan: Option<PlanSummary>,
+) -> StackView {
+    let source = stack.spec.source.as_ref();
+    let ready = status
+        .services
+        .iter()
+        .filter(|s| s.ready >= s.desired)
+        .count();
+    StackView {
+        namespace: stack.metadata.namespace.clone().unwrap_or_default(),
+        name: stack.metadata.name.clone().unwrap_or_default(),
+        repository: source.map(|s| s.repository.clone()),
+        path: source.map(|s| s.path.clone()),
+        revision: status
+            .last_applied_revision
+            .clone()
+            .or(source.map(|s| s.revision.clone())),
+        phase: status.phase.unwrap_or_default(),
+        message: status.message.clone(),
+        services_ready: u32::try_from(ready).unwrap_or(u32::MAX),
+        services_total: u32::try_from(status.services.len()).unwrap_or(u32::MAX),
+        services: status.services.clone(),
+        warnings: status.warnings.clone(),
+        last_error: status.last_error.clone(),
+        last_sync,
+        objects: status.inventory.clone(),
+        last_plan,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ServiceStatus, StackSpec};
+    use crate::reconcile::apply::Step;
+
+    fn time(seconds: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap_or_default())
+    }
+
+    fn web(complete: bool) -> ServiceHealth {
+        ServiceHealth {
+            status: ServiceStatus {
+                name: "web".into(),
+                kind: "Deployment".into(),
+                desired: 1,
+                ready: i32::from(complete),
+                updated: 1,
+            },
+            complete,
+            failed: None,
+        }
+    }
+
+    fn observed(error: Option<&str>) -> Observed {
+        Observed {
+            services: vec![web(false)],
+            warnings: vec![],
+            inventory: vec![],
+            error: error.map(str::to_string),
+            applied_revision: Some("abc".into()),
+            handled_request: None,
+        }
+    }
+
+    #[test]
+    fn same_situation_gives_an_equal_status() {
+        let mut stack = Stack::new("shop", StackSpec::default());
+        stack.metadata.generation = Some(3);
+        let first = build(&stack, observed(None), time(10));
+        assert_eq!(first.phase, Some(StackPhase::Progressing));
+        assert_eq!(first.ready.as_deref(), Some("0/1"));
+        assert_eq!(first.observed_generation, Some(3));
+        stack.status = Some(first.clone());
+        assert_eq!(build(&stack, observed(None), time(20)), first);
+    }
+
+    #[test]
+    fn an_error_is_failure_with_its_message() {
+        let stack = Stack::new("shop", StackSpec::default());
+        let status = build(&stack, observed(Some("bad port")), time(10));
+        assert_eq!(status.phase, Some(StackPhase::Failure));
+        assert_eq!(status.message.as_deref(), Some("bad port"));
+        assert_eq!(status.last_error.as_deref(), Some("bad port"));
+        let stalled = status.conditions.iter().find(|c| c.type_ == "Stalled");
+        assert_eq!(stalled.map(|c| c.status.as_str()), Some("True"));
+    }
+
+    #[test]
+    fn dry_run_summary_lists_the_plan() {
+        let entry = |kind: &str, name: &str| InventoryEntry {
+            api_version: "v1".into(),
+            kind: kind.into(),
+            name: name.into(),
+            ..InventoryEntry::default()
+        };
+        let plan = Plan {
+            steps: vec![
+                Step {
+                    target: entry("ConfigMap", "a"),
+                    action: Action::Create,
+                },
+                Step {
+                    target: entry("Service", "b"),
+                    action: Action::Unchanged,
+                },
+                Step {
+                    target: entry("Service", "c"),
+                    action: Action::Delete,
+                },
+            ],
+        };
+        assert_eq!(
+            summary(&plan, None, true),
+            PlanSummary {
+                created: vec!["ConfigMap/a".into()],
+                updated: vec![],
+                pruned: vec!["Service/c".into()],
+                unchanged: 1,
+                dry_run: true,
+            }
+        );
+    }
+}

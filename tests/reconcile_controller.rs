@@ -1,0 +1,589 @@
+//! The Stack controller end to end against the in-process API server: apply,
+//! no-op passes, updates, prune, self-heal via watches, status, controls.
+
+#[path = "fake_api/mod.rs"]
+mod fake_api;
+#[path = "reconcile_support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use axum::http::Method;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use pretty_assertions::assert_eq;
+use serde_json::json;
+use stackd::crd::{Stack, StackPhase};
+use stackd::reconcile::SyncPolicy;
+
+use support::{
+    Harness, desired, object_writes, test_options, web_and_db, with_image, without, write_paths,
+};
+
+const NS: &str = "shop";
+const PRUNE: SyncPolicy = SyncPolicy {
+    prune: true,
+    allow_prune_all: false,
+};
+
+fn image(h: &Harness, kind: &str, name: &str) -> Option<String> {
+    let api_version = "apps/v1";
+    let object = h.object(api_version, kind, NS, name)?;
+    object
+        .pointer("/spec/template/spec/containers/0/image")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+}
+
+async fn deployed(h: &Harness, project: serde_json::Value, revision: &str) {
+    h.sync(vec![desired(NS, "shop", project, revision)], PRUNE)
+        .await
+        .unwrap();
+    let revision = revision.to_string();
+    h.wait_for("the revision to be applied", move |h| {
+        h.status(NS, "shop")
+            .and_then(|s| s.last_applied_revision)
+            .as_deref()
+            == Some(revision.as_str())
+    })
+    .await;
+    h.settle().await;
+}
+
+macro_rules! harness {
+    ($options:expr) => {
+        match Harness::started($options).await {
+            Some(h) => h,
+            None => {
+                eprintln!("real cluster: skipping (needs the request log)");
+                return;
+            }
+        }
+    };
+}
+
+#[tokio::test]
+async fn a_fresh_stack_is_applied_and_progressing() {
+    let h = harness!(test_options());
+    deployed(&h, web_and_db(), "r1").await;
+
+    assert!(h.object("apps/v1", "Deployment", NS, "web").is_some());
+    assert!(h.object("apps/v1", "Deployment", NS, "db").is_some());
+    let status = h.status(NS, "shop").unwrap();
+    assert_eq!(status.phase, Some(StackPhase::Progressing));
+    assert_eq!(status.service_count, Some(2));
+    assert_eq!(status.ready.as_deref(), Some("0/2"));
+    assert_eq!(status.last_error, None);
+    let kinds: Vec<_> = status
+        .inventory
+        .iter()
+        .map(|e| format!("{}/{}", e.kind, e.name))
+        .collect();
+    assert!(kinds.contains(&"Deployment/web".to_string()), "{kinds:?}");
+    assert!(kinds.contains(&"Namespace/shop".to_string()), "{kinds:?}");
+    let conditions: Vec<_> = status
+        .conditions
+        .iter()
+        .map(|c| (c.type_.as_str(), c.status.as_str(), c.observed_generation))
+        .collect();
+    assert_eq!(
+        conditions,
+        [
+            ("Ready", "False", Some(1)),
+            ("Reconciling", "True", Some(1)),
+            ("Stalled", "False", Some(1))
+        ]
+    );
+
+    let view = h.handles.state.stack(NS, "shop").unwrap();
+    assert_eq!(view.phase, StackPhase::Progressing);
+    assert_eq!((view.services_ready, view.services_total), (0, 2));
+    assert_eq!(view.revision.as_deref(), Some("r1"));
+    let plan = view.last_plan.unwrap();
+    assert!(plan.created.contains(&"Deployment/web".to_string()));
+    assert!(!plan.dry_run);
+
+    let metrics = h.handles.metrics.render();
+    assert!(
+        metrics
+            .contains(r#"stackd_stack_info{namespace="shop",phase="Progressing",stack="shop"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"stackd_objects_applied_total{kind="Deployment"} 2"#));
+    let events = h.fake.objects_of("events.k8s.io/v1", "Event");
+    assert!(
+        events.iter().any(|e| e["reason"] == "Applied"),
+        "{events:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_reconcile_with_nothing_changed_makes_zero_writes_and_no_object_reads() {
+    let mut h = harness!(test_options());
+    deployed(&h, web_and_db(), "r1").await;
+
+    // A restarted controller reconciles every Stack from its initial list.
+    h.stop().await;
+    h.fake.clear_requests();
+    let before = h.reconciles(NS, "shop");
+    h.start(test_options());
+    h.wait_for("a reconcile after restart", |h| {
+        h.reconciles(NS, "shop") > before
+    })
+    .await;
+    h.settle().await;
+    assert_eq!(write_paths(&h.fake.writes()), Vec::<String>::new());
+    // Reads are the reflectors' lists and watches only: no per-object GET.
+    let gets: Vec<_> = h
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == Method::GET && !r.watch && r.path.split('/').count() > 6)
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(gets, Vec::<String>::new());
+
+    // Syncing the same Git content again changes nothing either.
+    h.sync(vec![desired(NS, "shop", web_and_db(), "r1")], PRUNE)
+        .await
+        .unwrap();
+    h.settle().await;
+    assert_eq!(write_paths(&h.fake.writes()), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_changed_compose_file_updates_exactly_the_changed_objects() {
+    let h = harness!(test_options());
+    deployed(&h, web_and_db(), "r1").await;
+    h.fake.clear_requests();
+
+    deployed(&h, with_image(web_and_db(), "web", "nginx:1.28"), "r2").await;
+    assert_eq!(
+        image(&h, "Deployment", "web").as_deref(),
+        Some("nginx:1.28")
+    );
+    assert_eq!(
+        object_writes(&h.fake.writes()),
+        ["PATCH /apis/apps/v1/namespaces/shop/deployments/web"]
+    );
+    let view = h.handles.state.stack(NS, "shop").unwrap();
+    let plan = view.last_plan.unwrap();
+    assert_eq!(plan.updated, ["Deployment/web"]);
+    assert!(plan.created.is_empty() && plan.pruned.is_empty());
+}
+
+#[tokio::test]
+async fn a_removed_service_is_pruned() {
+    let h = harness!(test_options());
+    deployed(&h, web_and_db(), "r1").await;
+    deployed(&h, without(web_and_db(), "db"), "r2").await;
+
+    assert!(h.object("apps/v1", "Deployment", NS, "db").is_none());
+    assert!(h.object("apps/v1", "Deployment", NS, "web").is_some());
+    let status = h.status(NS, "shop").unwrap();
+    assert!(!status.inventory.iter().any(|e| e.name == "db"));
+    assert_eq!(status.service_count, Some(1));
+    let plan = h
+        .handles
+        .state
+        .stack(NS, "shop")
+        .unwrap()
+        .last_plan
+        .unwrap();
+    assert!(
+        plan.pruned.contains(&"Deployment/db".to_string()),
+        "{plan:?}"
+    );
+    assert!(
+        h.handles
+            .metrics
+            .render()
+            .contains(r#"stackd_objects_pruned_total{kind="Deployment"} 1"#)
+    );
+}
+
+#[tokio::test]
+async fn a_failed_render_prunes_nothing_and_says_failure() {
+    let h = harness!(test_options());
+    deployed(&h, web_and_db(), "r1").await;
+    h.fake.clear_requests();
+
+    let mut broken = desired(NS, "shop", web_and_db(), "r2");
+    if let Some(web) = broken.project.services.get_mut("web") {
+        web.image = None;
+    }
+    h.sync(vec![broken], PRUNE).await.unwrap();
+    h.wait_for("the Failure status", |h| {
+        h.status(NS, "shop").and_then(|s| s.phase) == Some(StackPhase::Failure)
+    })
+    .await;
+    h.settle().await;
+
+    let status = h.status(NS, "shop").unwrap();
+    let message = status.message.unwrap();
+    assert!(
+        message.contains("service \"web\": image: a service needs an image"),
+        "{message}"
+    );
+    assert_eq!(status.last_applied_revision.as_deref(), Some("r1"));
+    assert!(status.inventory.iter().any(|e| e.name == "web"));
+    assert_eq!(object_writes(&h.fake.writes()), Vec::<String>::new());
+    assert!(h.object("apps/v1", "Deployment", NS, "web").is_some());
+    // Waits for a change: no retries of the same broken input.
+    let count = h.fake.writes().len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.fake.writes().len(), count);
+}
+
+#[tokio::test]
+async fn pruning_every_object_of_a_stack_is_refused_unless_allowed() {
+    let h = harness!(test_options());
+    deployed(&h, web_and_db(), "r1").await;
+    h.fake.clear_requests();
+
+    deployed_expecting_failure(&h, json!({"services": {}})).await;
+    let status = h.status(NS, "shop").unwrap();
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("refusing to prune all"),
+        "{status:?}"
+    );
+    assert_eq!(object_writes(&h.fake.writes()), Vec::<String>::new());
+    assert!(h.object("apps/v1", "Deployment", NS, "web").is_some());
+}
+
+async fn deployed_expecting_failure(h: &Harness, project: serde_json::Value) {
+    h.sync(vec![desired(NS, "shop", project, "r2")], PRUNE)
+        .await
+        .unwrap();
+    h.wait_for("the Failure status", |h| {
+        h.status(NS, "shop").and_then(|s| s.phase) == Some(StackPhase::Failure)
+    })
+    .await;
+    h.settle().await;
+}
+
+#[tokio::test]
+async fn a_deleted_deployment_comes_back_through_the_watch() {
+    let h = harness!(test_options());
+    deployed(&h, web_and_db(), "r1").await;
+
+    let api: Api<Deployment> = Api::namespaced(h.client.clone(), NS);
+    api.delete("web", &DeleteParams::default()).await.unwrap();
+    let started = tokio::time::Instant::now();
+    h.wait_for("the Deployment to be restored", |h| {
+        h.object("apps/v1", "Deployment", NS, "web").is_some()
+    })
+    .await;
+    // The resync is an hour away: only the watch can have done this.
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        h.handles
+            .metrics
+            .render()
+            .contains(r#"stackd_drift_corrected_total{kind="Deployment"} 1"#)
+    );
+}
+
+#[tokio::test]
+async fn a_manually_edited_image_is_reverted_but_replicas_from_an_autoscaler_stay() {
+    let h = harness!(test_options());
+    deployed(&h, web_and_db(), "r1").await;
+
+    let api: Api<Deployment> = Api::namespaced(h.client.clone(), NS);
+    let edit = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {"template": {"spec": {"containers": [{"name": "web", "image": "evil:latest"}]}}},
+    });
+    api.patch(
+        "web",
+        &PatchParams::apply("kubectl").force(),
+        &Patch::Apply(&edit),
+    )
+    .await
+    .unwrap();
+    h.wait_for("the image to be reverted", |h| {
+        image(h, "Deployment", "web").as_deref() == Some("nginx:1.27")
+    })
+    .await;
+    h.settle().await;
+
+    // compose sets no replicas: scaling by someone else is not drift.
+    h.fake.clear_requests();
+    let scale = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "db"}, "spec": {"replicas": 3}});
+    api.patch(
+        "db",
+        &PatchParams::apply("hpa").force(),
+        &Patch::Apply(&scale),
+    )
+    .await
+    .unwrap();
+    h.settle().await;
+    // The only object write is the scaler's own; the status follows the live replicas.
+    assert_eq!(
+        object_writes(&h.fake.writes()),
+        ["PATCH /apis/apps/v1/namespaces/shop/deployments/db"]
+    );
+    let db = h.object("apps/v1", "Deployment", NS, "db").unwrap();
+    assert_eq!(db.pointer("/spec/replicas"), Some(&json!(3)));
+    let status = h.status(NS, "shop").unwrap();
+    let desired: Vec<_> = status
+        .services
+        .iter()
+        .map(|s| (s.name.as_str(), s.desired))
+        .collect();
+    assert_eq!(desired, [("db", 3), ("web", 1)]);
+}
+
+#[tokio::test]
+async fn an_object_annotated_prune_disabled_survives() {
+    let h = harness!(test_options());
+    deployed(&h, web_and_db(), "r1").await;
+    let api: Api<Service> = Api::namespaced(h.client.clone(), NS);
+    let keep = json!({"apiVersion": "v1", "kind": "Service", "metadata": {
+        "name": "db", "annotations": {"stackd.dev/prune": "disabled"}}});
+    // db has no ports: find whichever Service of db exists.
+    let services: Vec<String> = h
+        .fake
+        .objects_of("v1", "Service")
+        .iter()
+        .filter_map(|s| {
+            s.pointer("/metadata/name")
+                .and_then(|n| n.as_str())
+                .map(str::to_string)
+        })
+        .collect();
+    let protected = services
+        .iter()
+        .find(|n| n.starts_with("web"))
+        .unwrap()
+        .clone();
+    let mut keep = keep;
+    keep["metadata"]["name"] = json!(protected);
+    api.patch(&protected, &PatchParams::apply("ops"), &Patch::Apply(&keep))
+        .await
+        .unwrap();
+
+    deployed(&h, without(web_and_db(), "web"), "r2").await;
+    assert!(h.object("apps/v1", "Deployment", NS, "web").is_none());
+    assert!(h.object("v1", "Service", NS, &protected).is_some());
+}
+
+#[tokio::test]
+async fn adding_a_volume_turns_the_deployment_into_a_statefulset() {
+    let h = harness!(test_options());
+    deployed(&h, web_and_db(), "r1").await;
+    let mut with_volume = web_and_db();
+    with_volume["services"]["db"]["volumes"] =
+        json!([{"type": "volume", "source": "data", "target": "/var/lib/postgresql/data"}]);
+    with_volume["volumes"] = json!({"data": {}});
+    deployed(&h, with_volume, "r2").await;
+    assert!(h.object("apps/v1", "StatefulSet", NS, "db").is_some());
+    assert!(h.object("apps/v1", "Deployment", NS, "db").is_none());
+    let status = h.status(NS, "shop").unwrap();
+    let db = status.services.iter().find(|s| s.name == "db").unwrap();
+    assert_eq!(db.kind, "StatefulSet");
+}
+
+#[tokio::test]
+async fn suspend_stops_reconciling() {
+    let h = harness!(test_options());
+    deployed(&h, web_and_db(), "r1").await;
+    let stacks: Api<Stack> = Api::namespaced(h.client.clone(), NS);
+    let suspend = json!({"metadata": {"annotations": {"stackd.dev/suspend": "true"}}});
+    stacks
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&suspend))
+        .await
+        .unwrap();
+    h.settle().await;
+    h.fake.clear_requests();
+
+    h.sync(
+        vec![desired(
+            NS,
+            "shop",
+            with_image(web_and_db(), "web", "nginx:1.28"),
+            "r2",
+        )],
+        PRUNE,
+    )
+    .await
+    .unwrap();
+    let api: Api<Deployment> = Api::namespaced(h.client.clone(), NS);
+    api.delete("db", &DeleteParams::default()).await.unwrap();
+    h.settle().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        object_writes(&h.fake.writes()),
+        ["DELETE /apis/apps/v1/namespaces/shop/deployments/db"]
+    );
+    assert_eq!(
+        image(&h, "Deployment", "web").as_deref(),
+        Some("nginx:1.27")
+    );
+    assert!(h.object("apps/v1", "Deployment", NS, "db").is_none());
+
+    let resume = json!({"metadata": {"annotations": {"stackd.dev/suspend": null}}});
+    stacks
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&resume))
+        .await
+        .unwrap();
+    h.wait_for("the update after resuming", |h| {
+        image(h, "Deployment", "web").as_deref() == Some("nginx:1.28")
+            && h.object("apps/v1", "Deployment", NS, "db").is_some()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn transient_500s_and_429s_are_retried_until_they_succeed() {
+    let h = harness!(test_options());
+    h.fake.fail(Method::PATCH, "/deployments/web", 500, 2);
+    h.fake.throttle(
+        Method::PATCH,
+        "/deployments/db",
+        Duration::from_millis(10),
+        2,
+    );
+    h.fake.fail(Method::PATCH, "/status", 503, 1);
+    deployed(&h, web_and_db(), "r1").await;
+
+    assert!(h.object("apps/v1", "Deployment", NS, "web").is_some());
+    assert!(h.object("apps/v1", "Deployment", NS, "db").is_some());
+    let status = h.status(NS, "shop").unwrap();
+    assert_eq!(status.phase, Some(StackPhase::Progressing));
+    assert_eq!(status.last_error, None);
+    let failed: Vec<_> = h
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.status >= 429)
+        .map(|r| (r.status, r.path))
+        .collect();
+    assert!(failed.len() >= 4, "{failed:?}");
+    let metrics = h.handles.metrics.render();
+    assert!(
+        metrics.contains(r#"stackd_reconcile_total{namespace="shop",result="apply",stack="shop"}"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn dry_run_writes_nothing_and_reports_the_plan() {
+    let h = harness!(stackd::reconcile::ControllerOptions {
+        dry_run: true,
+        ..test_options()
+    });
+    h.sync(vec![desired(NS, "shop", web_and_db(), "r1")], PRUNE)
+        .await
+        .unwrap();
+    let sync_writes = h.fake.writes().len();
+    h.wait_for("the dry-run plan", |h| {
+        h.handles
+            .state
+            .stack(NS, "shop")
+            .and_then(|v| v.last_plan)
+            .is_some()
+    })
+    .await;
+    h.settle().await;
+    assert_eq!(
+        h.fake.writes().len(),
+        sync_writes,
+        "{:?}",
+        write_paths(&h.fake.writes())
+    );
+    assert!(h.object("apps/v1", "Deployment", NS, "web").is_none());
+    let plan = h
+        .handles
+        .state
+        .stack(NS, "shop")
+        .unwrap()
+        .last_plan
+        .unwrap();
+    assert!(plan.dry_run);
+    assert!(
+        plan.created.contains(&"Deployment/web".to_string()),
+        "{plan:?}"
+    );
+    assert!(
+        plan.created.contains(&"Namespace/shop".to_string()),
+        "{plan:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_reconcile_request_applies_everything_once() {
+    let h = harness!(test_options());
+    deployed(&h, web_and_db(), "r1").await;
+    let objects = h.status(NS, "shop").unwrap().inventory.len();
+    h.fake.clear_requests();
+
+    let stacks: Api<Stack> = Api::namespaced(h.client.clone(), NS);
+    let request = json!({"metadata": {"annotations": {"stackd.dev/reconcile-requested-at": "2026-11-22T05:00:00Z"}}});
+    stacks
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&request))
+        .await
+        .unwrap();
+    h.wait_for("the request to be handled", |h| {
+        h.status(NS, "shop")
+            .and_then(|s| s.last_handled_reconcile_at)
+            .as_deref()
+            == Some("2026-11-22T05:00:00Z")
+    })
+    .await;
+    h.settle().await;
+    let writes = object_writes(&h.fake.writes());
+    assert_eq!(writes.len(), objects, "{writes:?}");
+}
+
+#[tokio::test]
+async fn a_deleted_stack_leaves_the_status_page_and_the_metrics() {
+    let h = harness!(test_options());
+    deployed(&h, web_and_db(), "r1").await;
+    assert!(h.handles.state.stack(NS, "shop").is_some());
+    let stacks: Api<Stack> = Api::namespaced(h.client.clone(), NS);
+    stacks
+        .delete("shop", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.wait_for("the view to go", |h| {
+        h.handles.state.stack(NS, "shop").is_none()
+    })
+    .await;
+    let metrics = h.handles.metrics.render();
+    assert!(!metrics.contains(r#"stack="shop""#), "{metrics}");
+    // Owned objects go with their owner (garbage collection).
+    h.wait_for("the Deployment to be collected", |h| {
+        h.object("apps/v1", "Deployment", NS, "web").is_none()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_restored_deployment_is_reported_as_an_event() {
+    let h = harness!(test_options());
+    deployed(&h, web_and_db(), "r1").await;
+    let api: Api<Deployment> = Api::namespaced(h.client.clone(), NS);
+    api.delete("db", &DeleteParams::default()).await.unwrap();
+    h.wait_for("the Deployment to be restored", |h| {
+        h.object("apps/v1", "Deployment", NS, "db").is_some()
+    })
+    .await;
+    h.settle().await;
+    let applied = h
+        .fake
+        .objects_of("events.k8s.io/v1", "Event")
+        .into_iter()
+        .filter(|e| e["reason"] == "Applied")
+        .collect::<Vec<_>>();
+    // The recorder folds repeats of one reason into a series.
+    assert_eq!(applied.len(), 1, "{applied:#?}");
+    assert_eq!(applied[0]["series"]["count"], 2, "{applied:#?}");
+}

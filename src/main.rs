@@ -101,6 +101,15 @@ struct RunArgs {
     /// Serve /metrics on this address instead of --listen.
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Write only while holding a Lease, so that several replicas can run.
+    #[arg(long)]
+    leader_election: bool,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "stackd-system")]
+    lease_namespace: String,
+    /// This replica's name in the Lease.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -206,8 +215,20 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
             PathBuf::from(stackd::git::settings::DEFAULT_DATA_DIR)
         }
     });
+    let leader_election = args
+        .leader_election
+        .then(|| stackd::daemon::LeaderSettings {
+            namespace: args.lease_namespace.clone(),
+            lease_name: "stackd-leader".to_string(),
+            identity: args
+                .identity
+                .clone()
+                .unwrap_or_else(|| format!("stackd-{}", std::process::id())),
+        });
     let options = stackd::daemon::RunOptions {
         config,
+        config_file: args.config.clone(),
+        leader_election,
         data_dir,
         listen: args.listen,
         metrics_listen: args.metrics_listen,

@@ -7,6 +7,7 @@
 //! cluster is reachable.
 
 pub mod dry_run;
+pub mod live;
 pub mod stacks;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,25 +24,41 @@ use tracing::{info, warn};
 use crate::config::{Config, RepositoryPolicy};
 use crate::crd::StackPhase;
 use crate::git::source::{
-    PollResult, RepositoryState, RepositoryUpdate, Source, SourceEvent, SourceOptions,
+    PollResult, RepositoryState, RepositoryUpdate, Source, SourceEvent, SourceHandle, SourceOptions,
 };
-use crate::http::{AppState, metrics_router, router, serve};
+use crate::http::{AppState, SourceControl, metrics_router, router, serve};
 use crate::metrics::Metrics;
+use crate::reconcile::leader::{LeaderElection, LeaseTiming};
+use crate::reconcile::{ControllerHandles, ControllerOptions, SecretStore};
 use crate::render::{self, RenderOptions};
 use crate::state::{RepositoryView, SharedState, StackView};
+use kube::Client;
 
 use self::dry_run::{DryRunCluster, planned_view};
+use self::live::GitSync;
 use self::stacks::load_stacks;
 
 /// How to run.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
     pub config: Config,
+    /// The file `config` came from; watched and reloaded when it changes.
+    pub config_file: Option<PathBuf>,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     /// A separate listener for `/metrics`; `None` serves it on `listen`.
     pub metrics_listen: Option<SocketAddr>,
     pub dry_run: bool,
+    /// Run the writing loops only while holding this Lease.
+    pub leader_election: Option<LeaderSettings>,
+}
+
+/// Where the leader-election Lease lives and who this replica is.
+#[derive(Clone, Debug)]
+pub struct LeaderSettings {
+    pub namespace: String,
+    pub lease_name: String,
+    pub identity: String,
 }
 
 /// Why the daemon could not run.
@@ -59,9 +76,9 @@ pub enum DaemonError {
     #[error("HTTP server: {0}")]
     Serve(String),
     #[error(
-        "writing to a cluster needs the reconciler, which this build of stackd does not include yet; run with --dry-run to render and plan without writing"
+        "no Kubernetes cluster is reachable ({0}); run with --dry-run to follow the repositories, render and plan without a cluster"
     )]
-    LiveModeUnavailable,
+    NoCluster(String),
 }
 
 impl DaemonError {
@@ -72,33 +89,84 @@ impl DaemonError {
             DaemonError::ApiToken { .. } => "api_token",
             DaemonError::Source(_) => "source",
             DaemonError::Serve(_) => "serve",
-            DaemonError::LiveModeUnavailable => "live_mode_unavailable",
+            DaemonError::NoCluster(_) => "no_cluster",
+        }
+    }
+}
+
+/// The running Git source, replaced when the configuration changes; HTTP
+/// handlers always reach the current one.
+#[derive(Clone)]
+struct CurrentSource(Arc<std::sync::RwLock<SourceHandle>>);
+
+impl CurrentSource {
+    fn get(&self) -> SourceHandle {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn replace(&self, handle: SourceHandle) -> SourceHandle {
+        std::mem::replace(
+            &mut *self.0.write().unwrap_or_else(|e| e.into_inner()),
+            handle,
+        )
+    }
+}
+
+impl SourceControl for CurrentSource {
+    fn trigger(&self, repository: &str) -> bool {
+        SourceControl::trigger(&self.get(), repository)
+    }
+
+    fn webhook(
+        &self,
+        provider: &str,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> (http::StatusCode, &'static str) {
+        SourceControl::webhook(&self.get(), provider, headers, body)
+    }
+}
+
+/// What turns a new commit into work: a plan only, or Stacks for the controller.
+enum Reconciler {
+    DryRun(DryRunReconciler),
+    Live {
+        sync: Arc<GitSync>,
+        state: SharedState,
+    },
+}
+
+impl Reconciler {
+    fn apply_update(&mut self, update: &RepositoryUpdate, policy: &RepositoryPolicy) {
+        match self {
+            Reconciler::DryRun(reconciler) => reconciler.apply_update(update, policy),
+            Reconciler::Live { sync, state } => {
+                info!(repository = %update.repository, commit = %update.commit, stacks = update.stacks.len(), "new commit");
+                sync.offer(update, policy, state);
+            }
         }
     }
 }
 
 /// Runs until `shutdown` resolves, then stops accepting requests, finishes
-/// in-flight work and stops the source.
+/// in-flight work, stops the source and releases the lease.
 pub async fn run(
     options: RunOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
-    if !options.dry_run {
-        return Err(DaemonError::LiveModeUnavailable);
-    }
+    let client = if options.dry_run {
+        None
+    } else {
+        Some(connect().await?)
+    };
     let state = SharedState::new();
     let metrics = Metrics::new();
-    let config = &options.config;
-    let settings = config
-        .repositories
-        .iter()
-        .map(|r| r.source.clone())
-        .collect();
-    let (handle, mut events) = Source::spawn(settings, &options.data_dir, SourceOptions::default())
-        .map_err(|e| DaemonError::Source(e.to_string()))?;
+    let mut config = options.config.clone();
+    let (handle, mut events) = spawn_source(&config, &options.data_dir)?;
+    let current = CurrentSource(Arc::new(std::sync::RwLock::new(handle)));
 
     let mut app = AppState::new(state.clone(), metrics.clone());
-    app.source = Some(Arc::new(handle.clone()));
+    app.source = Some(Arc::new(current.clone()));
     if let Some(file) = &config.settings.api_token_file {
         let token = std::fs::read_to_string(file).map_err(|e| DaemonError::ApiToken {
             file: file.clone(),
@@ -111,7 +179,7 @@ pub async fn run(
     let stop = CancellationToken::new();
     let mut servers = Vec::new();
     let listener = bind(options.listen).await?;
-    info!(address = %options.listen, "serving the status page, API and webhooks");
+    info!(address = %options.listen, dry_run = options.dry_run, "serving the status page, API and webhooks");
     servers.push(tokio::spawn(serve(
         listener,
         router(app.clone(), options.metrics_listen.is_none()),
@@ -132,21 +200,79 @@ pub async fn run(
         shutdown_signal.cancel();
     });
 
-    let policies: BTreeMap<String, RepositoryPolicy> = config
-        .repositories
-        .iter()
-        .map(|r| (r.source.name.clone(), r.policy.clone()))
-        .collect();
-    let render_options = RenderOptions {
-        allow_host_path: config.settings.allow_host_path,
-        published_service_type: config.settings.published_service_type.into(),
+    let render_options = render_options(&config);
+    let mut workers = Vec::new();
+    let mut reconciler = match client {
+        None => Reconciler::DryRun(DryRunReconciler {
+            state: state.clone(),
+            metrics: metrics.clone(),
+            cluster: DryRunCluster::default(),
+            render_options,
+            stacks_of: BTreeMap::new(),
+        }),
+        Some(client) => {
+            let sync = Arc::new(GitSync::default());
+            let handles = ControllerHandles {
+                secrets: SecretStore::new(),
+                state: state.clone(),
+                metrics: metrics.clone(),
+            };
+            let controller_options = ControllerOptions {
+                render: render_options,
+                identity: options
+                    .leader_election
+                    .as_ref()
+                    .map(|l| l.identity.clone())
+                    .unwrap_or_else(|| "stackd".to_string()),
+                ..ControllerOptions::default()
+            };
+            let work = {
+                let (client, sync) = (client.clone(), sync.clone());
+                move |leading: CancellationToken| {
+                    let (client, sync, handles, controller_options) = (
+                        client.clone(),
+                        sync.clone(),
+                        handles.clone(),
+                        controller_options.clone(),
+                    );
+                    async move {
+                        let git = {
+                            let (client, secrets, leading) =
+                                (client.clone(), handles.secrets.clone(), leading.clone());
+                            tokio::spawn(async move { sync.run(client, secrets, leading).await })
+                        };
+                        crate::reconcile::run(client, controller_options, handles, leading).await;
+                        let _ = git.await;
+                    }
+                }
+            };
+            let stop = stop.clone();
+            workers.push(match &options.leader_election {
+                Some(leader) => {
+                    let election = LeaderElection::new(
+                        client.clone(),
+                        &leader.namespace,
+                        &leader.lease_name,
+                        &leader.identity,
+                        LeaseTiming::default(),
+                    );
+                    tokio::spawn(async move { election.lead(stop, work).await })
+                }
+                None => {
+                    let work = work;
+                    tokio::spawn(work(stop))
+                }
+            });
+            Reconciler::Live {
+                sync,
+                state: state.clone(),
+            }
+        }
     };
-    let mut reconciler = DryRunReconciler {
-        state: state.clone(),
-        metrics: metrics.clone(),
-        cluster: DryRunCluster::default(),
-        render_options,
-        stacks_of: BTreeMap::new(),
+
+    let mut reloads = match &options.config_file {
+        Some(file) => watch_config(file),
+        None => None,
     };
     let mut polls_seen: BTreeMap<String, u64> = BTreeMap::new();
     let mut publish = tokio::time::interval(Duration::from_millis(500));
@@ -155,16 +281,46 @@ pub async fn run(
             _ = stop.cancelled() => break,
             event = events.recv() => match event {
                 Some(SourceEvent::Updated(update)) => {
-                    let policy = policies.get(&update.repository).cloned().unwrap_or_else(default_policy);
+                    let policy = policy_of(&config, &update.repository);
                     reconciler.apply_update(&update, &policy);
                 }
                 Some(SourceEvent::Failed { repository, error, .. }) => {
                     warn!(%repository, error = %error, "poll failed; the last good commit stays in effect");
                 }
-                None => break,
+                // The source was replaced by a reload; the new receiver is in `events` already.
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
             },
+            Some(()) = next_reload(&mut reloads) => {
+                let Some(file) = &options.config_file else { continue };
+                match Config::load(file) {
+                    Err(error) => {
+                        warn!(%error, "configuration not reloaded; the previous one stays in force");
+                        state.set_config_error(Some(error.to_string()));
+                    }
+                    Ok(new) if new == config => state.set_config_error(None),
+                    Ok(new) => {
+                        let (handle, receiver) = match spawn_source(&new, &options.data_dir) {
+                            Ok(started) => started,
+                            Err(error) => {
+                                state.set_config_error(Some(error.to_string()));
+                                continue;
+                            }
+                        };
+                        current.replace(handle).shutdown();
+                        events = receiver;
+                        let names: BTreeSet<String> = new.repositories.iter().map(|r| r.source.name.clone()).collect();
+                        state.retain_repositories(&names);
+                        if let Reconciler::Live { sync, .. } = &reconciler {
+                            sync.retain(&names);
+                        }
+                        info!(repositories = names.len(), "configuration reloaded");
+                        state.set_config_error(None);
+                        config = new;
+                    }
+                }
+            }
             _ = publish.tick() => {
-                let states = handle.states();
+                let states = current.get().states();
                 for repository in &states {
                     publish_repository(&state, &metrics, repository, &mut polls_seen);
                 }
@@ -174,7 +330,10 @@ pub async fn run(
     }
     info!("shutting down");
     readiness.set(false);
-    handle.shutdown();
+    current.get().shutdown();
+    for worker in workers {
+        let _ = worker.await;
+    }
     for server in servers {
         match server.await {
             Ok(Ok(())) => {}
@@ -183,6 +342,91 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// A client for the cluster kube finds (KUBECONFIG, ~/.kube/config or in-cluster),
+/// checked by asking for the server's version.
+async fn connect() -> Result<Client, DaemonError> {
+    let client = Client::try_default()
+        .await
+        .map_err(|e| DaemonError::NoCluster(e.to_string()))?;
+    client
+        .apiserver_version()
+        .await
+        .map_err(|e| DaemonError::NoCluster(e.to_string()))?;
+    Ok(client)
+}
+
+fn spawn_source(
+    config: &Config,
+    data_dir: &std::path::Path,
+) -> Result<(SourceHandle, tokio::sync::mpsc::Receiver<SourceEvent>), DaemonError> {
+    let settings = config
+        .repositories
+        .iter()
+        .map(|r| r.source.clone())
+        .collect();
+    Source::spawn(settings, data_dir, SourceOptions::default())
+        .map_err(|e| DaemonError::Source(e.to_string()))
+}
+
+fn render_options(config: &Config) -> RenderOptions {
+    RenderOptions {
+        allow_host_path: config.settings.allow_host_path,
+        published_service_type: config.settings.published_service_type.into(),
+    }
+}
+
+fn policy_of(config: &Config, repository: &str) -> RepositoryPolicy {
+    config
+        .repositories
+        .iter()
+        .find(|r| r.source.name == repository)
+        .map(|r| r.policy.clone())
+        .unwrap_or_else(default_policy)
+}
+
+/// Watches the configuration file's directory: a mounted ConfigMap changes by
+/// swapping a symlink, which a watch on the file itself would miss.
+fn watch_config(
+    file: &std::path::Path,
+) -> Option<(notify::RecommendedWatcher, tokio::sync::mpsc::Receiver<()>)> {
+    use notify::Watcher;
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            // A full channel already means "reload pending".
+            let _ = sender.try_send(());
+        }
+    })
+    .map_err(|e| warn!(error = %e, "cannot watch the configuration file; it will not be reloaded"))
+    .ok()?;
+    let directory = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    watcher
+        .watch(directory, notify::RecursiveMode::NonRecursive)
+        .map_err(
+            |e| warn!(error = %e, "cannot watch the configuration file; it will not be reloaded"),
+        )
+        .ok()?;
+    Some((watcher, receiver))
+}
+
+/// The next reload request, after bursts of file events settle.
+async fn next_reload(
+    reloads: &mut Option<(notify::RecommendedWatcher, tokio::sync::mpsc::Receiver<()>)>,
+) -> Option<()> {
+    match reloads {
+        Some((_, receiver)) => {
+            receiver.recv().await?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            while receiver.try_recv().is_ok() {}
+            Some(())
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener, DaemonError> {

@@ -1,0 +1,158 @@
+//! Live mode: Git commits become `Stack` objects, and the Stack controller turns
+//! them into workloads. Only the leader writes: every replica keeps the latest
+//! desired stacks of each repository, and whoever leads applies them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::Client;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::RepositoryPolicy;
+use crate::crd::StackPhase;
+use crate::git::source::RepositoryUpdate;
+use crate::reconcile::{DesiredStack, SecretStore, SyncPolicy, sync_repository};
+use crate::state::{SharedState, StackView};
+
+use super::stacks::load_stacks;
+
+/// How long to wait before retrying a repository whose sync failed.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// The latest desired stacks per repository, and which still need applying.
+#[derive(Default)]
+pub struct GitSync {
+    inner: Mutex<Pending>,
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct Pending {
+    latest: BTreeMap<String, (Vec<DesiredStack>, SyncPolicy)>,
+    dirty: BTreeSet<String>,
+}
+
+impl GitSync {
+    /// Loads a new commit's stacks and queues them. A stack that fails to load is
+    /// shown as failed and keeps its current Stack: with any failure, this sync
+    /// prunes nothing, so a broken stack never looks like a deleted one.
+    pub fn offer(&self, update: &RepositoryUpdate, policy: &RepositoryPolicy, state: &SharedState) {
+        let mut desired = Vec::new();
+        let mut failed = false;
+        for stack in load_stacks(update, policy) {
+            if stack.suspended {
+                continue;
+            }
+            match stack.result {
+                Ok((project, secrets)) => desired.push(DesiredStack {
+                    name: stack.name,
+                    namespace: stack.namespace,
+                    project,
+                    secrets,
+                    source: stack.source,
+                }),
+                Err(error) => {
+                    failed = true;
+                    warn!(stack = %stack.name, error = %error, "stack does not load; its Stack is left as it is");
+                    let base = state
+                        .stack(&stack.namespace, &stack.name)
+                        .unwrap_or_default();
+                    state.put_stack(StackView {
+                        namespace: stack.namespace.clone(),
+                        name: stack.name.clone(),
+                        repository: Some(update.repository.clone()),
+                        path: Some(stack.source.path.clone()),
+                        phase: StackPhase::Failure,
+                        message: Some(format!(
+                            "commit {} does not load; the last applied objects stay",
+                            short(&update.commit)
+                        )),
+                        last_error: Some(error.to_string()),
+                        ..base
+                    });
+                }
+            }
+        }
+        let sync_policy = SyncPolicy {
+            prune: policy.prune && !failed,
+            allow_prune_all: policy.allow_empty,
+        };
+        let mut pending = self.lock();
+        pending
+            .latest
+            .insert(update.repository.clone(), (desired, sync_policy));
+        pending.dirty.insert(update.repository.clone());
+        drop(pending);
+        self.changed.notify_one();
+    }
+
+    /// Forgets repositories that are no longer configured.
+    pub fn retain(&self, repositories: &BTreeSet<String>) {
+        let mut pending = self.lock();
+        pending.latest.retain(|name, _| repositories.contains(name));
+        pending.dirty.retain(|name| repositories.contains(name));
+    }
+
+    /// Applies queued repositories while `leading` is not cancelled. On taking
+    /// the lead everything is applied once: a previous leader may have died first.
+    pub async fn run(&self, client: Client, secrets: SecretStore, leading: CancellationToken) {
+        {
+            let mut pending = self.lock();
+            let all: BTreeSet<String> = pending.latest.keys().cloned().collect();
+            pending.dirty = all;
+        }
+        loop {
+            let batch: Vec<(String, Vec<DesiredStack>, SyncPolicy)> = {
+                let mut pending = self.lock();
+                let dirty = std::mem::take(&mut pending.dirty);
+                dirty
+                    .into_iter()
+                    .filter_map(|name| {
+                        let (stacks, policy) = pending.latest.get(&name)?.clone();
+                        Some((name, stacks, policy))
+                    })
+                    .collect()
+            };
+            let mut retry = false;
+            for (repository, stacks, policy) in batch {
+                if leading.is_cancelled() {
+                    return;
+                }
+                match sync_repository(&client, &secrets, &repository, stacks, policy).await {
+                    Ok(report) => info!(
+                        %repository,
+                        applied = report.applied.len(),
+                        unchanged = report.unchanged.len(),
+                        "stacks synced from Git"
+                    ),
+                    Err(error) => {
+                        warn!(%repository, %error, "syncing stacks from Git failed; retrying");
+                        self.lock().dirty.insert(repository);
+                        retry = true;
+                    }
+                }
+            }
+            let wait = if retry {
+                RETRY_AFTER
+            } else {
+                Duration::from_secs(3600)
+            };
+            tokio::select! {
+                _ = leading.cancelled() => return,
+                _ = self.changed.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(8)]
+}

@@ -1,0 +1,189 @@
+//! The real `stackd run` binary against a Git repository over smart HTTP, the
+//! in-process API server (reached through a kubeconfig, as kube finds a real
+//! cluster) and a configuration file: a commit becomes a Stack and its objects,
+//! a configuration edit is reloaded, an invalid edit is refused and shown, and
+//! SIGTERM ends the process cleanly.
+
+#[path = "fake_api/mod.rs"]
+mod fake_api;
+#[path = "git_support/mod.rs"]
+mod git_support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fake_api::FakeApiServer;
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+    }
+}
+
+async fn eventually<T>(what: &str, seconds: u64, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn config(url: &str, replicas_var: &str) -> String {
+    format!(
+        "repositories:\n  - name: apps\n    url: {url}\n    ref: main\n    paths: [\"stacks/*\"]\n    interval: 1h\n    variables:\n      REPLICAS: \"{replicas_var}\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_become_objects_and_the_configuration_reloads() {
+    let (api, _client) = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = git_support::Upstream::new(dir.path(), "apps");
+    upstream.write(
+        "stacks/web/compose.yaml",
+        "services:\n  web:\n    image: nginx:1.27\n    deploy:\n      replicas: ${REPLICAS}\n",
+    );
+    upstream.commit("web");
+    let git = git_support::HttpServer::start(dir.path(), None).await;
+
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\ncurrent-context: fake\nusers: [{{name: fake, user: {{}}}}]\n",
+            api.url()
+        ),
+    )
+    .unwrap();
+    let config_dir = dir.path().join("config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let config_file = config_dir.join("stackd.yaml");
+    std::fs::write(&config_file, config(&git.url("apps"), "2")).unwrap();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_stackd"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config_file)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("POD_NAMESPACE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut daemon = Daemon(child);
+
+    // The commit becomes a Stack, and the Stack becomes a Deployment.
+    let deployment = eventually("the Deployment", 60, || {
+        api.object("apps/v1", "Deployment", "web", "web")
+    })
+    .await;
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.27"
+    );
+    let stack = api
+        .object("stackd.dev/v1alpha1", "Stack", "web", "web")
+        .expect("the Stack");
+    assert_eq!(stack["spec"]["source"]["revision"], upstream.head());
+
+    // The status page shows it.
+    let client = reqwest::Client::new();
+    let page = client
+        .get(&base)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(">web/web</a>"), "{page}");
+
+    // A new commit, triggered through the API's webhook-free path: a sync poll.
+    upstream.write(
+        "stacks/web/compose.yaml",
+        "services:\n  web:\n    image: nginx:1.28\n    deploy:\n      replicas: ${REPLICAS}\n",
+    );
+    upstream.commit("bump");
+    // Reloading the configuration with a new variable restarts the source, which polls at once.
+    std::fs::write(&config_file, config(&git.url("apps"), "3")).unwrap();
+    eventually("the new image and replicas", 60, || {
+        let d = api.object("apps/v1", "Deployment", "web", "web")?;
+        (d["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.28"
+            && d["spec"]["replicas"] == 3)
+            .then_some(())
+    })
+    .await;
+
+    // An invalid edit is refused: the previous configuration stays, and the page says why.
+    std::fs::write(
+        &config_file,
+        "repositories:\n  - name: apps\n    url: x\n    interval: soon\n",
+    )
+    .unwrap();
+    let error = eventually("the refused configuration", 30, || {
+        let body: serde_json::Value = get_json(&format!("{base}/api/v1/repositories"))?;
+        body["configError"].as_str().map(str::to_string)
+    })
+    .await;
+    assert!(error.contains("repositories[0].interval"), "{error}");
+    let repositories: serde_json::Value = client
+        .get(format!("{base}/api/v1/repositories"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(repositories["repositories"][0]["url"], git.url("apps"));
+
+    let pid = daemon.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "stackd did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+}
+
+/// A plain synchronous GET, for use inside `eventually`'s closure.
+fn get_json(url: &str) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let (host, path) = url.strip_prefix("http://")?.split_once('/')?;
+    let mut stream = std::net::TcpStream::connect(host).ok()?;
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    serde_json::from_str(response.split_once("\r\n\r\n")?.1).ok()
+}

@@ -25,6 +25,10 @@ enum Command {
     ///
     /// Prints every object as multi-document YAML on stdout and warnings on stderr.
     Render(RenderArgs),
+    /// Show what applying a stack would change in the live cluster, like `kubectl diff`.
+    ///
+    /// Exits 0 when nothing would change, 1 when something would, 2 on error.
+    Diff(RenderArgs),
     /// Follow Git repositories and keep their stacks deployed.
     ///
     /// `stackd run --dry-run --repo ./examples/repo` tries it out with no cluster:
@@ -136,6 +140,15 @@ enum ServiceType {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Diff(args) = cli.command {
+        return match diff(args) {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Command::Run(args) = &cli.command {
         init_logging(args.log_format);
         // libgit2's network timeouts are process globals: set them before any
@@ -165,6 +178,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Render(args) => render(args),
         Command::Run(args) => run_daemon(args),
+        Command::Diff(_) => unreachable!("handled in main for its exit codes"),
         Command::CheckConfig { config } => {
             let config = stackd::config::Config::load(&config)?;
             for repository in &config.repositories {
@@ -317,7 +331,59 @@ fn one_repository_config(
     )?)
 }
 
+fn diff(args: RenderArgs) -> anyhow::Result<ExitCode> {
+    let rendered = render_local(&local_request(args)?)?;
+    // The first object is the stack's Namespace, labelled with the stack's name.
+    let namespace = rendered
+        .objects
+        .iter()
+        .find(|o| o.kind() == "Namespace")
+        .context("the rendered stack has no Namespace")?;
+    let stack = namespace
+        .metadata()
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(stackd::crd::STACK_LABEL))
+        .cloned()
+        .unwrap_or_default();
+    let namespace = namespace.name().to_string();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let changes = runtime.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .context("no Kubernetes cluster is reachable (stackd diff compares with a live cluster; `stackd render` works offline)")?;
+        anyhow::Ok(stackd::diff::diff(&client, &stack, &namespace, &rendered).await?)
+    })?;
+    let mut changed = 0;
+    for change in &changes {
+        println!("{change}");
+        if change.change != stackd::diff::Change::Unchanged {
+            changed += 1;
+        }
+    }
+    println!("{changed} of {} objects would change", changes.len());
+    Ok(if changed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 fn render(args: RenderArgs) -> anyhow::Result<()> {
+    let output = args.output;
+    let rendered = render_local(&local_request(args)?)?;
+    for warning in &rendered.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let text = match output {
+        Format::Yaml => rendered.to_yaml(),
+        Format::Json => rendered.to_json_list(),
+    };
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn local_request(args: RenderArgs) -> anyhow::Result<LocalRender> {
     let mut variables = BTreeMap::new();
     for pair in &args.variables {
         let (key, value) = pair
@@ -343,14 +409,5 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
             },
         },
     };
-    let rendered = render_local(&request)?;
-    for warning in &rendered.warnings {
-        eprintln!("warning: {warning}");
-    }
-    let text = match args.output {
-        Format::Yaml => rendered.to_yaml(),
-        Format::Json => rendered.to_json_list(),
-    };
-    std::io::stdout().write_all(text.as_bytes())?;
-    Ok(())
+    Ok(request)
 }

@@ -256,7 +256,8 @@ fn sort_deletions(plan: &mut Plan) {
     plan.steps.extend(deletions);
 }
 
-fn api_for(client: &Client, entry: &InventoryEntry) -> Api<DynamicObject> {
+/// A dynamic API for the object `entry` names.
+pub fn api_for(client: &Client, entry: &InventoryEntry) -> Api<DynamicObject> {
     let (group, version) = entry
         .api_version
         .rsplit_once('/')

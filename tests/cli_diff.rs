@@ -1,0 +1,90 @@
+//! `stackd diff` against the API server (reached through a kubeconfig): creates,
+//! no changes, an update naming the field, a prune, and `kubectl diff` exit codes.
+
+mod common;
+#[path = "fake_api/mod.rs"]
+mod fake_api;
+
+use std::process::Command;
+
+use fake_api::FakeApiServer;
+
+fn diff(kubeconfig: &std::path::Path) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_stackd"))
+        .args(["diff", "examples/repo/shop"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        stdout + &String::from_utf8_lossy(&output.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_reports_creates_updates_and_deletes_with_kubectl_exit_codes() {
+    let (api, client) = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\ncurrent-context: fake\nusers: [{{name: fake, user: {{}}}}]\n",
+            api.url()
+        ),
+    )
+    .unwrap();
+
+    let (code, text) = tokio::task::spawn_blocking({
+        let kubeconfig = kubeconfig.clone();
+        move || diff(&kubeconfig)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("+ create Deployment shop/app"), "{text}");
+    assert!(text.contains("+ create Namespace shop"), "{text}");
+    assert!(text.contains("9 of 9 objects would change"), "{text}");
+
+    // The cluster now holds exactly what stackd renders.
+    let rendered = common::render_example(&common::repo_dir().join("examples/repo/shop")).unwrap();
+    for object in &rendered.objects {
+        api.seed(&object.to_json());
+    }
+    let (code, text) = tokio::task::spawn_blocking({
+        let kubeconfig = kubeconfig.clone();
+        move || diff(&kubeconfig)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("0 of 9 objects would change"), "{text}");
+
+    // Someone edits the image by hand, and an old labelled Service is left over.
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(client, "shop");
+    let mut app = deployments.get("app").await.unwrap();
+    let pod = app.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+    pod.containers[0].image = Some("traefik/whoami:edited".into());
+    deployments
+        .replace("app", &kube::api::PostParams::default(), &app)
+        .await
+        .unwrap();
+    api.seed(&serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "old", "namespace": "shop", "labels": {"stackd.dev/stack": "shop"}},
+        "spec": {"ports": [{"port": 80}]}
+    }));
+    let (code, text) = tokio::task::spawn_blocking(move || diff(&kubeconfig))
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("~ update Deployment shop/app (first difference at /spec/template/spec/containers/0/image)"),
+        "{text}"
+    );
+    assert!(text.contains("- delete Service shop/old"), "{text}");
+    assert!(text.contains("2 of 10 objects would change"), "{text}");
+}

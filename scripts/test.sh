@@ -10,6 +10,9 @@ bash scripts/setup-browser.sh
 export STACKD_KUBERNETES_VALIDATE="$PWD/.venv/bin/kubernetes-validate"
 export STACKD_DOCKER_COMPOSE="$(echo "$PWD"/.venv/lib/python3*/site-packages/compose/docker-compose)"
 
+# The Dockerfile is not built here (no Docker engine), but it is linted.
+.venv/bin/hadolint Dockerfile
+
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 # Benchmarks are measured with `cargo bench`; clippy above already proves they compile.

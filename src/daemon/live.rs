@@ -76,8 +76,10 @@ impl GitSync {
                 }
             }
         }
+        // Deleting a Stack whose directory vanished needs `allowEmpty`, as does
+        // pruning a stack to nothing; a failed load never deletes anything.
         let sync_policy = SyncPolicy {
-            prune: policy.prune && !failed,
+            prune: policy.prune && policy.allow_empty && !failed,
             allow_prune_all: policy.allow_empty,
         };
         let mut pending = self.lock();

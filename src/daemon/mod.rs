@@ -138,6 +138,10 @@ enum Reconciler {
 
 impl Reconciler {
     fn apply_update(&mut self, update: &RepositoryUpdate, policy: &RepositoryPolicy) {
+        // Every log line of this commit's work carries the repository and commit.
+        let _span =
+            tracing::info_span!("commit", repository = %update.repository, commit = %update.commit)
+                .entered();
         match self {
             Reconciler::DryRun(reconciler) => reconciler.apply_update(update, policy),
             Reconciler::Live { sync, state } => {
@@ -274,7 +278,7 @@ pub async fn run(
         Some(file) => watch_config(file),
         None => None,
     };
-    let mut polls_seen: BTreeMap<String, u64> = BTreeMap::new();
+    let mut polls_seen: BTreeMap<String, Seen> = BTreeMap::new();
     let mut publish = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
@@ -442,12 +446,19 @@ fn default_policy() -> RepositoryPolicy {
     serde_json::from_value(serde_json::json!({})).expect("every policy field has a default")
 }
 
+/// Poll and fetch counts already turned into metrics, per repository.
+#[derive(Default)]
+struct Seen {
+    polls: u64,
+    fetches: u64,
+}
+
 /// Shows a repository's poll state and counts new polls in the metrics.
 fn publish_repository(
     state: &SharedState,
     metrics: &Metrics,
     repository: &RepositoryState,
-    polls_seen: &mut BTreeMap<String, u64>,
+    polls_seen: &mut BTreeMap<String, Seen>,
 ) {
     let result = repository.last_result.map(|r| match r {
         PollResult::Unchanged => "unchanged",
@@ -456,12 +467,21 @@ fn publish_repository(
         PollResult::Failed => "failed",
     });
     let seen = polls_seen.entry(repository.name.clone()).or_default();
-    if repository.polls > *seen {
+    if repository.polls > seen.polls {
         metrics
             .git_poll_total
             .with_label_values(&[repository.name.as_str(), result.unwrap_or("unknown")])
-            .inc_by(repository.polls - *seen);
-        *seen = repository.polls;
+            .inc_by(repository.polls - seen.polls);
+        seen.polls = repository.polls;
+    }
+    if repository.fetches > seen.fetches
+        && let Some(millis) = repository.last_fetch_ms
+    {
+        metrics
+            .git_fetch_duration_seconds
+            .with_label_values(&[repository.name.as_str()])
+            .observe(millis as f64 / 1000.0);
+        seen.fetches = repository.fetches;
     }
     state.put_repository(RepositoryView {
         name: repository.name.clone(),
@@ -491,6 +511,9 @@ impl DryRunReconciler {
         info!(repository = %update.repository, commit = %update.commit, stacks = update.stacks.len(), "new commit");
         let mut present = BTreeSet::new();
         for stack in load_stacks(update, policy) {
+            let _span =
+                tracing::info_span!("stack", stack = %stack.name, namespace = %stack.namespace)
+                    .entered();
             let key = (stack.namespace.clone(), stack.name.clone());
             present.insert(key.clone());
             let started = Instant::now();

@@ -22,6 +22,8 @@ pub struct FetchStats {
     pub received_objects: usize,
     /// The shallow fetch failed and a full one was done instead.
     pub fell_back_to_full: bool,
+    /// Wall time of the whole fetch, fallback included.
+    pub duration: std::time::Duration,
 }
 
 /// Credentials loaded for one operation; the secret lives only in memory.
@@ -193,7 +195,12 @@ impl<'a> RemoteContext<'a> {
         refspecs: &[String],
         shallow: bool,
     ) -> Result<FetchStats, GitError> {
-        match self.fetch_once(repo, refspecs, shallow) {
+        let started = std::time::Instant::now();
+        let timed = |mut stats: FetchStats| {
+            stats.duration = started.elapsed();
+            stats
+        };
+        match self.fetch_once(repo, refspecs, shallow).map(timed) {
             Ok(stats) => Ok(stats),
             Err(e) if shallow && is_shallow_refusal(&e) => {
                 tracing::debug!(repository = %self.at.name, error = %e.message(), "shallow fetch refused, fetching in full");
@@ -201,7 +208,7 @@ impl<'a> RemoteContext<'a> {
                     .fetch_once(repo, refspecs, false)
                     .map_err(|e| self.remote_error(&e))?;
                 stats.fell_back_to_full = true;
-                Ok(stats)
+                Ok(timed(stats))
             }
             Err(e) => Err(self.remote_error(&e)),
         }
@@ -242,6 +249,7 @@ impl<'a> RemoteContext<'a> {
             received_bytes,
             received_objects,
             fell_back_to_full: false,
+            duration: std::time::Duration::ZERO,
         })
     }
 }

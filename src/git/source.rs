@@ -101,6 +101,8 @@ pub struct RepositoryState {
     pub polls: u64,
     pub fetches: u64,
     pub fetched_bytes: u64,
+    /// How long the last fetch took, in milliseconds.
+    pub last_fetch_ms: Option<u64>,
     pub force_pushes: u64,
     pub mirror_rebuilds: u64,
     pub rejected_webhooks: u64,
@@ -123,6 +125,7 @@ impl RepositoryState {
             polls: 0,
             fetches: 0,
             fetched_bytes: 0,
+            last_fetch_ms: None,
             force_pushes: 0,
             mirror_rebuilds: 0,
             rejected_webhooks: 0,
@@ -429,6 +432,8 @@ fn record(
                 if let Some(stats) = outcome.fetched {
                     s.fetches += 1;
                     s.fetched_bytes += stats.received_bytes as u64;
+                    s.last_fetch_ms =
+                        Some(u64::try_from(stats.duration.as_millis()).unwrap_or(u64::MAX));
                 }
                 if outcome.forced {
                     s.force_pushes += 1;

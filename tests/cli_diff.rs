@@ -27,15 +27,7 @@ fn diff(kubeconfig: &std::path::Path) -> (i32, String) {
 async fn diff_reports_creates_updates_and_deletes_with_kubectl_exit_codes() {
     let (api, client) = FakeApiServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\ncurrent-context: fake\nusers: [{{name: fake, user: {{}}}}]\n",
-            api.url()
-        ),
-    )
-    .unwrap();
+    let kubeconfig = common::write_kubeconfig(dir.path(), api.url());
 
     let (code, text) = tokio::task::spawn_blocking({
         let kubeconfig = kubeconfig.clone();

@@ -2,27 +2,12 @@
 //! appear on the API and page, a pushed commit changes the plan, and SIGTERM
 //! ends the process cleanly.
 
+mod common;
 #[path = "git_support/mod.rs"]
 mod git_support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn stacks(client: &reqwest::Client, base: &str) -> Option<serde_json::Value> {
     let response = client
@@ -62,7 +47,7 @@ async fn dry_run_follows_commits_and_exits_cleanly_on_sigterm() {
     );
     upstream.commit("two stacks");
 
-    let port = free_port();
+    let port = common::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let child = Command::new(env!("CARGO_BIN_EXE_stackd"))
         .args([
@@ -81,7 +66,7 @@ async fn dry_run_follows_commits_and_exits_cleanly_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut daemon = Daemon(child);
+    let mut daemon = common::Daemon(child);
     let client = reqwest::Client::new();
 
     let listed = eventually(30, || async {
@@ -167,25 +152,7 @@ async fn dry_run_follows_commits_and_exits_cleanly_on_sigterm() {
     );
 
     // SIGTERM: a clean exit, well within Kubernetes' grace period.
-    let pid = daemon.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = daemon.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "stackd did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = daemon.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "exit status {status:?}");
     let mut logs = String::new();
     std::io::Read::read_to_string(daemon.0.stderr.as_mut().unwrap(), &mut logs).unwrap();

@@ -4,23 +4,16 @@
 //! a configuration edit is reloaded, an invalid edit is refused and shown, and
 //! SIGTERM ends the process cleanly.
 
+mod common;
 #[path = "fake_api/mod.rs"]
 mod fake_api;
 #[path = "git_support/mod.rs"]
 mod git_support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fake_api::FakeApiServer;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-    }
-}
 
 async fn eventually<T>(what: &str, seconds: u64, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -51,25 +44,13 @@ async fn commits_become_objects_and_the_configuration_reloads() {
     upstream.commit("web");
     let git = git_support::HttpServer::start(dir.path(), None).await;
 
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\ncurrent-context: fake\nusers: [{{name: fake, user: {{}}}}]\n",
-            api.url()
-        ),
-    )
-    .unwrap();
+    let kubeconfig = common::write_kubeconfig(dir.path(), api.url());
     let config_dir = dir.path().join("config");
     std::fs::create_dir_all(&config_dir).unwrap();
     let config_file = config_dir.join("stackd.yaml");
     std::fs::write(&config_file, config(&git.url("apps"), "2")).unwrap();
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let child = Command::new(env!("CARGO_BIN_EXE_stackd"))
         .arg("run")
@@ -84,7 +65,7 @@ async fn commits_become_objects_and_the_configuration_reloads() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut daemon = Daemon(child);
+    let mut daemon = common::Daemon(child);
 
     // The commit becomes a Stack, and the Stack becomes a Deployment.
     let deployment = eventually("the Deployment", 60, || {
@@ -151,25 +132,7 @@ async fn commits_become_objects_and_the_configuration_reloads() {
         .unwrap();
     assert_eq!(repositories["repositories"][0]["url"], git.url("apps"));
 
-    let pid = daemon.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = daemon.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "stackd did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = daemon.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "exit status {status:?}");
 }
 

@@ -444,22 +444,7 @@ mod tests {
     }
 
     fn show(node: &Node) -> String {
-        match &node.value {
-            Value::Null => "~".into(),
-            Value::Seq(items) => format!(
-                "[{}]",
-                items.iter().map(show).collect::<Vec<_>>().join(", ")
-            ),
-            Value::Map(entries) => format!(
-                "{{{}}}",
-                entries
-                    .iter()
-                    .map(|(k, v)| format!("{k}: {}", show(v)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            _ => node.scalar_text().unwrap_or_default(),
-        }
+        node.compact()
     }
 
     fn web(base: &str, over: &str) -> String {

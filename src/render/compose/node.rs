@@ -127,6 +127,31 @@ impl Node {
         }
     }
 
+    /// The tree in one line, marks left out: `{services: {web: {ports: [80]}}}`.
+    #[cfg(test)]
+    pub fn compact(&self) -> String {
+        match &self.value {
+            Value::Null => "~".into(),
+            Value::Seq(items) => format!(
+                "[{}]",
+                items
+                    .iter()
+                    .map(Node::compact)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Value::Map(entries) => format!(
+                "{{{}}}",
+                entries
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {}", v.compact()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ => self.scalar_text().unwrap_or_default(),
+        }
+    }
+
     /// A short name of the node's YAML type, for "expected X, got Y" messages.
     pub fn type_name(&self) -> &'static str {
         match &self.value {

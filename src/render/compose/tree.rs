@@ -327,24 +327,8 @@ pub(crate) mod tests {
         }
     }
 
-    /// The tree rendered compactly, marks left out.
     pub(crate) fn show(node: &Node) -> String {
-        match &node.value {
-            Value::Null => "~".into(),
-            Value::Seq(items) => format!(
-                "[{}]",
-                items.iter().map(show).collect::<Vec<_>>().join(", ")
-            ),
-            Value::Map(entries) => format!(
-                "{{{}}}",
-                entries
-                    .iter()
-                    .map(|(k, v)| format!("{k}: {}", show(v)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            _ => node.scalar_text().unwrap_or_default(),
-        }
+        node.compact()
     }
 
     fn paths(files: &[RepoPath]) -> Vec<&str> {

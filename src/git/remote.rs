@@ -42,6 +42,10 @@ enum Loaded {
         username: String,
         private_key: std::path::PathBuf,
         known_hosts: String,
+        known_hosts_file: std::path::PathBuf,
+        /// Why the host key check refused the server: libgit2 replaces the
+        /// callback's message with a generic one, so it is kept here.
+        host_key_rejection: RefCell<Option<String>>,
     },
 }
 
@@ -92,6 +96,8 @@ impl<'a> RemoteContext<'a> {
                     username: username.clone(),
                     private_key: private_key_file.clone(),
                     known_hosts: read(known_hosts_file)?,
+                    known_hosts_file: known_hosts_file.clone(),
+                    host_key_rejection: RefCell::new(None),
                 }
             }
             None => match url_userinfo(&self.settings.url) {
@@ -141,12 +147,20 @@ impl<'a> RemoteContext<'a> {
                 )),
             }
         });
-        if let Loaded::Ssh { known_hosts, .. } = creds {
+        if let Loaded::Ssh {
+            known_hosts,
+            known_hosts_file,
+            host_key_rejection,
+            ..
+        } = creds
+        {
+            // libgit2 hands the callback the host name only; the port comes from the URL.
+            let port = ssh_port(&self.settings.url);
             callbacks.certificate_check(move |cert, host| {
                 let Some(hostkey) = cert.as_hostkey() else {
                     return Ok(CertificateCheckStatus::CertificatePassthrough);
                 };
-                let known = known_keys(known_hosts, host);
+                let known = known_keys(known_hosts, host, port);
                 let matches = match hostkey.hostkey() {
                     Some(raw) => known.iter().any(|k| k.as_slice() == raw),
                     None => hostkey.hash_sha256().is_some_and(|h| {
@@ -156,14 +170,23 @@ impl<'a> RemoteContext<'a> {
                     }),
                 };
                 if matches {
-                    Ok(CertificateCheckStatus::CertificateOk)
-                } else {
-                    Err(git2::Error::new(
-                        git2::ErrorCode::Certificate,
-                        git2::ErrorClass::Ssh,
-                        format!("host key of {host} is not in known_hosts"),
-                    ))
+                    return Ok(CertificateCheckStatus::CertificateOk);
                 }
+                let listed_as = if port == SSH_DEFAULT_PORT {
+                    host.to_string()
+                } else {
+                    format!("[{host}]:{port}")
+                };
+                let message = format!(
+                    "host key of {listed_as} is not in known_hosts file {}",
+                    known_hosts_file.display()
+                );
+                host_key_rejection.replace(Some(message.clone()));
+                Err(git2::Error::new(
+                    git2::ErrorCode::Certificate,
+                    git2::ErrorClass::Ssh,
+                    message,
+                ))
             });
         }
         callbacks
@@ -177,7 +200,7 @@ impl<'a> RemoteContext<'a> {
             .map_err(|e| self.remote_error(&e))?;
         let connection = remote
             .connect_auth(Direction::Fetch, Some(self.callbacks(&creds)), None)
-            .map_err(|e| self.remote_error(&e))?;
+            .map_err(|e| self.remote_error(&explain_host_key(&creds, e)))?;
         let heads = connection
             .list()
             .map_err(|e| self.remote_error(&e))?
@@ -242,8 +265,9 @@ impl<'a> RemoteContext<'a> {
         if shallow {
             options.depth(1);
         }
-        remote.fetch(refspecs, Some(&mut options), None)?;
+        let fetched = remote.fetch(refspecs, Some(&mut options), None);
         drop(options);
+        fetched.map_err(|e| explain_host_key(&creds, e))?;
         let (received_bytes, received_objects) = received.get();
         Ok(FetchStats {
             received_bytes,
@@ -251,6 +275,22 @@ impl<'a> RemoteContext<'a> {
             fell_back_to_full: false,
             duration: std::time::Duration::ZERO,
         })
+    }
+}
+
+/// Puts back the reason the host key check gave, which libgit2 replaced with
+/// "invalid or unknown remote ssh hostkey".
+fn explain_host_key(creds: &Loaded, error: git2::Error) -> git2::Error {
+    match creds {
+        Loaded::Ssh {
+            host_key_rejection, ..
+        } if error.code() == git2::ErrorCode::Certificate => match host_key_rejection.take() {
+            Some(message) => {
+                git2::Error::new(git2::ErrorCode::Certificate, git2::ErrorClass::Ssh, message)
+            }
+            None => error,
+        },
+        _ => error,
     }
 }
 
@@ -294,9 +334,19 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The keys `known_hosts` lists for `host` (plain host patterns only; hashed
-/// `|1|` entries are not supported and are skipped).
-fn known_keys(known_hosts: &str, host: &str) -> Vec<Vec<u8>> {
+/// The keys `known_hosts` lists for `host` on `port`, written the way OpenSSH
+/// writes them: `host` for port 22, `[host]:port` otherwise (so a key listed for
+/// another port does not vouch for this server). Plain host patterns only:
+/// hashed `|1|` entries and wildcards are not supported and are skipped.
+fn known_keys(known_hosts: &str, host: &str, port: u16) -> Vec<Vec<u8>> {
+    let bracketed = format!("[{host}]:{port}");
+    let listed = |pattern: &str| {
+        if port == SSH_DEFAULT_PORT {
+            pattern == host || pattern == bracketed
+        } else {
+            pattern == bracketed
+        }
+    };
     known_hosts
         .lines()
         .map(str::trim)
@@ -306,18 +356,38 @@ fn known_keys(known_hosts: &str, host: &str) -> Vec<Vec<u8>> {
             let hosts = fields.next()?;
             let _key_type = fields.next()?;
             let key = fields.next()?;
-            let listed = hosts.split(',').any(|h| {
-                h == host
-                    || h.strip_prefix('[')
-                        .and_then(|h| h.split_once("]:"))
-                        .is_some_and(|(name, _)| name == host)
-            });
-            if !listed {
+            if !hosts.split(',').any(listed) {
                 return None;
             }
             base64::engine::general_purpose::STANDARD.decode(key).ok()
         })
         .collect()
+}
+
+const SSH_DEFAULT_PORT: u16 = 22;
+
+/// The port an SSH URL connects to: the explicit one of `ssh://host:port/...`,
+/// otherwise 22 (also for the scp-like `user@host:path`, whose colon is no port).
+fn ssh_port(url: &str) -> u16 {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return SSH_DEFAULT_PORT;
+    };
+    if !matches!(scheme, "ssh" | "ssh+git" | "git+ssh") {
+        return SSH_DEFAULT_PORT;
+    }
+    let authority = rest.split('/').next().unwrap_or("");
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host_port)| host_port);
+    // `[::1]:2222`: the port follows the closing bracket.
+    let after_host = match host_port.strip_prefix('[') {
+        Some(bracketed) => bracketed.split_once(']').map_or("", |(_, after)| after),
+        None => host_port,
+    };
+    after_host
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or(SSH_DEFAULT_PORT)
 }
 
 /// Finds the commit a ref name points at in an advertisement, preferring the
@@ -364,13 +434,42 @@ mod tests {
     #[test]
     fn known_hosts_and_userinfo() {
         let kh = "# c\ngit.example.com,10.0.0.1 ssh-ed25519 AAAA\n[git.example.com]:2222 ssh-rsa AAEC\nother ssh-rsa AAAB\n";
-        assert_eq!(known_keys(kh, "git.example.com").len(), 2);
-        assert_eq!(known_keys(kh, "10.0.0.1"), vec![vec![0u8, 0, 0]]);
-        assert!(known_keys(kh, "nope").is_empty());
+        assert_eq!(known_keys(kh, "git.example.com", 22), vec![vec![0u8, 0, 0]]);
+        assert_eq!(known_keys(kh, "10.0.0.1", 22), vec![vec![0u8, 0, 0]]);
+        assert!(known_keys(kh, "nope", 22).is_empty());
         assert_eq!(
             url_userinfo("https://bot:p%40ss@h/r"),
             Some(("bot".into(), "p@ss".into()))
         );
         assert_eq!(url_userinfo("https://h/r@x"), None);
+    }
+
+    #[test]
+    fn known_hosts_entries_are_per_port() {
+        let kh = "git.example.com ssh-ed25519 AAAA\n[git.example.com]:2222 ssh-rsa AAEC\n[127.0.0.1]:40022 ssh-ed25519 AAAB\n[h]:22 ssh-ed25519 AAAC\n";
+        // A non-22 port matches only its own `[host]:port` entry.
+        assert_eq!(
+            known_keys(kh, "git.example.com", 2222),
+            vec![vec![0u8, 1, 2]]
+        );
+        assert_eq!(known_keys(kh, "127.0.0.1", 40022), vec![vec![0u8, 0, 1]]);
+        assert!(known_keys(kh, "127.0.0.1", 40023).is_empty());
+        assert!(known_keys(kh, "127.0.0.1", 22).is_empty());
+        // Port 22 matches the plain host, and `[host]:22` too, never another port.
+        assert_eq!(known_keys(kh, "git.example.com", 22), vec![vec![0u8, 0, 0]]);
+        assert_eq!(known_keys(kh, "h", 22), vec![vec![0u8, 0, 2]]);
+    }
+
+    #[test]
+    fn ssh_ports_from_urls() {
+        assert_eq!(ssh_port("ssh://git@127.0.0.1:40022/srv/up.git"), 40022);
+        assert_eq!(ssh_port("ssh://git@host/srv/up.git"), 22);
+        assert_eq!(ssh_port("ssh://host:2222/r"), 2222);
+        assert_eq!(ssh_port("git+ssh://u@[::1]:2200/r"), 2200);
+        assert_eq!(ssh_port("ssh://u@[::1]/r"), 22);
+        assert_eq!(ssh_port("ssh://u:x@host:bad/r"), 22);
+        // scp-like: the colon separates the path, not a port.
+        assert_eq!(ssh_port("git@github.com:owner/repo.git"), 22);
+        assert_eq!(ssh_port("https://host:8443/r"), 22);
     }
 }

@@ -416,3 +416,132 @@ async fn a_vanished_remote_a_force_push_back_and_a_deleted_mirror_lose_nothing()
     let status = live.h.status("shop", "shop").unwrap();
     assert_eq!(status.last_error, None);
 }
+
+// ---------------------------------------------------------------------------
+// The process is killed mid-fetch and restarted.
+
+/// A `stackd run` child, killed when dropped.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_stackd(
+    dir: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    config: &std::path::Path,
+    run: usize,
+) -> Daemon {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::fs::File::create(dir.join(format!("stackd-{run}.log"))).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_stackd"))
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("POD_NAMESPACE")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Daemon(child)
+}
+
+async fn eventually<T>(what: &str, seconds: u64, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stackd_killed_mid_fetch_recovers_on_restart() {
+    let (api, _client) = fake_api::FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::new(dir.path(), "apps");
+    let compose = |tag: &str| format!("services:\n  web:\n    image: nginx:{tag}\n");
+    upstream.write("stacks/web/compose.yaml", &compose("1.27"));
+    upstream.commit("web");
+    let git = git_support::HttpServer::start(dir.path(), None).await;
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\ncurrent-context: fake\nusers: [{{name: fake, user: {{}}}}]\n",
+            api.url()
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("stackd.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "repositories:\n  - name: apps\n    url: {}\n    ref: main\n    paths: [\"stacks/*\"]\n    interval: 200ms\n",
+            git.url("apps")
+        ),
+    )
+    .unwrap();
+    let web_image = || {
+        api.object("apps/v1", "Deployment", "web", "web")
+            .and_then(|d| d.pointer("/spec/template/spec/containers/0/image").cloned())
+            .and_then(|i| i.as_str().map(str::to_string))
+    };
+
+    let mut first = spawn_stackd(dir.path(), &kubeconfig, &config, 1);
+    eventually("the first commit applied", 30, || {
+        (web_image().as_deref() == Some("nginx:1.27")).then_some(())
+    })
+    .await;
+
+    // A new commit whose pack transfer stalls half-way; SIGKILL during it.
+    git.stall_packs(Duration::from_secs(60));
+    let packs = git.traffic.upload_packs();
+    upstream.write("stacks/web/big.txt", &"x".repeat(512 * 1024));
+    upstream.write("stacks/web/compose.yaml", &compose("1.28"));
+    upstream.commit("1.28");
+    eventually("the fetch to start", 20, || {
+        (git.traffic.upload_packs() > packs).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.0.kill().unwrap(); // SIGKILL
+    first.0.wait().unwrap();
+    assert_eq!(web_image().as_deref(), Some("nginx:1.27"));
+
+    // Restarted on the same data directory: it recovers and applies the commit.
+    git.stall_packs(Duration::ZERO);
+    let _second = spawn_stackd(dir.path(), &kubeconfig, &config, 2);
+    eventually("the commit after the restart", 30, || {
+        (web_image().as_deref() == Some("nginx:1.28")).then_some(())
+    })
+    .await;
+    let deletes: Vec<String> = api
+        .writes()
+        .iter()
+        .filter(|r| r.method == Method::DELETE && r.path.contains("/deployments/"))
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(deletes, Vec::<String>::new());
+    let log = std::fs::read_to_string(dir.path().join("stackd-2.log")).unwrap_or_default();
+    // The killed fetch left its mark; the restart rebuilt the mirror.
+    assert!(
+        log.contains("discarding damaged mirror")
+            && log.contains("an earlier fetch did not finish"),
+        "{log}"
+    );
+}

@@ -589,3 +589,44 @@ async fn a_name_kubernetes_refuses_fails_the_render_and_leaves_the_objects() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_stack_directory_that_cannot_become_a_name_does_not_block_the_others() {
+    let p = pipeline!();
+    p.upstream.write("good/compose.yaml", GOOD);
+    p.upstream.write("shop/compose.yaml", SHOP);
+    p.commit_and_offer("good");
+    p.wait_for_image("good", "nginx:1.27").await;
+    p.wait_for_image("shop", "nginx:1.27").await;
+    let before = p.snapshot("shop");
+    p.h.fake.clear_requests();
+
+    // "My Shop!" is a fine directory name but no namespace name.
+    p.upstream.write("My Shop!/compose.yaml", SHOP);
+    p.upstream
+        .write("good/compose.yaml", &GOOD.replace("1.27", "1.28"));
+    p.commit_and_offer("a badly named stack");
+    p.wait_for_image("good", "nginx:1.28").await;
+    assert_eq!(p.snapshot("shop"), before);
+    let view = p.h.handles.state.stack("my shop!", "my shop!").unwrap();
+    assert_eq!(view.phase, StackPhase::Failure);
+    assert_eq!(
+        view.last_error.as_deref(),
+        Some(
+            "My Shop!/compose.yaml: stack name \"my shop!\" (from \"My Shop!\") is not a valid Kubernetes name: it contains ' '; only a-z, 0-9 and '-' are allowed"
+        )
+    );
+}
+
+#[test]
+fn stack_directories_that_become_the_same_name_are_refused() {
+    let source = MemSource::new()
+        .with_file("stacks/my_app/compose.yaml", "services: {}\n")
+        .with_file("stacks/My-App/compose.yaml", "services: {}\n");
+    let error = discover(&source, &[], "root").unwrap_err();
+    assert_eq!(error.label(), "duplicate_name");
+    assert_eq!(
+        error.to_string(),
+        "two stacks are named \"my-app\": in stacks/My-App and in stacks/my_app"
+    );
+}

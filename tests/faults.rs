@@ -545,3 +545,101 @@ async fn a_stackd_killed_mid_fetch_recovers_on_restart() {
         "{log}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Configuration reloads (the first reload and its refusal are in daemon_live.rs).
+
+fn get_json(url: &str) -> Option<Value> {
+    use std::io::{Read, Write};
+    let (host, path) = url.strip_prefix("http://")?.split_once('/')?;
+    let mut stream = std::net::TcpStream::connect(host).ok()?;
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    serde_json::from_str(response.split_once("\r\n\r\n")?.1).ok()
+}
+
+/// Every edit counts: an edit seen while the daemon is busy with something
+/// else (a status tick, a Git event) must not be dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_configuration_edit_is_seen_invalid_ones_refused_valid_ones_restored() {
+    let (api, _client) = fake_api::FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::new(dir.path(), "apps");
+    upstream.write(
+        "stacks/web/compose.yaml",
+        "services:\n  web:\n    image: nginx\n",
+    );
+    upstream.commit("web");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\ncurrent-context: fake\nusers: [{{name: fake, user: {{}}}}]\n",
+            api.url()
+        ),
+    )
+    .unwrap();
+    let config_dir = dir.path().join("config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let config = config_dir.join("stackd.yaml");
+    let valid = |n: usize| {
+        format!(
+            "repositories:\n  - name: apps\n    url: {}\n    ref: main\n    interval: 1h\n    variables: {{EDIT: \"{n}\"}}\n",
+            upstream.file_url()
+        )
+    };
+    std::fs::write(&config, valid(0)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::fs::File::create(dir.path().join("stackd.log")).unwrap();
+    let _daemon = Daemon(
+        std::process::Command::new(env!("CARGO_BIN_EXE_stackd"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("POD_NAMESPACE")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let repositories = format!("http://127.0.0.1:{port}/api/v1/repositories");
+    eventually("the status API", 30, || get_json(&repositories)).await;
+
+    // Each edit replaces the file by a rename, as tools that save atomically
+    // do: one file event per edit, so a lost event is a lost edit.
+    let replace = |text: &str| {
+        let staged = dir.path().join("staged.yaml");
+        std::fs::write(&staged, text).unwrap();
+        std::fs::rename(&staged, &config).unwrap();
+    };
+    for edit in 1..=6 {
+        replace("repositories:\n  - name: apps\n    url: x\n    interval: soon\n");
+        let error = eventually(&format!("edit {edit} to be refused"), 5, || {
+            get_json(&repositories)?["configError"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .await;
+        assert!(error.contains("repositories[0].interval"), "{error}");
+        replace(&valid(edit));
+        eventually(&format!("edit {edit} to be accepted"), 5, || {
+            get_json(&repositories)?["configError"]
+                .is_null()
+                .then_some(())
+        })
+        .await;
+    }
+}

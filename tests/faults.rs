@@ -320,7 +320,7 @@ impl Live {
         self.source.trigger("apps");
         self.h
             .wait_for(&format!("web to run {image}"), |h| {
-                super_image(h).as_deref() == Some(image)
+                shop_web_image(h).as_deref() == Some(image)
             })
             .await;
         self.h.settle().await;
@@ -346,7 +346,7 @@ impl Live {
     }
 }
 
-fn super_image(h: &Harness) -> Option<String> {
+fn shop_web_image(h: &Harness) -> Option<String> {
     image(h, "shop", "web")
 }
 
@@ -382,7 +382,7 @@ async fn a_vanished_remote_a_force_push_back_and_a_deleted_mirror_lose_nothing()
             .object("stackd.dev/v1alpha1", "Stack", "shop", "shop")
             .is_some()
     );
-    assert_eq!(super_image(&live.h).as_deref(), Some("nginx:1.27"));
+    assert_eq!(shop_web_image(&live.h).as_deref(), Some("nginx:1.27"));
 
     // It comes back with a new commit: applied.
     std::fs::rename(&moved, &upstream.dir).unwrap();
@@ -616,7 +616,14 @@ async fn every_configuration_edit_is_seen_invalid_ones_refused_valid_ones_restor
             .unwrap(),
     );
     let repositories = format!("http://127.0.0.1:{port}/api/v1/repositories");
-    eventually("the status API", 30, || get_json(&repositories)).await;
+    // The first poll is published from the main loop, which starts after the
+    // configuration watch: edits from now on must all be seen.
+    eventually("the first poll", 30, || {
+        get_json(&repositories)?["repositories"][0]["commit"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .await;
 
     // Each edit replaces the file by a rename, as tools that save atomically
     // do: one file event per edit, so a lost event is a lost edit.
@@ -627,7 +634,7 @@ async fn every_configuration_edit_is_seen_invalid_ones_refused_valid_ones_restor
     };
     for edit in 1..=6 {
         replace("repositories:\n  - name: apps\n    url: x\n    interval: soon\n");
-        let error = eventually(&format!("edit {edit} to be refused"), 5, || {
+        let error = eventually(&format!("edit {edit} to be refused"), 10, || {
             get_json(&repositories)?["configError"]
                 .as_str()
                 .map(str::to_string)
@@ -635,7 +642,7 @@ async fn every_configuration_edit_is_seen_invalid_ones_refused_valid_ones_restor
         .await;
         assert!(error.contains("repositories[0].interval"), "{error}");
         replace(&valid(edit));
-        eventually(&format!("edit {edit} to be accepted"), 5, || {
+        eventually(&format!("edit {edit} to be accepted"), 10, || {
             get_json(&repositories)?["configError"]
                 .is_null()
                 .then_some(())

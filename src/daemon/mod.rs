@@ -274,7 +274,9 @@ pub async fn run(
         Some(file) => watch_config(file),
         None => None,
     };
-    let mut reload_at: Option<tokio::time::Instant> = None;
+    // Read the file once more now that it is watched: an edit made between the
+    // first read and the watch would otherwise wait for the next edit.
+    let mut reload_at = reloads.as_ref().map(|_| tokio::time::Instant::now());
     let mut polls_seen: BTreeMap<String, u64> = BTreeMap::new();
     let mut publish = tokio::time::interval(Duration::from_millis(500));
     loop {

@@ -278,6 +278,9 @@ pub async fn run(
         Some(file) => watch_config(file),
         None => None,
     };
+    // Read the file once more now that it is watched: an edit made between the
+    // first read and the watch would otherwise wait for the next edit.
+    let mut reload_at = reloads.as_ref().map(|_| tokio::time::Instant::now());
     let mut polls_seen: BTreeMap<String, Seen> = BTreeMap::new();
     let mut publish = tokio::time::interval(Duration::from_millis(500));
     loop {
@@ -295,6 +298,11 @@ pub async fn run(
                 None => tokio::time::sleep(Duration::from_millis(50)).await,
             },
             Some(()) = next_reload(&mut reloads) => {
+                // Bursts of file events settle first: each event moves the deadline.
+                reload_at = Some(tokio::time::Instant::now() + RELOAD_SETTLE);
+            }
+            _ = sleep_until_some(reload_at), if reload_at.is_some() => {
+                reload_at = None;
                 let Some(file) = &options.config_file else { continue };
                 match Config::load(file) {
                     Err(error) => {
@@ -418,17 +426,24 @@ fn watch_config(
     Some((watcher, receiver))
 }
 
-/// The next reload request, after bursts of file events settle.
+/// How long the configuration file must be quiet before it is read again.
+const RELOAD_SETTLE: Duration = Duration::from_millis(200);
+
+/// The next change of the configuration file. Cancel-safe (it only receives):
+/// the main loop's `select!` drops it whenever another branch wins, so it must
+/// not consume an event and then wait, or that change would be lost.
 async fn next_reload(
     reloads: &mut Option<(notify::RecommendedWatcher, tokio::sync::mpsc::Receiver<()>)>,
 ) -> Option<()> {
     match reloads {
-        Some((_, receiver)) => {
-            receiver.recv().await?;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            while receiver.try_recv().is_ok() {}
-            Some(())
-        }
+        Some((_, receiver)) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }

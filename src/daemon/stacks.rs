@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use crate::config::RepositoryPolicy;
 use crate::crd::SourceRef;
+use crate::git::DiscoveredStack;
 use crate::git::source::RepositoryUpdate;
+use crate::render::compose::At;
 use crate::render::model::{Project, SecretValues};
 use crate::render::{self, LoadError, LoadOptions};
 
@@ -19,6 +21,20 @@ pub struct LoadedStack {
     pub source: SourceRef,
     pub suspended: bool,
     pub result: Result<(Project, SecretValues), LoadError>,
+}
+
+/// The error for a stack whose sanitised `name` is not a DNS label, about its
+/// compose file.
+fn invalid_name(name: &str, stack: &DiscoveredStack) -> Option<LoadError> {
+    let reason = render::stack_name_problem(name)?;
+    let file = stack.files.first().unwrap_or(&stack.dir);
+    Some(LoadError::InvalidValue {
+        at: At::file(file),
+        message: format!(
+            "stack name {name:?} (from {:?}) is not a valid Kubernetes name: {reason}",
+            stack.name
+        ),
+    })
 }
 
 /// Loads every stack of `update`.
@@ -44,8 +60,13 @@ pub fn load_stacks(update: &RepositoryUpdate, policy: &RepositoryPolicy) -> Vec<
                 profiles: settings.map(|s| s.profiles.clone()).unwrap_or_default(),
                 images: settings.map(|s| s.images.clone()).unwrap_or_default(),
             };
-            let result = render::load(update.reader.as_ref(), &options)
-                .map(|loaded| (loaded.project, loaded.secrets));
+            // A directory name that cannot become a Kubernetes name fails this
+            // stack alone; the API server would refuse it and stop the whole sync.
+            let result = match invalid_name(&name, stack) {
+                Some(error) => Err(error),
+                None => render::load(update.reader.as_ref(), &options)
+                    .map(|loaded| (loaded.project, loaded.secrets)),
+            };
             LoadedStack {
                 namespace: settings
                     .and_then(|s| s.namespace.clone())

@@ -123,11 +123,14 @@ pub fn discover(
         }
     }
     stacks.sort_by(|a, b| a.dir.cmp(&b.dir));
-    let mut seen: BTreeMap<&str, &RepoPath> = BTreeMap::new();
+    // Compared as the Stack names they become: `my_app` and `my-app` would
+    // otherwise overwrite each other's Stack on every sync.
+    let mut seen: BTreeMap<String, &RepoPath> = BTreeMap::new();
     for stack in &stacks {
-        if let Some(first) = seen.insert(&stack.name, &stack.dir) {
+        let name = crate::render::sanitise_name(&stack.name);
+        if let Some(first) = seen.insert(name.clone(), &stack.dir) {
             return Err(DiscoveryError::DuplicateName {
-                name: stack.name.clone(),
+                name,
                 first: first.clone(),
                 second: stack.dir.clone(),
             });

@@ -147,6 +147,19 @@ pub enum FileError {
 }
 
 impl FileError {
+    /// The file the error is about.
+    pub fn path(&self) -> &RepoPath {
+        match self {
+            FileError::NotFound(path)
+            | FileError::Submodule(path)
+            | FileError::IsADirectory(path)
+            | FileError::NotADirectory(path)
+            | FileError::SymlinkEscape { path, .. }
+            | FileError::TooLarge { path, .. }
+            | FileError::Io { path, .. } => path,
+        }
+    }
+
     /// A stable label for metrics.
     pub fn label(&self) -> &'static str {
         match self {

@@ -12,7 +12,9 @@ pub mod object;
 
 use ::kube::api::ObjectMeta;
 
-pub use self::kube::{PublishedServiceType, RenderError, RenderOptions, render, sanitise_name};
+pub use self::kube::{
+    PublishedServiceType, RenderError, RenderOptions, render, sanitise_name, stack_name_problem,
+};
 use crate::crd::{SourceRef, Stack, StackSpec};
 pub use compose::{LoadError, LoadOptions, Loaded, load};
 use model::Project;

@@ -21,6 +21,8 @@ pub struct FaultRule {
     pub method: Option<Method>,
     pub path_contains: String,
     pub times: Option<usize>,
+    /// Matching requests to let through before the rule starts firing (the Nth write).
+    pub skip: usize,
     pub action: FaultAction,
 }
 
@@ -30,8 +32,15 @@ impl FaultRule {
             method,
             path_contains: path_contains.to_string(),
             times: None,
+            skip: 0,
             action,
         }
+    }
+
+    /// Lets `skip` matching requests through first: `after(2)` fails the third.
+    pub fn after(mut self, skip: usize) -> Self {
+        self.skip = skip;
+        self
     }
 
     pub fn times(mut self, times: usize) -> Self {
@@ -53,6 +62,10 @@ pub(super) fn take_fault(
     path: &str,
 ) -> Option<FaultAction> {
     let rule = rules.iter_mut().find(|rule| rule.matches(method, path))?;
+    if rule.skip > 0 {
+        rule.skip -= 1;
+        return None;
+    }
     if let Some(times) = &mut rule.times {
         *times -= 1;
     }

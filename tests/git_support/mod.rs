@@ -11,6 +11,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Response, StatusCode, Uri};
 use base64::Engine;
+use futures::StreamExt;
 
 /// Runs `git` in `dir` with a fixed identity; panics with its stderr on failure.
 pub fn git(dir: &Path, args: &[&str]) -> String {
@@ -106,12 +107,15 @@ struct ServerState {
     basic_auth: Option<(String, String)>,
     traffic: Arc<Traffic>,
     backend: PathBuf,
+    stall_ms: Arc<AtomicU64>,
 }
 
 /// A smart-HTTP git server on 127.0.0.1 serving every repository under `root`.
 pub struct HttpServer {
     pub addr: std::net::SocketAddr,
     pub traffic: Arc<Traffic>,
+    /// Pack responses send half, then stall this long: a slow fetch.
+    stall_ms: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -120,7 +124,9 @@ impl HttpServer {
     pub async fn start(root: &Path, basic_auth: Option<(&str, &str)>) -> HttpServer {
         let exec_path = git(root, &["--exec-path"]);
         let traffic = Arc::new(Traffic::default());
+        let stall_ms = Arc::new(AtomicU64::new(0));
         let state = Arc::new(ServerState {
+            stall_ms: stall_ms.clone(),
             project_root: root.to_path_buf(),
             basic_auth: basic_auth.map(|(u, p)| (u.to_string(), p.to_string())),
             traffic: traffic.clone(),
@@ -135,8 +141,16 @@ impl HttpServer {
         HttpServer {
             addr,
             traffic,
+            stall_ms,
             task,
         }
+    }
+
+    /// From now on, pack responses (`git-upload-pack`) send their first half
+    /// and then wait `stall` before the rest; zero turns this off.
+    pub fn stall_packs(&self, stall: std::time::Duration) {
+        let ms = u64::try_from(stall.as_millis()).unwrap_or(u64::MAX);
+        self.stall_ms.store(ms, Ordering::SeqCst);
     }
 
     /// The URL of repository directory `name` under the root.
@@ -228,7 +242,7 @@ async fn cgi(
             .unwrap();
     };
     let head = String::from_utf8_lossy(&raw[..end]).to_string();
-    let payload = raw[end + sep..].to_vec();
+    let mut payload = raw[end + sep..].to_vec();
     state
         .traffic
         .bytes_sent
@@ -250,6 +264,20 @@ async fn cgi(
         } else {
             response = response.header(name.trim(), value);
         }
+    }
+    let stall = state.stall_ms.load(Ordering::SeqCst);
+    if stall > 0 && path.ends_with("/git-upload-pack") {
+        let rest = payload.split_off(payload.len() / 2);
+        let chunks = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(payload))]).chain(
+            futures::stream::once(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(stall)).await;
+                Ok(Bytes::from(rest))
+            }),
+        );
+        return response
+            .status(status)
+            .body(Body::from_stream(chunks))
+            .unwrap();
     }
     response.status(status).body(Body::from(payload)).unwrap()
 }

@@ -66,7 +66,7 @@ pub enum LoadError {
     #[error("{at}: {message}")]
     Interpolation { at: At, message: String },
     /// A referenced file is missing, too large, a symlink escape or a submodule.
-    #[error("{at}: {source}")]
+    #[error("{}", file_message(at, source))]
     File { at: At, source: FileError },
     /// A referenced path is absolute or leaves the repository.
     #[error("{at}: {source}")]
@@ -80,6 +80,21 @@ pub enum LoadError {
     /// Valid compose that cannot run on a cluster, e.g. `build:` without `image:`.
     #[error("{at}: {message}")]
     Unsupported { at: At, message: String },
+}
+
+/// `at: source`, except that a whole-file `at` is not repeated when the file
+/// error names the same file (`app/compose.yaml: app/compose.yaml: ...`).
+fn file_message(at: &At, source: &FileError) -> String {
+    let same_file = at.path.is_empty()
+        && at
+            .mark
+            .as_ref()
+            .is_some_and(|mark| *mark.file == *source.path());
+    if same_file {
+        source.to_string()
+    } else {
+        format!("{at}: {source}")
+    }
 }
 
 impl LoadError {

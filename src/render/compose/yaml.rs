@@ -65,13 +65,33 @@ fn yaml_error(
             }),
             path: String::new(),
         },
-        message: first_line(&error.to_string()),
+        message: explain(&headline(&error.to_string())),
     }
 }
 
-/// serde-saphyr's messages may carry a source snippet; keep the headline.
-fn first_line(message: &str) -> String {
-    message.lines().next().unwrap_or(message).trim().to_string()
+/// serde-saphyr's messages may carry a source snippet and repeat the position
+/// our mark already gives (`error: line 6 column 16: ...`); keep the rest.
+fn headline(message: &str) -> String {
+    let first = message.lines().next().unwrap_or(message).trim();
+    let without_prefix = first.strip_prefix("error: ").unwrap_or(first);
+    match without_prefix.strip_prefix("line ") {
+        Some(rest) => match rest.split_once(": ") {
+            Some((position, rest)) if position.contains(" column ") => rest.to_string(),
+            _ => without_prefix.to_string(),
+        },
+        None => without_prefix.to_string(),
+    }
+}
+
+/// The parser's budget names its counter; say what it means for a compose file.
+fn explain(message: &str) -> String {
+    if message.starts_with("budget breached") {
+        format!(
+            "the document expands to too many nodes, usually aliases of aliases (a \"billion laughs\" bomb) ({message})"
+        )
+    } else {
+        message.to_string()
+    }
 }
 
 /// A node as serde-saphyr hands it over, before marks get their file.

@@ -35,6 +35,11 @@ use self::workload::Kind;
 pub use self::labels::CONFIG_HASH;
 pub use self::names::sanitise as sanitise_name;
 
+/// Why `name` cannot be a stack (and default namespace) name, or `None`.
+pub fn stack_name_problem(name: &str) -> Option<String> {
+    names::label_problem(name, MAX_LABEL)
+}
+
 /// The Service type for published ports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PublishedServiceType {

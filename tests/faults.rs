@@ -1,0 +1,652 @@
+//! Faults, with nothing lost: an API server failing half-way through an apply,
+//! 429 storms, a Git remote that disappears or is force-pushed back, a mirror
+//! deleted while running, and a leader that loses its Lease mid-apply. Against
+//! the in-process API server and real Git repositories.
+
+#[path = "fake_api/mod.rs"]
+mod fake_api;
+#[path = "git_support/mod.rs"]
+mod git_support;
+#[path = "reconcile_support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::Method;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+use stackd::config::RepositoryPolicy;
+use stackd::crd::StackPhase;
+use stackd::daemon::live::GitSync;
+use stackd::git::mirror::Mirror;
+use stackd::git::{RepoSettings, Source, SourceEvent, SourceHandle, SourceOptions};
+use stackd::reconcile::SyncPolicy;
+use stackd::reconcile::leader::{LeaderElection, LeaseTiming};
+use tokio_util::sync::CancellationToken;
+
+use fake_api::{FaultAction, FaultRule};
+use git_support::Upstream;
+use support::{Harness, desired, object_writes, test_options, web_and_db, with_image, without};
+
+const NS: &str = "shop";
+const PRUNE: SyncPolicy = SyncPolicy {
+    prune: true,
+    allow_prune_all: false,
+};
+
+macro_rules! harness {
+    ($h:expr) => {
+        match $h {
+            Some(h) => h,
+            None => {
+                eprintln!("real cluster: skipping (needs the request log)");
+                return;
+            }
+        }
+    };
+}
+
+fn image(h: &Harness, namespace: &str, name: &str) -> Option<String> {
+    h.object("apps/v1", "Deployment", namespace, name)?
+        .pointer("/spec/template/spec/containers/0/image")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+fn deployments(h: &Harness, namespace: &str) -> Vec<String> {
+    h.fake
+        .objects_of("apps/v1", "Deployment")
+        .iter()
+        .filter(|d| d.pointer("/metadata/namespace").and_then(Value::as_str) == Some(namespace))
+        .filter_map(|d| d.pointer("/metadata/name").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect()
+}
+
+async fn deployed(h: &Harness, project: Value, revision: &str) {
+    h.sync(vec![desired(NS, "shop", project, revision)], PRUNE)
+        .await
+        .unwrap();
+    let revision = revision.to_string();
+    h.wait_for("the revision to be applied", move |h| {
+        h.status(NS, "shop")
+            .and_then(|s| s.last_applied_revision)
+            .as_deref()
+            == Some(revision.as_str())
+    })
+    .await;
+    h.settle().await;
+}
+
+// ---------------------------------------------------------------------------
+// The API server.
+
+#[tokio::test]
+async fn an_apply_failing_half_way_is_completed_by_the_next_pass_and_prunes_nothing_by_mistake() {
+    let h = harness!(Harness::started(test_options()).await);
+    deployed(&h, web_and_db(), "r1").await;
+    h.fake.clear_requests();
+
+    // r2: web changes, db goes, cache and worker come.
+    let mut next = without(with_image(web_and_db(), "web", "nginx:1.28"), "db");
+    next["services"]["cache"] = json!({"image": "redis:7"});
+    next["services"]["worker"] = json!({"image": "busybox:1.36"});
+    // The second Deployment write of the pass fails.
+    h.fake.inject(
+        FaultRule::new(
+            Some(Method::PATCH),
+            "/apis/apps/v1/namespaces/shop/deployments/",
+            FaultAction::Fail(500),
+        )
+        .after(1)
+        .times(1),
+    );
+    deployed(&h, next, "r2").await;
+
+    let mut names = deployments(&h, NS);
+    names.sort();
+    assert_eq!(names, ["cache", "web", "worker"]);
+    assert_eq!(image(&h, NS, "web").as_deref(), Some("nginx:1.28"));
+    let log = h.fake.requests();
+    let failed = log
+        .iter()
+        .position(|r| r.status == 500)
+        .expect("the injected failure happened");
+    let deletes: Vec<(usize, String)> = log
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.method == Method::DELETE && !r.path.contains("/events"))
+        .map(|(i, r)| (i, r.path.clone()))
+        .collect();
+    // Only db's objects are pruned, and only by the pass that applied everything.
+    assert!(!deletes.is_empty());
+    for (index, path) in &deletes {
+        assert!(path.ends_with("/db") || path.contains("/db-"), "{path}");
+        assert!(*index > failed, "pruned {path} during the failed pass");
+    }
+    let status = h.status(NS, "shop").unwrap();
+    assert_eq!(status.last_error, None);
+    assert_ne!(status.phase, Some(StackPhase::Failure));
+}
+
+#[tokio::test]
+async fn a_429_storm_is_backed_off_and_the_request_rate_stays_bounded() {
+    let h = harness!(Harness::started(test_options()).await);
+    // Every object write is throttled, with a Retry-After of zero: only the
+    // controller's own backoff limits the rate.
+    h.fake.inject(FaultRule::new(
+        Some(Method::PATCH),
+        "/apis/apps/v1/namespaces/shop/",
+        FaultAction::TooManyRequests {
+            retry_after: Duration::ZERO,
+        },
+    ));
+    h.sync(vec![desired(NS, "shop", web_and_db(), "r1")], PRUNE)
+        .await
+        .unwrap();
+    // Sample the request log every 250 ms for 4 s: requests per second over
+    // any one-second window.
+    let throttled = |h: &Harness| h.fake.requests().iter().filter(|r| r.status == 429).count();
+    let mut samples = vec![throttled(&h)];
+    for _ in 0..16 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        samples.push(throttled(&h));
+    }
+    let per_second: Vec<usize> = samples.windows(5).map(|w| w[4] - w[0]).collect();
+    let busiest = per_second.iter().copied().max().unwrap_or(0);
+    let total = samples[16];
+    eprintln!("429 storm: {total} throttled writes in 4 s, at most {busiest} in one second");
+    assert!(total >= 3, "the controller kept trying: {total}");
+    // The first second holds the backoff's short early delays (100, 200, 400 ms)
+    // plus re-triggers from watch events of the objects the first pass did
+    // write; measured 7. Without backoff it would be hundreds.
+    assert!(
+        busiest <= 10,
+        "{busiest} throttled writes in one second: {per_second:?}"
+    );
+    // Then the backoff holds: retry_max is 2 s, so at most one or two a second.
+    let settled = per_second.iter().skip(4).copied().max().unwrap_or(0);
+    assert!(settled <= 2, "{per_second:?}");
+    assert!(total <= 20, "{total} throttled writes in 4 s: {samples:?}");
+
+    // The storm ends: the apply completes, with nothing left out.
+    h.fake.clear_faults();
+    h.wait_for("the apply after the storm", |h| {
+        h.status(NS, "shop")
+            .and_then(|s| s.last_applied_revision)
+            .as_deref()
+            == Some("r1")
+    })
+    .await;
+    let mut names = deployments(&h, NS);
+    names.sort();
+    assert_eq!(names, ["db", "web"]);
+}
+
+fn fast_lease() -> LeaseTiming {
+    LeaseTiming {
+        lease_duration: Duration::from_secs(2),
+        renew_every: Duration::from_millis(300),
+        retry_every: Duration::from_millis(100),
+    }
+}
+
+#[tokio::test]
+async fn a_leader_losing_its_lease_mid_apply_stops_writing() {
+    let h = harness!(Harness::new().await);
+    h.fake.seed_namespace("stackd");
+    // Slow writes, so the apply of twelve services takes seconds.
+    h.fake.inject(FaultRule::new(
+        Some(Method::PATCH),
+        "/apis/apps/v1/namespaces/shop/deployments/",
+        FaultAction::Delay(Duration::from_millis(250)),
+    ));
+    let election = LeaderElection::new(
+        h.client.clone(),
+        "stackd",
+        "stackd-leader",
+        "a",
+        fast_lease(),
+    );
+    let stop = CancellationToken::new();
+    let work = {
+        let (client, handles) = (h.client.clone(), h.handles.clone());
+        move |token: CancellationToken| {
+            stackd::reconcile::run(client.clone(), test_options(), handles.clone(), token)
+        }
+    };
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move { election.lead(stop, work).await }
+    });
+    let mut project = json!({"services": {}});
+    for i in 0..12 {
+        project["services"][format!("s{i:02}")] = json!({"image": "nginx:1.27"});
+    }
+    h.sync(vec![desired(NS, "shop", project, "r1")], PRUNE)
+        .await
+        .unwrap();
+    h.wait_for("the apply to start", |h| !deployments(h, NS).is_empty())
+        .await;
+
+    // Another replica takes the Lease (a partition): this one must stop at once.
+    let leases: Api<Lease> = Api::namespaced(h.client.clone(), "stackd");
+    let mut lease = leases.get("stackd-leader").await.unwrap();
+    if let Some(spec) = lease.spec.as_mut() {
+        spec.holder_identity = Some("intruder".into());
+        spec.lease_duration_seconds = Some(30);
+        spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            k8s_openapi::jiff::Timestamp::now(),
+        ));
+    }
+    leases
+        .replace("stackd-leader", &PostParams::default(), &lease)
+        .await
+        .unwrap();
+    let applied_when_lost = deployments(&h, NS).len();
+    // One renewal period to notice, and one delayed write already in flight.
+    tokio::time::sleep(Duration::from_millis(300 + 250 + 200)).await;
+    h.fake.clear_requests();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        object_writes(&h.fake.writes()),
+        Vec::<String>::new(),
+        "a replica without the lease wrote"
+    );
+    let applied = deployments(&h, NS).len();
+    assert!(
+        applied < 12,
+        "the apply was not interrupted: {applied} of 12"
+    );
+    assert!(
+        applied <= applied_when_lost + 2,
+        "{applied_when_lost} -> {applied}"
+    );
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+}
+
+// ---------------------------------------------------------------------------
+// Git: the remote disappears, is force-pushed back, the mirror is deleted.
+
+const SHOP: &str = "services:\n  web:\n    image: nginx:1.27\n    ports: [\"8080:80\"]\n  db:\n    image: postgres:16\n";
+
+/// Source → GitSync → Stacks → controller, wired like `stackd run` does.
+struct Live {
+    h: Harness,
+    source: SourceHandle,
+    leading: CancellationToken,
+    data_dir: std::path::PathBuf,
+}
+
+impl Live {
+    async fn start(url: String, data_dir: std::path::PathBuf) -> Option<Live> {
+        let h = Harness::started(test_options()).await?;
+        let mut settings = RepoSettings::new("apps", url, "main");
+        settings.interval = Duration::from_secs(3600);
+        let options = SourceOptions {
+            watch_local: false,
+            ..SourceOptions::default()
+        };
+        let (source, mut events) =
+            Source::spawn(vec![settings], data_dir.clone(), options).unwrap();
+        let sync = Arc::new(GitSync::default());
+        let leading = CancellationToken::new();
+        tokio::spawn({
+            let (sync, client) = (sync.clone(), h.client.clone());
+            let (secrets, leading) = (h.handles.secrets.clone(), leading.clone());
+            async move { sync.run(client, secrets, leading).await }
+        });
+        let state = h.handles.state.clone();
+        tokio::spawn(async move {
+            let policy: RepositoryPolicy = serde_json::from_value(json!({})).unwrap();
+            while let Some(event) = events.recv().await {
+                if let SourceEvent::Updated(update) = event {
+                    sync.offer(&update, &policy, &state);
+                }
+            }
+        });
+        Some(Live {
+            h,
+            source,
+            leading,
+            data_dir,
+        })
+    }
+
+    async fn wait_for_image(&self, image: &str) {
+        self.source.trigger("apps");
+        self.h
+            .wait_for(&format!("web to run {image}"), |h| {
+                shop_web_image(h).as_deref() == Some(image)
+            })
+            .await;
+        self.h.settle().await;
+    }
+
+    async fn wait_for_poll(
+        &self,
+        what: &str,
+        check: impl Fn(&stackd::git::RepositoryState) -> bool,
+    ) {
+        let started = Instant::now();
+        loop {
+            if self.source.state("apps").is_some_and(|s| check(&s)) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "timed out waiting for {what}: {:?}",
+                self.source.state("apps")
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+fn shop_web_image(h: &Harness) -> Option<String> {
+    image(h, "shop", "web")
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.leading.cancel();
+        self.source.shutdown();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_remote_a_force_push_back_and_a_deleted_mirror_lose_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = Upstream::new(tmp.path(), "apps");
+    upstream.write("shop/compose.yaml", SHOP);
+    let first = upstream.commit("shop");
+    let url = upstream.file_url();
+    let live = harness!(Live::start(url.clone(), tmp.path().join("data")).await);
+    live.wait_for_image("nginx:1.27").await;
+    let objects = live.h.fake.objects().len();
+
+    // The remote disappears: an error, the Stacks and objects stay.
+    let moved = tmp.path().join("moved");
+    std::fs::rename(&upstream.dir, &moved).unwrap();
+    live.h.fake.clear_requests();
+    live.source.trigger("apps");
+    live.wait_for_poll("the failed poll", |s| s.last_error.is_some())
+        .await;
+    live.h.settle().await;
+    assert_eq!(object_writes(&live.h.fake.writes()), Vec::<String>::new());
+    assert!(
+        live.h
+            .object("stackd.dev/v1alpha1", "Stack", "shop", "shop")
+            .is_some()
+    );
+    assert_eq!(shop_web_image(&live.h).as_deref(), Some("nginx:1.27"));
+
+    // It comes back with a new commit: applied.
+    std::fs::rename(&moved, &upstream.dir).unwrap();
+    upstream.write("shop/compose.yaml", &SHOP.replace("1.27", "1.28"));
+    upstream.commit("1.28");
+    live.wait_for_image("nginx:1.28").await;
+
+    // Force-pushed back to the first commit: Git is the truth, the old image
+    // returns; nothing else is removed.
+    upstream.git(&["reset", "-q", "--hard", &first]);
+    live.wait_for_image("nginx:1.27").await;
+    live.wait_for_poll("the force-push", |s| s.force_pushes == 1)
+        .await;
+    assert_eq!(live.h.fake.objects().len(), objects);
+    assert!(
+        live.h
+            .object("apps/v1", "Deployment", "shop", "db")
+            .is_some()
+    );
+
+    // The mirror is deleted while running: the next poll rebuilds it.
+    std::fs::remove_dir_all(Mirror::dir_for(&live.data_dir, &url)).unwrap();
+    upstream.write("shop/compose.yaml", &SHOP.replace("1.27", "1.29"));
+    upstream.commit("1.29");
+    live.wait_for_image("nginx:1.29").await;
+    assert!(
+        live.h
+            .object("apps/v1", "Deployment", "shop", "db")
+            .is_some()
+    );
+    let status = live.h.status("shop", "shop").unwrap();
+    assert_eq!(status.last_error, None);
+}
+
+// ---------------------------------------------------------------------------
+// The process is killed mid-fetch and restarted.
+
+/// A `stackd run` child, killed when dropped.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_stackd(
+    dir: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    config: &std::path::Path,
+    run: usize,
+) -> Daemon {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::fs::File::create(dir.join(format!("stackd-{run}.log"))).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_stackd"))
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("POD_NAMESPACE")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Daemon(child)
+}
+
+async fn eventually<T>(what: &str, seconds: u64, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stackd_killed_mid_fetch_recovers_on_restart() {
+    let (api, _client) = fake_api::FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::new(dir.path(), "apps");
+    let compose = |tag: &str| format!("services:\n  web:\n    image: nginx:{tag}\n");
+    upstream.write("stacks/web/compose.yaml", &compose("1.27"));
+    upstream.commit("web");
+    let git = git_support::HttpServer::start(dir.path(), None).await;
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\ncurrent-context: fake\nusers: [{{name: fake, user: {{}}}}]\n",
+            api.url()
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("stackd.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "repositories:\n  - name: apps\n    url: {}\n    ref: main\n    paths: [\"stacks/*\"]\n    interval: 200ms\n",
+            git.url("apps")
+        ),
+    )
+    .unwrap();
+    let web_image = || {
+        api.object("apps/v1", "Deployment", "web", "web")
+            .and_then(|d| d.pointer("/spec/template/spec/containers/0/image").cloned())
+            .and_then(|i| i.as_str().map(str::to_string))
+    };
+
+    let mut first = spawn_stackd(dir.path(), &kubeconfig, &config, 1);
+    eventually("the first commit applied", 30, || {
+        (web_image().as_deref() == Some("nginx:1.27")).then_some(())
+    })
+    .await;
+
+    // A new commit whose pack transfer stalls half-way; SIGKILL during it.
+    git.stall_packs(Duration::from_secs(60));
+    let packs = git.traffic.upload_packs();
+    upstream.write("stacks/web/big.txt", &"x".repeat(512 * 1024));
+    upstream.write("stacks/web/compose.yaml", &compose("1.28"));
+    upstream.commit("1.28");
+    eventually("the fetch to start", 20, || {
+        (git.traffic.upload_packs() > packs).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.0.kill().unwrap(); // SIGKILL
+    first.0.wait().unwrap();
+    assert_eq!(web_image().as_deref(), Some("nginx:1.27"));
+
+    // Restarted on the same data directory: it recovers and applies the commit.
+    git.stall_packs(Duration::ZERO);
+    let _second = spawn_stackd(dir.path(), &kubeconfig, &config, 2);
+    eventually("the commit after the restart", 30, || {
+        (web_image().as_deref() == Some("nginx:1.28")).then_some(())
+    })
+    .await;
+    let deletes: Vec<String> = api
+        .writes()
+        .iter()
+        .filter(|r| r.method == Method::DELETE && r.path.contains("/deployments/"))
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(deletes, Vec::<String>::new());
+    let log = std::fs::read_to_string(dir.path().join("stackd-2.log")).unwrap_or_default();
+    // The killed fetch left its mark; the restart rebuilt the mirror.
+    assert!(
+        log.contains("discarding damaged mirror")
+            && log.contains("an earlier fetch did not finish"),
+        "{log}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Configuration reloads (the first reload and its refusal are in daemon_live.rs).
+
+fn get_json(url: &str) -> Option<Value> {
+    use std::io::{Read, Write};
+    let (host, path) = url.strip_prefix("http://")?.split_once('/')?;
+    let mut stream = std::net::TcpStream::connect(host).ok()?;
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    serde_json::from_str(response.split_once("\r\n\r\n")?.1).ok()
+}
+
+/// Every edit counts: an edit seen while the daemon is busy with something
+/// else (a status tick, a Git event) must not be dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_configuration_edit_is_seen_invalid_ones_refused_valid_ones_restored() {
+    let (api, _client) = fake_api::FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::new(dir.path(), "apps");
+    upstream.write(
+        "stacks/web/compose.yaml",
+        "services:\n  web:\n    image: nginx\n",
+    );
+    upstream.commit("web");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\ncurrent-context: fake\nusers: [{{name: fake, user: {{}}}}]\n",
+            api.url()
+        ),
+    )
+    .unwrap();
+    let config_dir = dir.path().join("config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let config = config_dir.join("stackd.yaml");
+    let valid = |n: usize| {
+        format!(
+            "repositories:\n  - name: apps\n    url: {}\n    ref: main\n    interval: 1h\n    variables: {{EDIT: \"{n}\"}}\n",
+            upstream.file_url()
+        )
+    };
+    std::fs::write(&config, valid(0)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::fs::File::create(dir.path().join("stackd.log")).unwrap();
+    let _daemon = Daemon(
+        std::process::Command::new(env!("CARGO_BIN_EXE_stackd"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("POD_NAMESPACE")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let repositories = format!("http://127.0.0.1:{port}/api/v1/repositories");
+    // The first poll is published from the main loop, which starts after the
+    // configuration watch: edits from now on must all be seen.
+    eventually("the first poll", 30, || {
+        get_json(&repositories)?["repositories"][0]["commit"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .await;
+
+    // Each edit replaces the file by a rename, as tools that save atomically
+    // do: one file event per edit, so a lost event is a lost edit.
+    let replace = |text: &str| {
+        let staged = dir.path().join("staged.yaml");
+        std::fs::write(&staged, text).unwrap();
+        std::fs::rename(&staged, &config).unwrap();
+    };
+    for edit in 1..=6 {
+        replace("repositories:\n  - name: apps\n    url: x\n    interval: soon\n");
+        let error = eventually(&format!("edit {edit} to be refused"), 10, || {
+            get_json(&repositories)?["configError"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .await;
+        assert!(error.contains("repositories[0].interval"), "{error}");
+        replace(&valid(edit));
+        eventually(&format!("edit {edit} to be accepted"), 10, || {
+            get_json(&repositories)?["configError"]
+                .is_null()
+                .then_some(())
+        })
+        .await;
+    }
+}

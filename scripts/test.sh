@@ -18,3 +18,4 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 # Benchmarks are measured with `cargo bench`; clippy above already proves they compile.
 cargo test --lib --bins --tests
+bash scripts/fuzz.sh

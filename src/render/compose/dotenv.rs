@@ -114,8 +114,12 @@ impl Parser<'_> {
                 }
             }
         }
-        // A bare key on the last line.
+        // A bare key on the last line. Empty after a lone `export ` (found by fuzzing):
+        // refused like `export \n` on an earlier line, never returned as a "" key.
         let key = text.trim_end().to_string();
+        if key.is_empty() {
+            return Err(self.error("missing variable name after \"export\"".to_string()));
+        }
         if key.contains([' ', '\t']) {
             return Err(self.error(format!("variable name {key:?} contains a space")));
         }

@@ -41,6 +41,8 @@ impl ServiceInput<'_> {
         let mut set = ServiceSet::default();
 
         let mut internal_ports: Vec<ServicePort> = Vec::new();
+        // A set of names, not a scan of the list: `expose` ranges can be huge.
+        let mut internal_names = std::collections::BTreeSet::new();
         let targets = service
             .ports
             .iter()
@@ -49,10 +51,7 @@ impl ServiceInput<'_> {
         for (port, protocol) in targets {
             let protocol = self.protocol(protocol)?;
             let name = format!("{port}-{}", protocol.to_ascii_lowercase());
-            if internal_ports
-                .iter()
-                .all(|p| p.name.as_deref() != Some(&name))
-            {
+            if internal_names.insert(name.clone()) {
                 internal_ports.push(port_of(name, i32::from(port), i32::from(port), protocol));
             }
         }
@@ -227,6 +226,8 @@ fn port_of(name: String, port: i32, target: i32, protocol: &str) -> ServicePort 
 /// `model::Port` → container ports, deduplicated, for the pod spec.
 pub fn container_ports(service: &model::Service) -> Vec<k8s_openapi::api::core::v1::ContainerPort> {
     let mut ports: Vec<k8s_openapi::api::core::v1::ContainerPort> = Vec::new();
+    // A set, not `ports.contains`: an `expose` range can hold tens of thousands of ports.
+    let mut seen = std::collections::BTreeSet::new();
     let all = service
         .ports
         .iter()
@@ -238,13 +239,12 @@ pub fn container_ports(service: &model::Service) -> Vec<k8s_openapi::api::core::
             "sctp" => "SCTP",
             _ => "TCP",
         };
-        let entry = k8s_openapi::api::core::v1::ContainerPort {
-            container_port: i32::from(port),
-            protocol: Some(protocol.to_string()),
-            ..Default::default()
-        };
-        if !ports.contains(&entry) {
-            ports.push(entry);
+        if seen.insert((port, protocol)) {
+            ports.push(k8s_openapi::api::core::v1::ContainerPort {
+                container_port: i32::from(port),
+                protocol: Some(protocol.to_string()),
+                ..Default::default()
+            });
         }
     }
     ports

@@ -36,6 +36,19 @@ struct Stored {
     hash: Option<String>,
 }
 
+impl Stored {
+    /// An existing object: its `name:`, or the compose name; content unknown, so no hash.
+    fn external(declared_name: Option<&String>, compose_name: &str, key: String) -> Self {
+        Stored {
+            name: declared_name
+                .cloned()
+                .unwrap_or_else(|| compose_name.to_string()),
+            key,
+            hash: None,
+        }
+    }
+}
+
 /// The stack's top-level configs and secrets, and the objects that hold them.
 #[derive(Debug, Default)]
 pub struct StackFiles {
@@ -58,14 +71,9 @@ impl StackFiles {
             let origin = Origin::Config(name.clone());
             let key = names::data_key(name);
             if config.external {
-                let object = config.name.clone().unwrap_or_else(|| name.clone());
                 files.configs.insert(
                     name.clone(),
-                    Stored {
-                        name: object,
-                        key,
-                        hash: None,
-                    },
+                    Stored::external(config.name.as_ref(), name, key),
                 );
                 continue;
             }
@@ -90,14 +98,9 @@ impl StackFiles {
             let origin = Origin::Secret(name.clone());
             let key = names::data_key(name);
             if secret.external {
-                let object = secret.name.clone().unwrap_or_else(|| name.clone());
                 files.secrets.insert(
                     name.clone(),
-                    Stored {
-                        name: object,
-                        key,
-                        hash: None,
-                    },
+                    Stored::external(secret.name.as_ref(), name, key),
                 );
                 continue;
             }

@@ -87,6 +87,76 @@ async fn stacks_are_applied_with_their_namespace_and_repository_label() {
 }
 
 #[tokio::test]
+async fn a_commit_that_changes_one_stack_re_applies_only_that_stack() {
+    let h = harness!(Harness::new().await);
+    let mut blog = desired("blog", "blog", with_secret(), "r1");
+    blog.secrets = SecretValues(BTreeMap::from([(
+        "db-password".to_string(),
+        b"pw1".to_vec(),
+    )]));
+    let stacks = |blog: &stackd::reconcile::DesiredStack, revision: &str, image: &str| {
+        let mut shop = web_and_db();
+        shop["services"]["web"]["image"] = json!(image);
+        let mut blog = blog.clone();
+        blog.source.revision = revision.to_string();
+        vec![desired("shop", "shop", shop, revision), blog]
+    };
+    h.sync(stacks(&blog, "r1", "nginx:1.27"), PRUNE)
+        .await
+        .unwrap();
+    let blog_version = |h: &Harness| {
+        h.object("stackd.dev/v1alpha1", "Stack", "blog", "blog")
+            .unwrap()["metadata"]["resourceVersion"]
+            .clone()
+    };
+    let before = blog_version(&h);
+
+    // r2 changes shop only: blog keeps r1, its object is not written, and its
+    // secret values stay reachable under r1.
+    h.fake.clear_requests();
+    let report = h
+        .sync(stacks(&blog, "r2", "nginx:1.28"), PRUNE)
+        .await
+        .unwrap();
+    assert_eq!(report.applied, ["shop/shop"]);
+    assert_eq!(report.unchanged, ["blog/blog"]);
+    assert_eq!(
+        write_paths(&h.fake.writes()),
+        ["PATCH /apis/stackd.dev/v1alpha1/namespaces/shop/stacks/shop"]
+    );
+    assert_eq!(blog_version(&h), before);
+    let blog_stack = h
+        .object("stackd.dev/v1alpha1", "Stack", "blog", "blog")
+        .unwrap();
+    assert_eq!(blog_stack["spec"]["source"]["revision"], "r1");
+    let shop_stack = h
+        .object("stackd.dev/v1alpha1", "Stack", "shop", "shop")
+        .unwrap();
+    assert_eq!(shop_stack["spec"]["source"]["revision"], "r2");
+    assert!(h.handles.secrets.get("blog", "blog", "r1").is_some());
+
+    // r3 changes only blog's secret value: blog moves to r3 so it renders again.
+    blog.secrets = SecretValues(BTreeMap::from([(
+        "db-password".to_string(),
+        b"pw2".to_vec(),
+    )]));
+    let report = h
+        .sync(stacks(&blog, "r3", "nginx:1.28"), PRUNE)
+        .await
+        .unwrap();
+    assert_eq!(report.applied, ["blog/blog"]);
+    assert_eq!(report.unchanged, ["shop/shop"]);
+    let blog_stack = h
+        .object("stackd.dev/v1alpha1", "Stack", "blog", "blog")
+        .unwrap();
+    assert_eq!(blog_stack["spec"]["source"]["revision"], "r3");
+    assert_eq!(
+        h.handles.secrets.get("blog", "blog", "r3"),
+        Some(blog.secrets.clone())
+    );
+}
+
+#[tokio::test]
 async fn vanished_stacks_are_deleted_but_never_all_unless_allowed() {
     let h = harness!(Harness::new().await);
     let both = || {
@@ -139,7 +209,8 @@ async fn vanished_stacks_are_deleted_but_never_all_unless_allowed() {
     assert_eq!(
         kept,
         SyncReport {
-            applied: vec!["shop/shop".into()],
+            // Same content at r3: the Stack keeps r1 and is not written.
+            unchanged: vec!["shop/shop".into()],
             kept: vec!["shop/blog".into()],
             ..SyncReport::default()
         }

@@ -42,6 +42,13 @@ impl SecretStore {
             .map(|e| e.values.clone())
     }
 
+    /// The revision and values held for a stack, whatever the revision.
+    pub fn current(&self, namespace: &str, name: &str) -> Option<(String, SecretValues)> {
+        self.read()
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|e| (e.revision.clone(), e.values.clone()))
+    }
+
     pub fn remove(&self, namespace: &str, name: &str) {
         self.write()
             .remove(&(namespace.to_string(), name.to_string()));

@@ -121,24 +121,26 @@ pub async fn sync_repository(
     let mut namespaces_done = Vec::<String>::new();
     for desired in &stacks {
         let id = key(&desired.namespace, &desired.name);
+        let object = stack_object(repository, desired);
+        let kept_revision = live
+            .get(&id)
+            .and_then(|current| unchanged_revision(current, &object, secret_store, desired));
+        if let Some(revision) = kept_revision {
+            secret_store.put(
+                &desired.namespace,
+                &desired.name,
+                &revision,
+                desired.secrets.clone(),
+            );
+            report.unchanged.push(id);
+            continue;
+        }
         secret_store.put(
             &desired.namespace,
             &desired.name,
             &desired.source.revision,
             desired.secrets.clone(),
         );
-        let object = stack_object(repository, desired);
-        let unchanged = live.get(&id).is_some_and(|current| {
-            current.spec == object.spec
-                && labels_include(
-                    current.metadata.labels.as_ref(),
-                    object.metadata.labels.as_ref(),
-                )
-        });
-        if unchanged {
-            report.unchanged.push(id);
-            continue;
-        }
         if !live.contains_key(&id) && !namespaces_done.contains(&desired.namespace) {
             apply_namespace(client, &desired.namespace).await?;
             namespaces_done.push(desired.namespace.clone());
@@ -180,6 +182,37 @@ pub async fn sync_repository(
         report.deleted.push(id);
     }
     Ok(report)
+}
+
+/// The live Stack's revision when it already holds everything Git now says
+/// apart from the commit. A Stack's revision is the last commit that changed
+/// what it renders, so a commit that touches one stack of a thousand re-applies
+/// one, not a thousand.
+fn unchanged_revision(
+    current: &Stack,
+    wanted: &Stack,
+    secret_store: &SecretStore,
+    desired: &DesiredStack,
+) -> Option<String> {
+    let revision = current.spec.source.as_ref()?.revision.clone();
+    let mut spec = wanted.spec.clone();
+    if let Some(source) = spec.source.as_mut() {
+        source.revision.clone_from(&revision);
+    }
+    let labels_match = labels_include(
+        current.metadata.labels.as_ref(),
+        wanted.metadata.labels.as_ref(),
+    );
+    if current.spec != spec || !labels_match {
+        return None;
+    }
+    // The spec holds only a short hash of each secret value: compare the values
+    // too, since a changed value needs the new commit for the controller to render. An empty store means a fresh start, whose
+    // first pass renders every stack with the values put now.
+    match secret_store.current(&desired.namespace, &desired.name) {
+        Some((held, values)) if held != revision || values != desired.secrets => None,
+        _ => Some(revision),
+    }
 }
 
 fn labels_include(

@@ -1,0 +1,337 @@
+//! The whole daemon at scale: the real `stackd run` binary follows one Git
+//! repository of 1,000 stacks × 5 services (override with
+//! `STACKD_BENCH_STACKS`), served over smart HTTP, and applies them to the
+//! in-process API server (reached through a kubeconfig, as kube finds a real
+//! cluster). It reports what issue 7 asks, beside Flux's published figures:
+//!
+//! - start → every Stack applied at the first commit;
+//! - a no-op poll: API requests and Git bytes;
+//! - a one-line change in one stack: time until applied, API requests, Git bytes;
+//! - a restart: time until every stack is reconciled again, and its requests;
+//! - peak resident memory (VmHWM) and CPU time of the stackd process alone.
+//!
+//! `cargo bench --bench scale` (release build). The API server runs in this
+//! process, so its CPU competes with stackd's on a small machine.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../tests/fake_api/mod.rs"]
+mod fake_api;
+#[path = "../tests/git_support/mod.rs"]
+mod git_support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fake_api::FakeApiServer;
+use git_support::{HttpServer, Upstream};
+
+const SERVICES: usize = 5;
+const POLL_INTERVAL: &str = "5s";
+const TOKEN: &str = "bench-token";
+
+fn compose(index: usize, first_image: &str) -> String {
+    let mut text = String::from("services:\n");
+    for s in 0..SERVICES {
+        let image = if s == 0 {
+            first_image.to_string()
+        } else {
+            format!("nginx:1.{s}")
+        };
+        text.push_str(&format!(
+            "  svc{s}:\n    image: {image}\n    environment:\n      INDEX: \"{index}\"\n"
+        ));
+        if s == 0 {
+            text.push_str("    ports:\n      - \"8080:80\"\n");
+        }
+    }
+    text
+}
+
+fn stack_name(index: usize) -> String {
+    format!("stack-{index:04}")
+}
+
+/// Resident-memory peak and CPU seconds of a live process, from /proc.
+struct ProcessUsage {
+    peak_rss_kib: u64,
+    cpu_seconds: f64,
+}
+
+fn usage(pid: u32) -> ProcessUsage {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let peak_rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    // Fields 14 and 15 of /proc/PID/stat (after the parenthesised name) are utime and stime in ticks.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|t| t.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    ProcessUsage {
+        peak_rss_kib,
+        cpu_seconds: ticks as f64 / 100.0,
+    }
+}
+
+fn spawn_daemon(dir: &Path, kubeconfig: &Path, port: u16) -> common::Daemon {
+    // STACKD_BENCH_BINARY compares another build, e.g. the previous commit's.
+    let binary = std::env::var_os("STACKD_BENCH_BINARY")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_stackd").into());
+    let child = Command::new(binary)
+        .arg("run")
+        .arg("--config")
+        .arg(dir.join("stackd.yaml"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "warn")
+        .env_remove("POD_NAMESPACE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting stackd");
+    common::Daemon(child)
+}
+
+/// Stacks whose status says they were applied at `revision`.
+fn applied_at(api: &FakeApiServer, count: usize, revision: &str) -> usize {
+    (0..count)
+        .filter(|&i| {
+            let name = stack_name(i);
+            api.object("stackd.dev/v1alpha1", "Stack", &name, &name)
+                .is_some_and(|s| s["status"]["lastAppliedRevision"] == revision)
+        })
+        .count()
+}
+
+async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    started.elapsed()
+}
+
+/// Waits until the API server has seen no request for `quiet`.
+async fn settle(api: &FakeApiServer, quiet: Duration) {
+    let mut count = api.requests().len();
+    let mut since = Instant::now();
+    while since.elapsed() < quiet {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = api.requests().len();
+        if now != count {
+            count = now;
+            since = Instant::now();
+        }
+    }
+}
+
+/// `stackd_reconcile_total{result="success"}` summed over every stack.
+async fn successful_reconciles(http: &reqwest::Client, base: &str) -> u64 {
+    let Ok(response) = http.get(format!("{base}/metrics")).send().await else {
+        return 0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("stackd_reconcile_total{") && l.contains("result=\"success\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Requests in the log, as `N requests (W writes, G gets, L lists, T watches)`.
+fn describe(requests: &[fake_api::LoggedRequest]) -> String {
+    use axum::http::Method;
+    let writes = requests.iter().filter(|r| r.is_write()).count();
+    let reads: Vec<_> = requests
+        .iter()
+        .filter(|r| r.method == Method::GET && !r.watch)
+        .collect();
+    // /api/v1/namespaces/NS/KIND/NAME and /apis/G/V/namespaces/NS/KIND/NAME.
+    let gets = reads
+        .iter()
+        .filter(|r| {
+            let depth = r.path.split('/').count();
+            if r.path.starts_with("/apis/") {
+                depth > 7
+            } else {
+                depth > 6
+            }
+        })
+        .count();
+    let watches = requests.iter().filter(|r| r.watch).count();
+    format!(
+        "{} requests ({writes} writes, {gets} object GETs, {} lists, {watches} watches)",
+        requests.len(),
+        reads.len() - gets
+    )
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument that is not ours means another bench.
+    if std::env::args().skip(1).any(|a| !a.starts_with("--")) {
+        return;
+    }
+    let count: usize = std::env::var("STACKD_BENCH_STACKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(run(count));
+}
+
+async fn run(count: usize) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let upstream = Upstream::new(dir.path(), "apps");
+    for i in 0..count {
+        upstream.write(
+            &format!("stacks/{}/compose.yaml", stack_name(i)),
+            &compose(i, "nginx:1.0"),
+        );
+    }
+    let first = upstream.commit("1,000 stacks");
+    let git = HttpServer::start(dir.path(), None).await;
+    let (api, _client) = FakeApiServer::start().await;
+    let kubeconfig = common::write_kubeconfig(dir.path(), api.url());
+    std::fs::write(dir.path().join("token"), TOKEN).expect("writing the token");
+    std::fs::write(
+        dir.path().join("stackd.yaml"),
+        format!(
+            "apiTokenFile: {}\nrepositories:\n  - name: apps\n    url: {}\n    ref: main\n    paths: [\"stacks/*\"]\n    interval: {POLL_INTERVAL}\n",
+            dir.path().join("token").display(),
+            git.url("apps")
+        ),
+    )
+    .expect("writing the configuration");
+    let http = reqwest::Client::new();
+    let port = common::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+
+    // 1. Start → every Stack applied.
+    let started = Instant::now();
+    let mut daemon = spawn_daemon(dir.path(), &kubeconfig, port);
+    wait_for("every stack applied", Duration::from_secs(1800), || {
+        applied_at(&api, count, &first) == count
+    })
+    .await;
+    let first_apply = started.elapsed();
+    let first_cpu = usage(daemon.0.id()).cpu_seconds;
+    settle(&api, Duration::from_secs(3)).await;
+    let first_requests = api.requests();
+    let objects = api.objects().len();
+
+    // 2. No-op polls: nothing changed in Git.
+    api.clear_requests();
+    let (bytes_before, adverts_before) = (git.traffic.bytes_sent(), git.traffic.advertisements());
+    let polls = 3;
+    wait_for("three polls", Duration::from_secs(120), || {
+        git.traffic.advertisements() >= adverts_before + polls
+    })
+    .await;
+    settle(&api, Duration::from_secs(1)).await;
+    let poll_requests = api.requests();
+    let poll_bytes = (git.traffic.bytes_sent() - bytes_before) / polls as u64;
+
+    // 3. A one-line change in one stack, announced through the sync API as a webhook would.
+    let changed = stack_name(count / 2);
+    upstream.write(
+        &format!("stacks/{changed}/compose.yaml"),
+        &compose(count / 2, "nginx:1.99"),
+    );
+    let second = upstream.commit("one line");
+    api.clear_requests();
+    let bytes_before = git.traffic.bytes_sent();
+    let change_started = Instant::now();
+    let response = http
+        .post(format!("{base}/api/v1/repositories/apps/sync"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("the sync request");
+    assert!(
+        response.status().is_success(),
+        "sync: {}",
+        response.status()
+    );
+    wait_for("the changed image", Duration::from_secs(300), || {
+        api.object("apps/v1", "Deployment", &changed, "svc0")
+            .is_some_and(|d| {
+                d["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.99"
+            })
+    })
+    .await;
+    let change_applied = change_started.elapsed();
+    settle(&api, Duration::from_secs(3)).await;
+    let change_requests = api.requests();
+    let change_bytes = git.traffic.bytes_sent() - bytes_before;
+    let unchanged = applied_at(&api, count, &second);
+    let first_run = usage(daemon.0.id());
+    let status = daemon.terminate(Duration::from_secs(60)).await;
+    assert!(status.success(), "stackd exited with {status:?}");
+
+    // 4. A restart: every stack is reconciled again from the caches, with nothing to write.
+    api.clear_requests();
+    let restarted = Instant::now();
+    let mut daemon = spawn_daemon(dir.path(), &kubeconfig, port);
+    let limit = Duration::from_secs(1800);
+    loop {
+        if successful_reconciles(&http, &base).await >= count as u64 {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < limit,
+            "timed out waiting for the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let restart = restarted.elapsed();
+    settle(&api, Duration::from_secs(3)).await;
+    let restart_requests = api.requests();
+    let second_run = usage(daemon.0.id());
+    let status = daemon.terminate(Duration::from_secs(60)).await;
+    assert!(status.success(), "stackd exited with {status:?}");
+
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!(
+        "scale: {count} stacks x {SERVICES} services in one repository, {objects} objects stored"
+    );
+    println!(
+        "  start -> all applied:      {first_apply:.2?}, stackd CPU {first_cpu:.1} s; {}",
+        describe(&first_requests)
+    );
+    println!(
+        "  no-op polls (every {POLL_INTERVAL}): {polls} polls, {}; {poll_bytes} B of Git traffic per poll",
+        describe(&poll_requests)
+    );
+    println!(
+        "  one-line change:          applied in {change_applied:.2?}; {}; {change_bytes} B of Git traffic; {unchanged} stacks at the new commit",
+        describe(&change_requests)
+    );
+    println!(
+        "  restart -> all reconciled: {restart:.2?}; {}",
+        describe(&restart_requests)
+    );
+    println!(
+        "  stackd peak RSS (VmHWM):   {:.0} MiB first run, {:.0} MiB after restart; CPU {:.1} s and {:.1} s",
+        mib(first_run.peak_rss_kib),
+        mib(second_run.peak_rss_kib),
+        first_run.cpu_seconds,
+        second_run.cpu_seconds
+    );
+    println!("  Flux 2.2, 1,000 Kustomizations (published): about 4 min to apply, 112 MiB");
+}

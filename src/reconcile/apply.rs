@@ -13,6 +13,7 @@ use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::crd::{FIELD_MANAGER, InventoryEntry, STACK_LABEL};
+use crate::reconcile::live::LiveStores;
 use crate::render::object::{Object, RENDERED_KINDS, Rendered};
 
 /// Objects annotated `stackd.dev/prune: disabled` are never pruned.
@@ -291,11 +292,25 @@ fn is_not_found(error: &kube::Error) -> bool {
 pub struct Applier {
     client: Client,
     options: ApplyOptions,
+    /// The controller's watch caches: leftovers are found there instead of
+    /// with a list request per kind.
+    live: Option<LiveStores>,
 }
 
 impl Applier {
     pub fn new(client: Client, options: ApplyOptions) -> Self {
-        Applier { client, options }
+        Applier {
+            client,
+            options,
+            live: None,
+        }
+    }
+
+    /// Finds labelled leftovers in `live` (which must have finished its first
+    /// list) rather than asking the API server.
+    pub fn with_live_stores(mut self, live: LiveStores) -> Self {
+        self.live = Some(live);
+        self
     }
 
     pub async fn apply(
@@ -533,18 +548,29 @@ impl Applier {
                     namespace: Some(namespace.clone()),
                     ..InventoryEntry::default()
                 };
-                let listed = api_for(&self.client, &probe)
-                    .list_metadata(&selector)
-                    .await
-                    .map_err(|source| ApplyError::ListForPrune {
-                        kind: kind.to_string(),
-                        namespace: namespace.clone(),
-                        stack: stack.name.to_string(),
-                        source,
-                    })?;
-                for item in listed.items {
+                let cached = self
+                    .live
+                    .as_ref()
+                    .and_then(|live| live.labelled_names(kind, namespace, STACK_LABEL, stack.name));
+                let names = match cached {
+                    Some(names) => names,
+                    None => api_for(&self.client, &probe)
+                        .list_metadata(&selector)
+                        .await
+                        .map_err(|source| ApplyError::ListForPrune {
+                            kind: kind.to_string(),
+                            namespace: namespace.clone(),
+                            stack: stack.name.to_string(),
+                            source,
+                        })?
+                        .items
+                        .iter()
+                        .map(ResourceExt::name_any)
+                        .collect(),
+                };
+                for name in names {
                     let target = InventoryEntry {
-                        name: item.name_any(),
+                        name,
                         ..probe.clone()
                     };
                     let known = plan

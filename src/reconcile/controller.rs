@@ -120,9 +120,16 @@ where
     let config = watcher::Config::default().labels(STACK_LABEL);
     let stream = watcher(Api::<K>::all(client.clone()), config)
         .default_backoff()
+        .modify(forget_managed_fields)
         .reflect(writer)
         .touched_objects();
     (reader, stream)
+}
+
+/// Drift and status never read `managedFields`, and at thousands of objects
+/// they are a large share of what the stores would hold.
+fn forget_managed_fields<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
 }
 
 /// Runs the Stack controller until `cancel` fires.
@@ -158,6 +165,7 @@ pub async fn run(
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(forget_managed_fields)
     .reflect(stack_writer)
     .inspect(move |event| {
         // A deleted Stack: its objects go by garbage collection; its series and view go here.
@@ -414,7 +422,8 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
                     cancel: context.cancel.clone(),
                     ..ApplyOptions::default()
                 },
-            );
+            )
+            .with_live_stores(context.live.clone());
             let mut done = applier
                 .apply(
                     StackRef {

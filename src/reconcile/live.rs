@@ -41,7 +41,49 @@ pub fn is_watched(kind: &str) -> bool {
     kind != "Namespace"
 }
 
+/// Names of the objects in `store` within `namespace` that carry `label=value`.
+fn labelled<K>(store: &Store<K>, namespace: &str, label: &str, value: &str) -> Vec<String>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .iter()
+        .filter(|o| o.meta().namespace.as_deref() == Some(namespace))
+        .filter(|o| {
+            o.meta()
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(label))
+                .is_some_and(|v| v == value)
+        })
+        .filter_map(|o| o.meta().name.clone())
+        .collect()
+}
+
 impl LiveStores {
+    /// Names of the objects of `kind` in `namespace` labelled `label=value`, as
+    /// the watch caches hold them; `None` for a kind that is not watched.
+    pub fn labelled_names(
+        &self,
+        kind: &str,
+        namespace: &str,
+        label: &str,
+        value: &str,
+    ) -> Option<Vec<String>> {
+        Some(match kind {
+            "ConfigMap" => labelled(&self.config_maps, namespace, label, value),
+            "Secret" => labelled(&self.secrets, namespace, label, value),
+            "Service" => labelled(&self.services, namespace, label, value),
+            "Deployment" => labelled(&self.deployments, namespace, label, value),
+            "StatefulSet" => labelled(&self.stateful_sets, namespace, label, value),
+            "DaemonSet" => labelled(&self.daemon_sets, namespace, label, value),
+            "Job" => labelled(&self.jobs, namespace, label, value),
+            "Ingress" => labelled(&self.ingresses, namespace, label, value),
+            _ => return None,
+        })
+    }
+
     /// The live object of an inventory entry as JSON; `None` when it does not exist
     /// (or its kind is not watched).
     pub fn get(&self, entry: &InventoryEntry) -> Option<Value> {

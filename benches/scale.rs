@@ -290,7 +290,11 @@ async fn run(count: usize) {
     let mut daemon = spawn_daemon(dir.path(), &kubeconfig, port);
     let limit = Duration::from_secs(1800);
     loop {
-        if successful_reconciles(&http, &base).await >= count as u64 {
+        let n = successful_reconciles(&http, &base).await;
+        if std::env::var_os("STACKD_BENCH_TRACE").is_some() {
+            eprintln!("{:?} {n}", restarted.elapsed());
+        }
+        if n >= count as u64 {
             break;
         }
         assert!(

@@ -157,6 +157,36 @@ async fn a_commit_that_changes_one_stack_re_applies_only_that_stack() {
 }
 
 #[tokio::test]
+async fn a_large_repository_is_listed_in_pages_and_compared_without_writes() {
+    let h = harness!(Harness::new().await);
+    let stacks = |revision: &str| {
+        (0..250)
+            .map(|i| {
+                let name = format!("s{i:03}");
+                desired("many", &name, web_and_db(), revision)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        h.sync(stacks("r1"), PRUNE).await.unwrap().applied.len(),
+        250
+    );
+
+    h.fake.clear_requests();
+    let report = h.sync(stacks("r2"), PRUNE).await.unwrap();
+    assert_eq!(report.unchanged.len(), 250);
+    assert_eq!(write_paths(&h.fake.writes()), Vec::<String>::new());
+    let lists: Vec<String> = h
+        .fake
+        .requests()
+        .iter()
+        .map(|r| r.path.clone())
+        .filter(|p| p.ends_with("/stacks"))
+        .collect();
+    assert_eq!(lists.len(), 3, "pages of 100: {lists:?}");
+}
+
+#[tokio::test]
 async fn vanished_stacks_are_deleted_but_never_all_unless_allowed() {
     let h = harness!(Harness::new().await);
     let both = || {

@@ -3,7 +3,7 @@
 //! desired stacks of each repository, and whoever leads applies them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::Client;
@@ -31,7 +31,9 @@ pub struct GitSync {
 
 #[derive(Default)]
 struct Pending {
-    latest: BTreeMap<String, (Vec<DesiredStack>, SyncPolicy)>,
+    /// Shared with a sync in progress rather than copied: a repository of
+    /// thousands of stacks is large.
+    latest: BTreeMap<String, (Arc<[DesiredStack]>, SyncPolicy)>,
     dirty: BTreeSet<String>,
 }
 
@@ -85,7 +87,7 @@ impl GitSync {
         let mut pending = self.lock();
         pending
             .latest
-            .insert(update.repository.clone(), (desired, sync_policy));
+            .insert(update.repository.clone(), (desired.into(), sync_policy));
         pending.dirty.insert(update.repository.clone());
         drop(pending);
         self.changed.notify_one();
@@ -107,7 +109,7 @@ impl GitSync {
             pending.dirty = all;
         }
         loop {
-            let batch: Vec<(String, Vec<DesiredStack>, SyncPolicy)> = {
+            let batch: Vec<(String, Arc<[DesiredStack]>, SyncPolicy)> = {
                 let mut pending = self.lock();
                 let dirty = std::mem::take(&mut pending.dirty);
                 dirty
@@ -123,7 +125,7 @@ impl GitSync {
                 if leading.is_cancelled() {
                     return;
                 }
-                match sync_repository(&client, &secrets, &repository, stacks, policy).await {
+                match sync_repository(&client, &secrets, &repository, &stacks, policy).await {
                     Ok(report) => info!(
                         %repository,
                         applied = report.applied.len(),

@@ -2,13 +2,14 @@
 //! objects (server-side apply), and Stacks that vanished from Git are deleted
 //! when the repository prunes. Secret values go to the in-memory store only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
 use kube::{Client, ResourceExt};
+use sha2::{Digest, Sha256};
 
-use crate::crd::{FIELD_MANAGER, SourceRef, Stack};
+use crate::crd::{FIELD_MANAGER, SourceRef, Stack, StackSpec};
 use crate::reconcile::apply::{PRUNE_ANNOTATION, PRUNE_DISABLED};
 use crate::reconcile::error::ReconcileError;
 use crate::reconcile::secrets::SecretStore;
@@ -78,6 +79,74 @@ fn key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
+/// Stacks are listed in pages of this many: a page is reduced to [`LiveStack`]s
+/// and dropped, so a repository of thousands is never held in full.
+const LIST_PAGE: u32 = 100;
+
+/// What a sync needs of a live Stack.
+struct LiveStack {
+    revision: Option<String>,
+    /// [`content_digest`] of its spec.
+    content: String,
+    labels: BTreeMap<String, String>,
+    /// Annotated `stackd.dev/prune: disabled`.
+    protected: bool,
+}
+
+impl LiveStack {
+    fn of(stack: &Stack) -> Self {
+        LiveStack {
+            revision: stack.spec.source.as_ref().map(|s| s.revision.clone()),
+            content: content_digest(&stack.spec),
+            labels: stack.labels().clone(),
+            protected: stack
+                .annotations()
+                .get(PRUNE_ANNOTATION)
+                .map(String::as_str)
+                == Some(PRUNE_DISABLED),
+        }
+    }
+}
+
+/// A digest of everything in a spec but the commit it came from.
+fn content_digest(spec: &StackSpec) -> String {
+    let mut spec = spec.clone();
+    if let Some(source) = spec.source.as_mut() {
+        source.revision.clear();
+    }
+    // Serialising a typed spec cannot fail; an empty digest would only force an apply.
+    let bytes = serde_json::to_vec(&spec).unwrap_or_default();
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The repository's Stacks in the cluster, by `namespace/name`.
+async fn live_stacks(
+    client: &Client,
+    repository: &str,
+) -> Result<BTreeMap<String, LiveStack>, ReconcileError> {
+    let all: Api<Stack> = Api::all(client.clone());
+    let selector = format!("{REPOSITORY_LABEL}={}", repository_label_value(repository));
+    let mut params = ListParams::default().labels(&selector).limit(LIST_PAGE);
+    let mut live = BTreeMap::new();
+    loop {
+        let page = all
+            .list(&params)
+            .await
+            .map_err(|source| ReconcileError::ListStacks {
+                repository: repository.to_string(),
+                source,
+            })?;
+        for stack in &page.items {
+            let id = key(&stack.namespace().unwrap_or_default(), &stack.name_any());
+            live.insert(id, LiveStack::of(stack));
+        }
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(live),
+        }
+    }
+}
+
 /// Applies the Stacks of one repository and prunes the ones that vanished.
 /// Secret values are put in `secrets` before the Stack is applied, so the
 /// controller finds them when it sees the new revision.
@@ -85,29 +154,16 @@ pub async fn sync_repository(
     client: &Client,
     secret_store: &SecretStore,
     repository: &str,
-    stacks: Vec<DesiredStack>,
+    stacks: &[DesiredStack],
     policy: SyncPolicy,
 ) -> Result<SyncReport, ReconcileError> {
-    let all: Api<Stack> = Api::all(client.clone());
-    let selector = format!("{REPOSITORY_LABEL}={}", repository_label_value(repository));
-    let existing = all
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(|source| ReconcileError::ListStacks {
-            repository: repository.to_string(),
-            source,
-        })?;
-    let live: BTreeMap<String, &Stack> = existing
-        .items
-        .iter()
-        .map(|s| (key(&s.namespace().unwrap_or_default(), &s.name_any()), s))
-        .collect();
+    let live = live_stacks(client, repository).await?;
 
     // Refuse before writing anything: a sync that would leave no Stack is suspicious.
-    let vanished: Vec<&Stack> = live
+    let wanted: BTreeSet<String> = stacks.iter().map(|d| key(&d.namespace, &d.name)).collect();
+    let vanished: Vec<(&String, &LiveStack)> = live
         .iter()
-        .filter(|(k, _)| !stacks.iter().any(|d| &key(&d.namespace, &d.name) == *k))
-        .map(|(_, s)| *s)
+        .filter(|(id, _)| !wanted.contains(*id))
         .collect();
     if policy.prune && stacks.is_empty() && !vanished.is_empty() && !policy.allow_prune_all {
         return Err(ReconcileError::WouldDeleteAllStacks {
@@ -119,7 +175,7 @@ pub async fn sync_repository(
     let mut report = SyncReport::default();
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut namespaces_done = Vec::<String>::new();
-    for desired in &stacks {
+    for desired in stacks {
         let id = key(&desired.namespace, &desired.name);
         let object = stack_object(repository, desired);
         let kept_revision = live
@@ -155,31 +211,25 @@ pub async fn sync_repository(
         report.applied.push(id);
     }
 
-    for stack in vanished {
-        let namespace = stack.namespace().unwrap_or_default();
-        let id = key(&namespace, &stack.name_any());
-        let protected = stack
-            .annotations()
-            .get(PRUNE_ANNOTATION)
-            .map(String::as_str)
-            == Some(PRUNE_DISABLED);
-        if !policy.prune || protected {
-            report.kept.push(id);
+    for (id, stack) in vanished {
+        if !policy.prune || stack.protected {
+            report.kept.push(id.clone());
             continue;
         }
-        let api: Api<Stack> = Api::namespaced(client.clone(), &namespace);
-        match api
-            .delete(&stack.name_any(), &DeleteParams::background())
-            .await
-        {
+        let (namespace, name) = id.split_once('/').unwrap_or_default();
+        let api: Api<Stack> = Api::namespaced(client.clone(), namespace);
+        match api.delete(name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(source) => {
-                return Err(ReconcileError::DeleteStack { stack: id, source });
+                return Err(ReconcileError::DeleteStack {
+                    stack: id.clone(),
+                    source,
+                });
             }
         }
-        secret_store.remove(&namespace, &stack.name_any());
-        report.deleted.push(id);
+        secret_store.remove(namespace, name);
+        report.deleted.push(id.clone());
     }
     Ok(report)
 }
@@ -189,26 +239,18 @@ pub async fn sync_repository(
 /// what it renders, so a commit that touches one stack of a thousand re-applies
 /// one, not a thousand.
 fn unchanged_revision(
-    current: &Stack,
+    current: &LiveStack,
     wanted: &Stack,
     secret_store: &SecretStore,
     desired: &DesiredStack,
 ) -> Option<String> {
-    let revision = current.spec.source.as_ref()?.revision.clone();
-    let mut spec = wanted.spec.clone();
-    if let Some(source) = spec.source.as_mut() {
-        source.revision.clone_from(&revision);
-    }
-    let labels_match = labels_include(
-        current.metadata.labels.as_ref(),
-        wanted.metadata.labels.as_ref(),
-    );
-    if current.spec != spec || !labels_match {
+    let revision = current.revision.clone()?;
+    let labels_match = labels_include(Some(&current.labels), wanted.metadata.labels.as_ref());
+    if current.content != content_digest(&wanted.spec) || !labels_match {
         return None;
     }
     // The spec holds only a short hash of each secret value: compare the values
-    // too, since a changed value needs the new commit for the controller to render. An empty store means a fresh start, whose
-    // first pass renders every stack with the values put now.
+    // too, since a changed value needs the new commit for the controller to render.
     match secret_store.current(&desired.namespace, &desired.name) {
         Some((held, values)) if held != revision || values != desired.secrets => None,
         _ => Some(revision),

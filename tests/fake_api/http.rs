@@ -381,7 +381,6 @@ fn list(
     filter: &Filter,
     query: &HashMap<String, String>,
 ) -> Result<Value, ApiError> {
-    let (items, resource_version) = store.list(rt, filter);
     let start = match query.get("continue").filter(|c| !c.is_empty()) {
         Some(token) => token
             .parse::<usize>()
@@ -393,8 +392,7 @@ fn list(
         .and_then(|l| l.parse::<usize>().ok())
         .filter(|l| *l > 0)
         .unwrap_or(usize::MAX);
-    let total = items.len();
-    let page: Vec<Value> = items.into_iter().skip(start).take(limit).collect();
+    let (page, total, resource_version) = store.list(rt, filter, start, limit);
     let end = start.saturating_add(page.len());
     let mut metadata = json!({"resourceVersion": resource_version.to_string()});
     if end < total {

@@ -229,10 +229,21 @@ impl Store {
             .ok_or_else(|| ApiError::not_found(rt, name))
     }
 
-    /// Matching objects sorted by namespace and name, and the list resource version.
-    pub fn list(&self, rt: &'static ResourceType, filter: &Filter) -> (Vec<Value>, u64) {
+    /// One page of the matching objects sorted by namespace and name (`start`
+    /// matches skipped, at most `limit` returned), the number of matches, and the
+    /// list resource version. Only the page is cloned: a paged list of thousands
+    /// of objects would otherwise copy every object once per page.
+    pub fn list(
+        &self,
+        rt: &'static ResourceType,
+        filter: &Filter,
+        start: usize,
+        limit: usize,
+    ) -> (Vec<Value>, usize, u64) {
         let state = self.lock();
-        let items = state
+        let mut total = 0;
+        let mut page = Vec::new();
+        let matching = state
             .objects
             .iter()
             .filter(|((group, plural, ns, _), object)| {
@@ -240,10 +251,14 @@ impl Store {
                     && *plural == rt.plural
                     && filter.matches_namespace(ns)
                     && filter.matches(object)
-            })
-            .map(|(_, object)| object.clone())
-            .collect();
-        (items, state.resource_version)
+            });
+        for (_, object) in matching {
+            if total >= start && page.len() < limit {
+                page.push(object.clone());
+            }
+            total += 1;
+        }
+        (page, total, state.resource_version)
     }
 
     pub fn all_objects(&self) -> Vec<Value> {

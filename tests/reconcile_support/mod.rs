@@ -137,7 +137,7 @@ impl Harness {
             &self.client,
             &self.handles.secrets,
             REPOSITORY,
-            stacks,
+            &stacks,
             policy,
         )
         .await

@@ -319,7 +319,7 @@ async fn secrets_stay_secret(log_format: &str, rust_log: &str) {
     post_webhooks(&http, &base, &scenario, &git, &mut surfaces).await;
     scenario.write_broken_commit(&upstream);
     post_syncs(&http, &base, &scenario, &mut surfaces).await;
-    wait_for_load_errors(&http, &base).await;
+    let load_errors = wait_for_load_errors(&http, &base).await;
 
     collect_http(&http, &base, &mut surfaces).await;
     let secret_data = collect_objects(&cluster, &namespaces, &mut surfaces).await;
@@ -368,6 +368,7 @@ async fn secrets_stay_secret(log_format: &str, rust_log: &str) {
 
     let leaks = surfaces.leaks(&scenario.all());
     assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n"));
+    assert_still_useful(&load_errors);
 }
 
 /// Where the daemon's output goes.
@@ -522,10 +523,9 @@ async fn post_syncs(
     }
 }
 
-/// The broken commit's errors, still useful without the values: each names
-/// its file and the variable.
-async fn wait_for_load_errors(http: &reqwest::Client, base: &str) {
-    let errors = eventually("every stack failing to load", 30, async || {
+/// The broken commit's load errors, as the API shows them.
+async fn wait_for_load_errors(http: &reqwest::Client, base: &str) -> Vec<String> {
+    eventually("every stack failing to load", 30, async || {
         let body = get_json(http, &format!("{base}/api/v1/stacks")).await?;
         let errors: Vec<String> = body["stacks"]
             .as_array()?
@@ -534,7 +534,11 @@ async fn wait_for_load_errors(http: &reqwest::Client, base: &str) {
             .collect();
         (errors.len() == 3).then_some(errors)
     })
-    .await;
+    .await
+}
+
+/// Errors without the values still help: each names its file and the variable.
+fn assert_still_useful(errors: &[String]) {
     for expected in [
         "stacks/vault/.env:1:0: invalid env file: unterminated quoted value of \"API_KEY\"",
         "stacks/interp/.env:2:0: invalid env file: unterminated \"${\" in the value of \"TOKEN\"",

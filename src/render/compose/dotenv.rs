@@ -96,7 +96,7 @@ impl Parser<'_> {
                         return Err(self.error(format!("missing variable name before {c:?}")));
                     }
                     if key.contains([' ', '\t']) {
-                        return Err(self.error(format!("variable name {key:?} contains a space")));
+                        return Err(self.spaced_key(&key));
                     }
                     if c == '\n' {
                         self.line += 1;
@@ -121,7 +121,7 @@ impl Parser<'_> {
             return Err(self.error("missing variable name after \"export\"".to_string()));
         }
         if key.contains([' ', '\t']) {
-            return Err(self.error(format!("variable name {key:?} contains a space")));
+            return Err(self.spaced_key(&key));
         }
         Ok((key, "", true))
     }
@@ -203,6 +203,15 @@ impl Parser<'_> {
                 "invalid interpolation format in the value of {key:?}; write \"$$\" for a literal \"$\""
             ))),
         }
+    }
+
+    /// A key with a space, usually a forgotten `=` (`API_KEY hunter2`): only its
+    /// first word is quoted, since the rest may be the value.
+    fn spaced_key(&self, key: &str) -> LoadError {
+        let first = key.split([' ', '\t']).next().unwrap_or_default();
+        self.error(format!(
+            "variable name {first:?} is followed by a space (missing \"=\"?)"
+        ))
     }
 
     fn error(&self, message: String) -> LoadError {
@@ -416,7 +425,7 @@ mod tests {
         let err = fixture("invalid1.env").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "invalid1.env:7:0: invalid env file: variable name \"INVALID LINE\" contains a space"
+            "invalid1.env:7:0: invalid env file: variable name \"INVALID\" is followed by a space (missing \"=\"?)"
         );
     }
 
@@ -463,6 +472,9 @@ mod tests {
             "A=\"hunter2-value${\"\n",
             "A=hunter2-value${1x}\n",
             "hunter2-value$=1\n",
+            "A hunter2-value\n",
+            "A hunter2 value\n",
+            "A b hunter2=value\n",
         ] {
             let err = parse_str(text).unwrap_err().to_string();
             assert!(!err.contains("hunter2"), "{text:?}: {err}");

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use super::error::{At, LoadError};
-use super::interpolate::{self, Substituted};
+use super::interpolate::{self, InterpolateError, Substituted};
 use super::node::Mark;
 use crate::render::files::RepoPath;
 
@@ -57,7 +57,7 @@ impl Parser<'_> {
                 self.entries.push((key, None));
                 continue;
             }
-            let (value, after) = self.value(after)?;
+            let (value, after) = self.value(&key, after)?;
             rest = after;
             self.known.insert(key.clone(), value.clone());
             self.entries.push((key, Some(value)));
@@ -96,7 +96,7 @@ impl Parser<'_> {
                         return Err(self.error(format!("missing variable name before {c:?}")));
                     }
                     if key.contains([' ', '\t']) {
-                        return Err(self.error(format!("variable name {key:?} contains a space")));
+                        return Err(self.spaced_key(&key));
                     }
                     if c == '\n' {
                         self.line += 1;
@@ -106,11 +106,11 @@ impl Parser<'_> {
                 }
                 ' ' | '\t' | '\r' | '_' | '.' | '-' | '[' | ']' => {}
                 c if c.is_alphanumeric() => {}
+                // The line is not echoed: past the bad character it may hold a value.
                 other => {
-                    let line = text.lines().next().unwrap_or_default();
-                    return Err(self.error(format!(
-                        "unexpected character {other:?} in variable name {line:?}"
-                    )));
+                    return Err(
+                        self.error(format!("unexpected character {other:?} in a variable name"))
+                    );
                 }
             }
         }
@@ -121,16 +121,18 @@ impl Parser<'_> {
             return Err(self.error("missing variable name after \"export\"".to_string()));
         }
         if key.contains([' ', '\t']) {
-            return Err(self.error(format!("variable name {key:?} contains a space")));
+            return Err(self.spaced_key(&key));
         }
         Ok((key, "", true))
     }
 
-    /// Reads a value; returns it and the text after it.
-    fn value<'t>(&mut self, text: &'t str) -> Result<(String, &'t str), LoadError> {
+    /// Reads the value of `key`; returns it and the text after it. Errors name
+    /// the key, never the value: values are often secrets, and errors reach logs,
+    /// the status page and the API.
+    fn value<'t>(&mut self, key: &str, text: &'t str) -> Result<(String, &'t str), LoadError> {
         let quote = match text.chars().next() {
             Some(q @ ('"' | '\'')) => q,
-            _ => return self.unquoted(text),
+            _ => return self.unquoted(key, text),
         };
         let start_line = self.line;
         let mut chars = String::new();
@@ -165,23 +167,24 @@ impl Parser<'_> {
             if quote == '\'' {
                 return Ok((chars, rest));
             }
-            let value = self.expand(&expand_escapes(&chars))?;
+            let value = self.expand(key, &expand_escapes(&chars))?;
             return Ok((value, rest));
         }
         self.line = start_line;
-        let first = text.lines().next().unwrap_or_default();
-        Err(self.error(format!("unterminated quoted value {first}")))
+        Err(self.error(format!(
+            "unterminated quoted value of {key:?} (missing closing {quote})"
+        )))
     }
 
-    fn unquoted<'t>(&mut self, text: &'t str) -> Result<(String, &'t str), LoadError> {
+    fn unquoted<'t>(&mut self, key: &str, text: &'t str) -> Result<(String, &'t str), LoadError> {
         let (value, rest) = text.split_once('\n').unwrap_or((text, ""));
         let value = value.split_once(" #").map_or(value, |(v, _)| v);
-        let value = self.expand(value.trim_end())?;
+        let value = self.expand(key, value.trim_end())?;
         self.line += 1;
         Ok((value, rest))
     }
 
-    fn expand(&self, value: &str) -> Result<String, LoadError> {
+    fn expand(&self, key: &str, value: &str) -> Result<String, LoadError> {
         let lookup = |name: &str| {
             self.known
                 .get(name)
@@ -190,8 +193,25 @@ impl Parser<'_> {
         };
         match interpolate::substitute(value, &lookup) {
             Ok(Substituted { text, .. }) => Ok(text),
-            Err(e) => Err(self.error(e.to_string())),
+            // `Required` carries only a variable name and the file's own message;
+            // the others would quote the value.
+            Err(e @ InterpolateError::Required { .. }) => Err(self.error(e.to_string())),
+            Err(InterpolateError::Unterminated(_)) => Err(self.error(format!(
+                "unterminated \"${{\" in the value of {key:?}; write \"$$\" for a literal \"$\""
+            ))),
+            Err(InterpolateError::Invalid(_)) => Err(self.error(format!(
+                "invalid interpolation format in the value of {key:?}; write \"$$\" for a literal \"$\""
+            ))),
         }
+    }
+
+    /// A key with a space, usually a forgotten `=` (`API_KEY hunter2`): only its
+    /// first word is quoted, since the rest may be the value.
+    fn spaced_key(&self, key: &str) -> LoadError {
+        let first = key.split([' ', '\t']).next().unwrap_or_default();
+        self.error(format!(
+            "variable name {first:?} is followed by a space (missing \"=\"?)"
+        ))
     }
 
     fn error(&self, message: String) -> LoadError {
@@ -405,7 +425,7 @@ mod tests {
         let err = fixture("invalid1.env").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "invalid1.env:7:0: invalid env file: variable name \"INVALID LINE\" contains a space"
+            "invalid1.env:7:0: invalid env file: variable name \"INVALID\" is followed by a space (missing \"=\"?)"
         );
     }
 
@@ -431,7 +451,7 @@ mod tests {
         let err = parse_str("A=1\nB=\"open\n\n").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "app/.env:2:0: invalid env file: unterminated quoted value \"open"
+            "app/.env:2:0: invalid env file: unterminated quoted value of \"B\" (missing closing \")"
         );
         let err = parse_str("A=1\nB=${C:?needed}\n").unwrap_err();
         assert!(err.to_string().starts_with("app/.env:2:0: "), "{err}");
@@ -439,6 +459,30 @@ mod tests {
         assert!(
             err.to_string()
                 .starts_with("app/.env:3:0: invalid env file: unexpected character '$'"),
+            "{err}"
+        );
+    }
+
+    /// Values are often secrets, and errors reach logs and the status page.
+    #[test]
+    fn errors_never_quote_a_value() {
+        for text in [
+            "A=\"hunter2-value\n",
+            "A=hunter2-value${\n",
+            "A=\"hunter2-value${\"\n",
+            "A=hunter2-value${1x}\n",
+            "hunter2-value$=1\n",
+            "A hunter2-value\n",
+            "A hunter2 value\n",
+            "A b hunter2=value\n",
+        ] {
+            let err = parse_str(text).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{text:?}: {err}");
+            assert!(err.starts_with("app/.env:1:0: invalid env file: "), "{err}");
+        }
+        let err = parse_str("A=hunter2-value${\n").unwrap_err().to_string();
+        assert!(
+            err.contains("unterminated \"${\" in the value of \"A\""),
             "{err}"
         );
     }

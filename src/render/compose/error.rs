@@ -113,6 +113,31 @@ impl LoadError {
         }
     }
 
+    /// This error with each secret value in its message replaced by
+    /// `<secret NAME>`: a value interpolated into the wrong field (say
+    /// `replicas: ${DB_PASSWORD}`) would otherwise be quoted back, and errors
+    /// reach logs, the status page and the API. `secrets` is (name, value).
+    pub fn redacted(mut self, secrets: &[(String, String)]) -> LoadError {
+        let message = match &mut self {
+            LoadError::Yaml { message, .. }
+            | LoadError::Schema { message, .. }
+            | LoadError::Interpolation { message, .. }
+            | LoadError::Cycle { message, .. }
+            | LoadError::InvalidValue { message, .. }
+            | LoadError::Unsupported { message, .. } => message,
+            // Paths and file names only.
+            LoadError::NoComposeFile { .. } | LoadError::File { .. } | LoadError::Path { .. } => {
+                return self;
+            }
+        };
+        for (name, value) in secrets.iter().filter(|(_, value)| !value.is_empty()) {
+            if message.contains(value.as_str()) {
+                *message = message.replace(value.as_str(), &format!("<secret {name}>"));
+            }
+        }
+        self
+    }
+
     /// Where the error is, when it is about a place in a file.
     pub fn at(&self) -> Option<&At> {
         match self {

@@ -48,4 +48,49 @@ pub struct Loaded {
 pub fn load(source: &dyn FileSource, options: &LoadOptions) -> Result<Loaded, LoadError> {
     let tree = tree::read_tree(source, options)?;
     normalise::normalise(&tree, source, options)
+        .map_err(|error| error.redacted(&secret_variables(&tree)))
+}
+
+/// The variables named by `secrets.*.environment`, with their values: the
+/// values are secrets wherever else they were interpolated.
+fn secret_variables(tree: &tree::ProjectTree) -> Vec<(String, String)> {
+    let Some(secrets) = tree.root.get("secrets").and_then(node::Node::as_map) else {
+        return Vec::new();
+    };
+    secrets
+        .iter()
+        .filter_map(|(_, secret)| secret.get("environment")?.as_str())
+        .filter_map(|name| Some((name.to_string(), tree.variables.get(name)?.clone())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tree::tests::{MemSource, options};
+    use super::*;
+
+    const COMPOSE: &str = "services:\n  web:\n    image: nginx\n    deploy: {replicas: \"${REPLICAS}\"}\n    secrets: [token]\nsecrets:\n  token: {environment: TOKEN}\n";
+
+    #[test]
+    fn errors_never_quote_a_secret_variable() {
+        let source = MemSource::new(&[
+            ("app/compose.yaml", COMPOSE),
+            ("app/.env", "TOKEN=hunter2-value\nREPLICAS=${TOKEN}\n"),
+        ]);
+        let err = load(&source, &options("app")).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "app/compose.yaml:4:24: services.web.deploy.replicas: expected an integer, got \"<secret TOKEN>\""
+        );
+    }
+
+    #[test]
+    fn other_values_are_still_quoted() {
+        let source = MemSource::new(&[
+            ("app/compose.yaml", COMPOSE),
+            ("app/.env", "TOKEN=hunter2-value\nREPLICAS=two\n"),
+        ]);
+        let err = load(&source, &options("app")).unwrap_err().to_string();
+        assert!(err.ends_with("expected an integer, got \"two\""), "{err}");
+    }
 }

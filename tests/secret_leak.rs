@@ -1,0 +1,702 @@
+//! Secrets never reach logs, events, status, metrics or the page (issue 7).
+//!
+//! Runs the real `stackd run` binary against the in-process API server (or the
+//! cluster named by `KUBECONFIG_E2E`) and a repository served over smart HTTP
+//! with basic auth. Every secret has a distinctive random value and travels
+//! every path it can: compose secrets from a file and from a `.env` variable
+//! (which become Kubernetes Secrets), the Git password (right, and a wrong one
+//! for a second repository), the webhook secret (right and wrong signatures),
+//! the API token (right and wrong bearer), a failed Secret apply, and a commit
+//! whose `.env` files fail to load right next to the secret values. Then
+//! everything a reader could see is collected: the daemon's logs (JSON at debug
+//! in one run, text at trace in the other), every API object except the data of
+//! the Secrets stackd created, `/metrics`, the page, every stack page and every
+//! JSON route, and the HTTP answers. No value may appear in any of them, plain,
+//! URL-encoded or base64 at any alignment. The Secrets' data is the positive
+//! control: it holds the values, and the same search finds them there.
+
+mod common;
+#[path = "fake_api/mod.rs"]
+mod fake_api;
+#[path = "git_support/mod.rs"]
+mod git_support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::http::Method;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{Value, json};
+use stackd::git::webhook::sign_sha256;
+
+use fake_api::{FaultAction, FaultRule, TestCluster, test_client};
+
+/// One secret with a value no test fixture or log line could contain by chance.
+struct Known {
+    label: &'static str,
+    value: String,
+}
+
+impl Known {
+    fn new(label: &'static str) -> Known {
+        // `+/` make the URL-encoded and base64 forms differ from the plain one.
+        let value = format!("s3cr3t-{label}-{:016x}+/", rand::random::<u64>());
+        Known { label, value }
+    }
+
+    /// Every form that would betray the value, with its name: the value, its
+    /// random core (which survives HTML, JSON and shell escaping), URL-encoded,
+    /// and the part of its base64 that is the same wherever it starts in a
+    /// longer encoded text (three alignments, standard and URL-safe alphabets).
+    fn forms(&self) -> Vec<(String, String)> {
+        let core = self
+            .value
+            .trim_start_matches(&format!("s3cr3t-{}-", self.label))
+            .trim_end_matches("+/");
+        let mut forms = vec![
+            ("plain".to_string(), self.value.clone()),
+            ("random core".to_string(), core.to_string()),
+            ("URL-encoded".to_string(), url_encode(&self.value)),
+        ];
+        for (alphabet, engine) in [("base64", &STANDARD), ("base64url", &URL_SAFE)] {
+            for offset in 0..3 {
+                let mut bytes = vec![0u8; offset];
+                bytes.extend_from_slice(self.value.as_bytes());
+                let encoded = engine.encode(&bytes);
+                // The first quantum mixes in what precedes the value, the last
+                // one what follows it: only the middle is fixed.
+                let start = if offset == 0 { 0 } else { 4 };
+                let stable = &encoded[start..encoded.len() - 4];
+                forms.push((format!("{alphabet} at offset {offset}"), stable.to_string()));
+            }
+        }
+        forms
+    }
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The known values found in `text`, as "label (form)".
+fn found_in(text: &str, secrets: &[&Known]) -> Vec<String> {
+    let mut found = Vec::new();
+    for secret in secrets {
+        for (form, needle) in secret.forms() {
+            if text.contains(&needle) {
+                found.push(format!("{} ({form})", secret.label));
+            }
+        }
+    }
+    found
+}
+
+/// Everything collected for the search: (where it came from, its text).
+#[derive(Default)]
+struct Surfaces(Vec<(String, String)>);
+
+impl Surfaces {
+    fn add(&mut self, place: impl Into<String>, text: impl Into<String>) {
+        self.0.push((place.into(), text.into()));
+    }
+
+    fn text_of(&self, prefix: &str) -> String {
+        self.0
+            .iter()
+            .filter(|(place, _)| place.starts_with(prefix))
+            .map(|(_, text)| text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Every leak: "label (form) in place", with the surrounding text.
+    fn leaks(&self, secrets: &[&Known]) -> Vec<String> {
+        let mut leaks = Vec::new();
+        for (place, text) in &self.0 {
+            for hit in found_in(text, secrets) {
+                leaks.push(format!("{hit} in {place}"));
+            }
+        }
+        leaks
+    }
+}
+
+async fn eventually<T>(what: &str, seconds: u64, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The stacks of the test repository: secrets from a file and from `.env`.
+const VAULT_COMPOSE: &str = "services:\n  app:\n    image: nginx:1.27\n    secrets: [db_password, api_key]\nsecrets:\n  db_password:\n    file: ./db_password.txt\n  api_key:\n    environment: API_KEY\n";
+const TOKEN_COMPOSE: &str = "services:\n  app:\n    image: nginx:1.27\n    deploy:\n      replicas: ${REPLICAS}\n    secrets: [token]\nsecrets:\n  token:\n    environment: TOKEN\n";
+
+struct Scenario {
+    /// Distinguishes this run's namespaces and repositories on a shared cluster.
+    run: String,
+    file_secret: Known,
+    env_secret: Known,
+    git_password: Known,
+    wrong_git_password: Known,
+    webhook_secret: Known,
+    wrong_webhook_secret: Known,
+    api_token: Known,
+    wrong_api_token: Known,
+}
+
+impl Scenario {
+    fn new() -> Scenario {
+        Scenario {
+            run: format!("{:06x}", rand::random::<u32>() & 0xff_ffff),
+            file_secret: Known::new("file"),
+            env_secret: Known::new("env"),
+            git_password: Known::new("gitpw"),
+            wrong_git_password: Known::new("wronggitpw"),
+            webhook_secret: Known::new("hook"),
+            wrong_webhook_secret: Known::new("wronghook"),
+            api_token: Known::new("token"),
+            wrong_api_token: Known::new("wrongtoken"),
+        }
+    }
+
+    /// Presented credentials count too: a wrong one may well be a real secret elsewhere.
+    fn all(&self) -> Vec<&Known> {
+        vec![
+            &self.file_secret,
+            &self.env_secret,
+            &self.git_password,
+            &self.wrong_git_password,
+            &self.webhook_secret,
+            &self.wrong_webhook_secret,
+            &self.api_token,
+            &self.wrong_api_token,
+        ]
+    }
+
+    fn namespace(&self, stack: &str) -> String {
+        format!("{stack}-{}", self.run)
+    }
+
+    fn repository(&self, name: &str) -> String {
+        format!("{name}-{}", self.run)
+    }
+
+    fn config(&self, dir: &Path, git: &git_support::HttpServer) -> String {
+        let file = |name: &str, content: &str| {
+            git_support::secret_file(dir, name, &format!("{content}\n"))
+                .display()
+                .to_string()
+        };
+        let token = file("api-token", &self.api_token.value);
+        let password = file("git-password", &self.git_password.value);
+        let wrong_password = file("wrong-git-password", &self.wrong_git_password.value);
+        let hook = file("webhook-secret", &self.webhook_secret.value);
+        let stacks = ["vault", "counter", "interp"]
+            .map(|s| format!("      {s}: {{namespace: {}}}\n", self.namespace(s)))
+            .concat();
+        format!(
+            "apiTokenFile: {token}\nrepositories:\n  - name: {apps}\n    url: {apps_url}\n    paths: [\"stacks/*\"]\n    interval: 1h\n    auth: {{type: https, username: stackd, passwordFile: {password}}}\n    webhookSecretFile: {hook}\n    stacks:\n{stacks}  - name: {locked}\n    url: {locked_url}\n    interval: 1h\n    auth: {{type: https, username: stackd, passwordFile: {wrong_password}}}\n",
+            apps = self.repository("apps"),
+            apps_url = git.url("apps"),
+            locked = self.repository("locked"),
+            locked_url = git.url("locked"),
+        )
+    }
+
+    /// The first commit: three stacks whose secrets render into Kubernetes Secrets.
+    fn write_good_commit(&self, upstream: &git_support::Upstream) {
+        let env = &self.env_secret.value;
+        upstream.write("stacks/vault/compose.yaml", VAULT_COMPOSE);
+        upstream.write("stacks/vault/db_password.txt", &self.file_secret.value);
+        upstream.write("stacks/vault/.env", &format!("API_KEY={env}\n"));
+        upstream.write("stacks/counter/compose.yaml", TOKEN_COMPOSE);
+        upstream.write("stacks/counter/.env", &format!("TOKEN={env}\nREPLICAS=1\n"));
+        upstream.write("stacks/interp/compose.yaml", TOKEN_COMPOSE);
+        upstream.write(
+            "stacks/interp/.env",
+            &format!("REPLICAS=1\nTOKEN='{env}'\n"),
+        );
+        upstream.commit("three stacks with secrets");
+    }
+
+    /// The second commit: each stack fails to load right next to a secret value.
+    fn write_broken_commit(&self, upstream: &git_support::Upstream) {
+        let env = &self.env_secret.value;
+        // A forgotten closing quote.
+        upstream.write("stacks/vault/.env", &format!("API_KEY=\"{env}\n"));
+        // The secret variable interpolated into a typed field by mistake.
+        upstream.write(
+            "stacks/counter/.env",
+            &format!("TOKEN={env}\nREPLICAS=${{TOKEN}}\n"),
+        );
+        // A `${` inside an unquoted secret value.
+        upstream.write(
+            "stacks/interp/.env",
+            &format!("REPLICAS=1\nTOKEN={env}${{\n"),
+        );
+        upstream.commit("break every stack next to its secret");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_in_json_debug_logs_objects_or_http() {
+    secrets_stay_secret("json", "debug").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_in_text_trace_logs_objects_or_http() {
+    secrets_stay_secret("text", "trace").await;
+}
+
+async fn secrets_stay_secret(log_format: &str, rust_log: &str) {
+    let cluster = test_client().await;
+    let scenario = Scenario::new();
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = git_support::Upstream::new(dir.path(), "apps");
+    scenario.write_good_commit(&upstream);
+    let locked = git_support::Upstream::new(dir.path(), "locked");
+    locked.write(
+        "stacks/x/compose.yaml",
+        "services:\n  x:\n    image: nginx\n",
+    );
+    locked.commit("never fetched");
+    let git =
+        git_support::HttpServer::start(dir.path(), Some(("stackd", &scenario.git_password.value)))
+            .await;
+    if let Some(fake) = &cluster.fake {
+        // The first Secret apply fails: the error reaches the Stack's status and an Event.
+        fake.inject(
+            FaultRule::new(Some(Method::PATCH), "/secrets/", FaultAction::Fail(500)).times(1),
+        );
+    }
+    let secrets_dir = dir.path().join("secrets");
+    std::fs::create_dir_all(&secrets_dir).unwrap();
+    let config_file = dir.path().join("stackd.yaml");
+    std::fs::write(&config_file, scenario.config(&secrets_dir, &git)).unwrap();
+
+    let port = common::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let logs = Logs::new(dir.path());
+    let child = Command::new(env!("CARGO_BIN_EXE_stackd"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config_file)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--log-format", log_format])
+        .env("RUST_LOG", rust_log)
+        .env("KUBECONFIG", kubeconfig(&cluster, dir.path()))
+        .env_remove("POD_NAMESPACE")
+        // Files, not pipes: trace logs would fill a pipe nobody drains.
+        .stdout(Stdio::from(std::fs::File::create(&logs.stdout).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&logs.stderr).unwrap()))
+        .spawn()
+        .unwrap();
+    let mut daemon = common::Daemon(child);
+    let http = reqwest::Client::new();
+    let mut surfaces = Surfaces::default();
+
+    let namespaces = ["vault", "counter", "interp"].map(|s| scenario.namespace(s));
+    wait_for_first_apply(&cluster, &namespaces, &upstream.head()).await;
+    wait_for_auth_failure(&http, &base, &scenario.repository("locked")).await;
+    post_webhooks(&http, &base, &scenario, &git, &mut surfaces).await;
+    scenario.write_broken_commit(&upstream);
+    post_syncs(&http, &base, &scenario, &mut surfaces).await;
+    let load_errors = wait_for_load_errors(&http, &base).await;
+
+    collect_http(&http, &base, &mut surfaces).await;
+    let secret_data = collect_objects(&cluster, &namespaces, &mut surfaces).await;
+    let status = daemon.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "exit status {status:?}");
+    let stderr = std::fs::read_to_string(&logs.stderr).unwrap();
+    surfaces.add("stderr", stderr.clone());
+    surfaces.add("stdout", std::fs::read_to_string(&logs.stdout).unwrap());
+    collect_files(&dir.path().join("data"), &mut surfaces);
+    if cluster.fake.is_none() {
+        cleanup(&cluster, &namespaces).await;
+    }
+
+    // Positive controls: the search finds the values where they belong, and
+    // what is searched is real, verbose output about these very stacks.
+    let found = found_in(&secret_data, &[&scenario.file_secret, &scenario.env_secret]);
+    for label in ["file (base64 at offset 0)", "env (base64 at offset 0)"] {
+        assert!(
+            found.iter().any(|f| f == label),
+            "{label} not in the Secrets: {found:?}"
+        );
+    }
+    let vault = scenario.namespace("vault");
+    assert!(stderr.contains(&vault), "the logs never mention the stack");
+    match log_format {
+        "json" => {
+            for line in stderr.lines() {
+                serde_json::from_str::<Value>(line)
+                    .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+            }
+            assert!(stderr.contains(r#""level":"DEBUG""#), "no debug lines");
+        }
+        _ => assert!(stderr.contains("TRACE"), "no trace lines"),
+    }
+    let page = surfaces.text_of("GET /");
+    assert!(page.contains(&vault) && page.contains(".env"), "{page}");
+    let objects = surfaces.text_of("object ");
+    assert!(
+        objects.contains("contentHash") && objects.contains("API_KEY"),
+        "no Stack spec collected"
+    );
+    assert!(
+        surfaces.text_of("file ").contains("[core]"),
+        "no mirror configuration collected"
+    );
+
+    let leaks = surfaces.leaks(&scenario.all());
+    assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n"));
+    assert_still_useful(&load_errors);
+}
+
+/// Where the daemon's output goes.
+struct Logs {
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Logs {
+    fn new(dir: &Path) -> Logs {
+        Logs {
+            stdout: dir.join("stdout.log"),
+            stderr: dir.join("stderr.log"),
+        }
+    }
+}
+
+/// The kubeconfig the daemon uses: the fake's, or `KUBECONFIG_E2E` itself.
+fn kubeconfig(cluster: &TestCluster, dir: &Path) -> PathBuf {
+    match (&cluster.fake, std::env::var_os("KUBECONFIG_E2E")) {
+        (Some(fake), _) => common::write_kubeconfig(dir, fake.url()),
+        (None, Some(path)) => PathBuf::from(path),
+        (None, None) => unreachable!("test_client gives the fake without KUBECONFIG_E2E"),
+    }
+}
+
+/// Every stack's Secrets hold data (the values went all the way through), the
+/// injected failure became an Event, and every Stack recovered from it.
+async fn wait_for_first_apply(cluster: &TestCluster, namespaces: &[String], head: &str) {
+    eventually("the Secrets of every stack", 60, async || {
+        let secrets = list(cluster, namespaces, "", "v1", "Secret").await;
+        let with_data = secrets.iter().filter(|s| s["data"].is_object()).count();
+        (with_data >= 4).then_some(())
+    })
+    .await;
+    if cluster.fake.is_some() {
+        eventually("the failed Secret apply as an Event", 30, async || {
+            let events = list(cluster, namespaces, "events.k8s.io", "v1", "Event").await;
+            events
+                .iter()
+                .any(|e| e["reason"] == "ReconcileFailed")
+                .then_some(())
+        })
+        .await;
+    }
+    eventually("every Stack applied after the retry", 60, async || {
+        let stacks = list(cluster, namespaces, "stackd.dev", "v1alpha1", "Stack").await;
+        (stacks.len() == 3
+            && stacks
+                .iter()
+                .all(|s| s["status"]["lastAppliedRevision"] == head))
+        .then_some(())
+    })
+    .await;
+}
+
+/// The repository polled with the wrong password shows why it failed.
+async fn wait_for_auth_failure(http: &reqwest::Client, base: &str, repository: &str) {
+    eventually("the authentication failure", 30, async || {
+        let body = get_json(http, &format!("{base}/api/v1/repositories")).await?;
+        let repositories = body["repositories"].as_array()?;
+        let locked = repositories.iter().find(|r| r["name"] == repository)?;
+        let error = locked["lastError"].as_str()?;
+        assert!(error.contains("authentication"), "{error}");
+        Some(())
+    })
+    .await;
+}
+
+/// Webhooks signed with the secret and with a wrong one, and GitLab's plain
+/// token both ways; the answers are collected.
+async fn post_webhooks(
+    http: &reqwest::Client,
+    base: &str,
+    scenario: &Scenario,
+    git: &git_support::HttpServer,
+    surfaces: &mut Surfaces,
+) {
+    let github_body = json!({"repository": {"clone_url": git.url("apps")}}).to_string();
+    let gitlab_body = json!({"project": {"git_http_url": git.url("apps")}}).to_string();
+    let sign = |secret: &Known| sign_sha256(secret.value.as_bytes(), github_body.as_bytes());
+    let (right, wrong) = (&scenario.webhook_secret, &scenario.wrong_webhook_secret);
+    let requests = [
+        (
+            "github",
+            "x-hub-signature-256",
+            sign(right),
+            &github_body,
+            202,
+        ),
+        (
+            "github",
+            "x-hub-signature-256",
+            sign(wrong),
+            &github_body,
+            401,
+        ),
+        ("generic", "x-signature-256", sign(wrong), &github_body, 401),
+        (
+            "gitlab",
+            "x-gitlab-token",
+            right.value.clone(),
+            &gitlab_body,
+            202,
+        ),
+        (
+            "gitlab",
+            "x-gitlab-token",
+            wrong.value.clone(),
+            &gitlab_body,
+            401,
+        ),
+    ];
+    for (provider, header, signature, body, expected) in requests {
+        let response = http
+            .post(format!("{base}/hooks/{provider}"))
+            .header(header, signature)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), expected, "{provider} webhook");
+        surfaces.add(
+            format!("webhook answer ({provider}, {expected})"),
+            response.text().await.unwrap(),
+        );
+    }
+}
+
+/// The sync endpoint with a wrong token, then the right one (which polls now).
+async fn post_syncs(
+    http: &reqwest::Client,
+    base: &str,
+    scenario: &Scenario,
+    surfaces: &mut Surfaces,
+) {
+    let repository = scenario.repository("apps");
+    for (token, expected) in [(&scenario.wrong_api_token, 401), (&scenario.api_token, 202)] {
+        let response = http
+            .post(format!("{base}/api/v1/repositories/{repository}/sync"))
+            .bearer_auth(&token.value)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        assert_eq!(status, expected, "sync with the {} token", token.label);
+        surfaces.add(
+            format!("sync answer ({expected})"),
+            response.text().await.unwrap(),
+        );
+    }
+}
+
+/// The broken commit's load errors, as the API shows them.
+async fn wait_for_load_errors(http: &reqwest::Client, base: &str) -> Vec<String> {
+    eventually("every stack failing to load", 30, async || {
+        let body = get_json(http, &format!("{base}/api/v1/stacks")).await?;
+        let errors: Vec<String> = body["stacks"]
+            .as_array()?
+            .iter()
+            .filter_map(|s| s["lastError"].as_str().map(str::to_string))
+            .collect();
+        (errors.len() == 3).then_some(errors)
+    })
+    .await
+}
+
+/// Errors without the values still help: each names its file and the variable.
+fn assert_still_useful(errors: &[String]) {
+    for expected in [
+        "stacks/vault/.env:1:0: invalid env file: unterminated quoted value of \"API_KEY\"",
+        "stacks/interp/.env:2:0: invalid env file: unterminated \"${\" in the value of \"TOKEN\"",
+        "stacks/counter/compose.yaml:5:17: services.app.deploy.replicas: expected an integer, got \"<secret TOKEN>\"",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.starts_with(expected)),
+            "{expected}\nnot in {errors:#?}"
+        );
+    }
+}
+
+/// Every file under `dir` (the Git mirrors): credentials must not be stored.
+/// Git objects are compressed, so the repository's own secret files do not show.
+fn collect_files(dir: &Path, surfaces: &mut Surfaces) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect_files(&path, surfaces);
+        } else {
+            let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+            surfaces.add(format!("file {}", path.display()), text);
+        }
+    }
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
+    http.get(url).send().await.ok()?.json().await.ok()
+}
+
+/// The page, every stack page, every JSON route, metrics and health.
+async fn collect_http(http: &reqwest::Client, base: &str, surfaces: &mut Surfaces) {
+    let mut routes: Vec<String> = [
+        "/",
+        "/?refresh=off",
+        "/api/v1/repositories",
+        "/api/v1/stacks",
+        "/metrics",
+        "/healthz",
+        "/readyz",
+        "/stacks/none/none",
+        "/api/v1/stacks/none/none",
+        "/no/such/route",
+    ]
+    .map(String::from)
+    .to_vec();
+    let stacks = get_json(http, &format!("{base}/api/v1/stacks"))
+        .await
+        .expect("the stack list");
+    for stack in stacks["stacks"].as_array().unwrap() {
+        let (namespace, name) = (
+            stack["namespace"].as_str().unwrap(),
+            stack["name"].as_str().unwrap(),
+        );
+        routes.push(format!("/stacks/{namespace}/{name}"));
+        routes.push(format!("/api/v1/stacks/{namespace}/{name}"));
+    }
+    for route in routes {
+        let response = http.get(format!("{base}{route}")).send().await.unwrap();
+        let headers = format!("{:?}", response.headers());
+        let text = response.text().await.unwrap();
+        assert!(!text.is_empty(), "GET {route} answered nothing");
+        surfaces.add(format!("GET {route}"), format!("{headers}\n{text}"));
+    }
+}
+
+/// Kinds read on a real cluster, where listing everything is not an option.
+const KINDS: &[(&str, &str, &str)] = &[
+    ("", "v1", "Secret"),
+    ("", "v1", "ConfigMap"),
+    ("", "v1", "Service"),
+    ("", "v1", "Event"),
+    ("", "v1", "PersistentVolumeClaim"),
+    ("apps", "v1", "Deployment"),
+    ("apps", "v1", "StatefulSet"),
+    ("apps", "v1", "DaemonSet"),
+    ("batch", "v1", "Job"),
+    ("networking.k8s.io", "v1", "Ingress"),
+    ("events.k8s.io", "v1", "Event"),
+    ("stackd.dev", "v1alpha1", "Stack"),
+];
+
+/// Adds every object to `surfaces`, the data of Secrets excepted, and returns that data.
+async fn collect_objects(
+    cluster: &TestCluster,
+    namespaces: &[String],
+    surfaces: &mut Surfaces,
+) -> String {
+    let objects = match &cluster.fake {
+        Some(fake) => fake.objects(),
+        None => {
+            let mut objects = Vec::new();
+            for (group, version, kind) in KINDS {
+                objects.extend(list(cluster, namespaces, group, version, kind).await);
+            }
+            for namespace in namespaces {
+                let api: Api<DynamicObject> =
+                    Api::all_with(cluster.client.clone(), &namespace_resource());
+                if let Ok(object) = api.get(namespace).await {
+                    objects.push(serde_json::to_value(object).unwrap());
+                }
+            }
+            objects
+        }
+    };
+    let mut secret_data = String::new();
+    for mut object in objects {
+        let kind = object["kind"].as_str().unwrap_or_default().to_string();
+        if kind == "Secret" && object["apiVersion"] == "v1" {
+            for field in ["data", "stringData"] {
+                if let Some(data) = object.as_object_mut().and_then(|o| o.remove(field)) {
+                    secret_data.push_str(&data.to_string());
+                }
+            }
+        }
+        let place = format!(
+            "object {kind} {}/{}",
+            object["metadata"]["namespace"].as_str().unwrap_or(""),
+            object["metadata"]["name"].as_str().unwrap_or("")
+        );
+        surfaces.add(place, object.to_string());
+    }
+    secret_data
+}
+
+fn namespace_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Namespace"))
+}
+
+/// Objects of one kind in `namespaces`, as JSON.
+async fn list(
+    cluster: &TestCluster,
+    namespaces: &[String],
+    group: &str,
+    version: &str,
+    kind: &str,
+) -> Vec<Value> {
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+    let mut objects = Vec::new();
+    for namespace in namespaces {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(cluster.client.clone(), namespace, &resource);
+        if let Ok(list) = api.list(&ListParams::default()).await {
+            objects.extend(list.items.into_iter().map(|o| {
+                let mut value = serde_json::to_value(o).unwrap();
+                value["apiVersion"] = json!(resource.api_version);
+                value["kind"] = json!(kind);
+                value
+            }));
+        }
+    }
+    objects
+}
+
+/// On a real cluster: removes this run's namespaces (and with them every object).
+async fn cleanup(cluster: &TestCluster, namespaces: &[String]) {
+    let api: Api<DynamicObject> = Api::all_with(cluster.client.clone(), &namespace_resource());
+    for namespace in namespaces {
+        let _ = api.delete(namespace, &DeleteParams::default()).await;
+    }
+}

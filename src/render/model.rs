@@ -22,7 +22,8 @@ pub struct Project {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compose_name: Option<String>,
     #[serde(default)]
-    pub services: BTreeMap<String, Service>,
+    // Boxed: a B-tree node holds eleven values inline, and a `Service` is large.
+    pub services: BTreeMap<String, Box<Service>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub volumes: BTreeMap<String, Volume>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

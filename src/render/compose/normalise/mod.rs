@@ -111,7 +111,10 @@ pub fn normalise(
             if !profile_enabled(&profiles, &enabled_profiles) {
                 continue;
             }
-            services.insert(name.to_string(), service::service(name, &field, &mut ctx)?);
+            services.insert(
+                name.to_string(),
+                Box::new(service::service(name, &field, &mut ctx)?),
+            );
             service_fields.insert(name.to_string(), field);
         }
     }
@@ -160,13 +163,13 @@ fn check_service_name(name: &str, field: &Field) -> Result<(), LoadError> {
 
 /// `depends_on` must not loop: Compose refuses such a project, and so do we.
 fn check_dependency_cycles(
-    services: &BTreeMap<String, crate::render::model::Service>,
+    services: &BTreeMap<String, Box<crate::render::model::Service>>,
     fields: &BTreeMap<String, Field>,
 ) -> Result<(), LoadError> {
     // Depth-first search; `path` is the chain being explored.
     fn visit<'a>(
         name: &'a str,
-        services: &'a BTreeMap<String, crate::render::model::Service>,
+        services: &'a BTreeMap<String, Box<crate::render::model::Service>>,
         path: &mut Vec<&'a str>,
         done: &mut BTreeSet<&'a str>,
     ) -> Option<Vec<&'a str>> {

@@ -82,17 +82,13 @@ async fn commits_become_objects_and_the_configuration_reloads() {
         .expect("the Stack");
     assert_eq!(stack["spec"]["source"]["revision"], upstream.head());
 
-    // The status page shows it.
+    // The status page shows it once the controller has finished the stack (the
+    // Deployment is written before the stack's status).
     let client = reqwest::Client::new();
-    let page = client
-        .get(&base)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(page.contains(">web/web</a>"), "{page}");
+    eventually("the stack on the status page", 30, || {
+        get_text(&base).filter(|page| page.contains(">web/web</a>"))
+    })
+    .await;
 
     // A new commit, triggered through the API's webhook-free path: a sync poll.
     upstream.write(
@@ -136,10 +132,11 @@ async fn commits_become_objects_and_the_configuration_reloads() {
     assert!(status.success(), "exit status {status:?}");
 }
 
-/// A plain synchronous GET, for use inside `eventually`'s closure.
-fn get_json(url: &str) -> Option<serde_json::Value> {
+/// A plain synchronous GET of a body, for use inside `eventually`'s closure.
+fn get_text(url: &str) -> Option<String> {
     use std::io::{Read, Write};
-    let (host, path) = url.strip_prefix("http://")?.split_once('/')?;
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     let mut stream = std::net::TcpStream::connect(host).ok()?;
     write!(
         stream,
@@ -148,5 +145,10 @@ fn get_json(url: &str) -> Option<serde_json::Value> {
     .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
-    serde_json::from_str(response.split_once("\r\n\r\n")?.1).ok()
+    Some(response.split_once("\r\n\r\n")?.1.to_string())
+}
+
+/// A plain synchronous GET of JSON, for use inside `eventually`'s closure.
+fn get_json(url: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(&get_text(url)?).ok()
 }

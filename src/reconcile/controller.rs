@@ -28,6 +28,7 @@ use crate::reconcile::apply::{
     self, Action as StepAction, Applier, ApplyError, ApplyOptions, ApplyReport, Outcome, StackRef,
     entry_for,
 };
+use crate::reconcile::compact::Compact;
 use crate::reconcile::drift;
 use crate::reconcile::error::ReconcileError;
 use crate::reconcile::health;
@@ -139,14 +140,14 @@ pub async fn run(
     handles: ControllerHandles,
     cancel: CancellationToken,
 ) {
-    let (config_maps, cm_stream) = owned::<ConfigMap>(&client);
-    let (secrets, secret_stream) = owned::<Secret>(&client);
-    let (services, service_stream) = owned::<Service>(&client);
-    let (deployments, deployment_stream) = owned::<Deployment>(&client);
-    let (stateful_sets, sts_stream) = owned::<StatefulSet>(&client);
-    let (daemon_sets, ds_stream) = owned::<DaemonSet>(&client);
-    let (jobs, job_stream) = owned::<Job>(&client);
-    let (ingresses, ingress_stream) = owned::<Ingress>(&client);
+    let (config_maps, cm_stream) = owned::<Compact<ConfigMap>>(&client);
+    let (secrets, secret_stream) = owned::<Compact<Secret>>(&client);
+    let (services, service_stream) = owned::<Compact<Service>>(&client);
+    let (deployments, deployment_stream) = owned::<Compact<Deployment>>(&client);
+    let (stateful_sets, sts_stream) = owned::<Compact<StatefulSet>>(&client);
+    let (daemon_sets, ds_stream) = owned::<Compact<DaemonSet>>(&client);
+    let (jobs, job_stream) = owned::<Compact<Job>>(&client);
+    let (ingresses, ingress_stream) = owned::<Compact<Ingress>>(&client);
     let live = LiveStores {
         config_maps,
         secrets,

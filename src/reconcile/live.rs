@@ -9,31 +9,44 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::Value;
 
 use crate::crd::InventoryEntry;
+use crate::reconcile::compact::Compact;
 use crate::reconcile::health::Workload;
 use crate::render::object::Object;
 
-/// One reflector store per owned kind.
+/// One reflector store per owned kind, of compact objects.
 #[derive(Clone)]
 pub struct LiveStores {
-    pub config_maps: Store<ConfigMap>,
-    pub secrets: Store<Secret>,
-    pub services: Store<Service>,
-    pub deployments: Store<Deployment>,
-    pub stateful_sets: Store<StatefulSet>,
-    pub daemon_sets: Store<DaemonSet>,
-    pub jobs: Store<Job>,
-    pub ingresses: Store<Ingress>,
+    pub config_maps: Store<Compact<ConfigMap>>,
+    pub secrets: Store<Compact<Secret>>,
+    pub services: Store<Compact<Service>>,
+    pub deployments: Store<Compact<Deployment>>,
+    pub stateful_sets: Store<Compact<StatefulSet>>,
+    pub daemon_sets: Store<Compact<DaemonSet>>,
+    pub jobs: Store<Compact<Job>>,
+    pub ingresses: Store<Compact<Ingress>>,
 }
 
-fn lookup<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<std::sync::Arc<K>>
+fn lookup<K>(
+    store: &Store<Compact<K>>,
+    namespace: &str,
+    name: &str,
+) -> Option<std::sync::Arc<Compact<K>>>
 where
-    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    K: kube::Resource<DynamicType = ()> + 'static,
 {
     store.get(&ObjectRef::new(name).within(namespace))
 }
 
-fn as_json<K: serde::Serialize>(object: Option<std::sync::Arc<K>>) -> Option<Value> {
-    object.and_then(|o| serde_json::to_value(&*o).ok())
+fn as_json<K>(object: Option<std::sync::Arc<Compact<K>>>) -> Option<Value> {
+    object.and_then(|o| o.to_json())
+}
+
+/// The live object typed, as health reads it.
+fn typed<K>(store: &Store<Compact<K>>, namespace: &str, name: &str) -> Option<K>
+where
+    K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned + 'static,
+{
+    lookup(store, namespace, name).and_then(|o| o.typed())
 }
 
 /// Answers whether a kind is watched: Namespaces are not (cluster-scoped, not owned).
@@ -110,19 +123,19 @@ impl LiveStores {
         let live = |w: Option<Workload>, fallback: Workload| Some(w.unwrap_or(fallback));
         match rendered {
             Object::Deployment(d) => live(
-                lookup(&self.deployments, ns, name).map(|o| Workload::Deployment((*o).clone())),
+                typed(&self.deployments, ns, name).map(Workload::Deployment),
                 Workload::Deployment(d.clone()),
             ),
             Object::StatefulSet(s) => live(
-                lookup(&self.stateful_sets, ns, name).map(|o| Workload::StatefulSet((*o).clone())),
+                typed(&self.stateful_sets, ns, name).map(Workload::StatefulSet),
                 Workload::StatefulSet(s.clone()),
             ),
             Object::DaemonSet(d) => live(
-                lookup(&self.daemon_sets, ns, name).map(|o| Workload::DaemonSet((*o).clone())),
+                typed(&self.daemon_sets, ns, name).map(Workload::DaemonSet),
                 Workload::DaemonSet(d.clone()),
             ),
             Object::Job(j) => live(
-                lookup(&self.jobs, ns, name).map(|o| Workload::Job((*o).clone())),
+                typed(&self.jobs, ns, name).map(Workload::Job),
                 Workload::Job(j.clone()),
             ),
             _ => None,

@@ -1,6 +1,7 @@
 //! Reconciler: Stacks from Git, objects from Stacks, prune, self-heal, status.
 
 pub mod apply;
+pub mod compact;
 pub mod controller;
 pub mod drift;
 pub mod error;

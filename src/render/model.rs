@@ -116,11 +116,11 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deploy: Option<Deploy>,
+    pub deploy: Option<Box<Deploy>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub healthcheck: Option<Healthcheck>,
+    pub healthcheck: Option<Box<Healthcheck>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<Port>,
     /// Container ports from `expose` (ranges expanded).

@@ -282,7 +282,7 @@ impl WorkloadInput<'_> {
             &self.scope.selector(self.name),
             warnings,
         );
-        let probes = probes::probes(self.compose_name, service.healthcheck.as_ref(), warnings);
+        let probes = probes::probes(self.compose_name, service.healthcheck.as_deref(), warnings);
         let restart_policy = match self.kind {
             Kind::Job => self.job_restart_policy(warnings),
             _ => {

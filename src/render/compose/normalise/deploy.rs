@@ -196,7 +196,7 @@ fn placement(field: &Field) -> Result<Placement, LoadError> {
 /// Service-level `cpus`, `mem_limit`, `mem_reservation` and `pids_limit`: each
 /// fills the matching `deploy.resources` amount when that is unset.
 pub fn fold_service_resources(
-    deploy: &mut Option<Deploy>,
+    deploy: &mut Option<Box<Deploy>>,
     service: &Fields,
 ) -> Result<(), LoadError> {
     let cpus = service.get("cpus").map(|c| cpus(&c)).transpose()?;
@@ -210,7 +210,7 @@ pub fn fold_service_resources(
         return Ok(());
     }
     let resources = deploy
-        .get_or_insert_with(Deploy::default)
+        .get_or_insert_with(Box::default)
         .resources
         .get_or_insert_with(Resources::default);
     if cpus.is_some() || mem_limit.is_some() || pids_limit.is_some() {

@@ -274,7 +274,7 @@ pub fn service(name: &str, field: &Field, ctx: &mut ServiceContext) -> Result<Se
         scale: fields.get("scale").map(|s| non_negative(&s)).transpose()?,
         healthcheck: fields
             .get("healthcheck")
-            .map(|h| healthcheck(&h))
+            .map(|h| healthcheck(&h).map(Box::new))
             .transpose()?,
         ports: fields
             .get("ports")
@@ -312,7 +312,7 @@ pub fn service(name: &str, field: &Field, ctx: &mut ServiceContext) -> Result<Se
         .map(str::to_string)
         .collect();
     if let Some(d) = fields.get("deploy") {
-        service.deploy = Some(deploy::deploy(&d, &mut ignored)?);
+        service.deploy = Some(Box::new(deploy::deploy(&d, &mut ignored)?));
     }
     fold_service_resources(&mut service.deploy, &fields)?;
     let mut mounts = MountContext {

@@ -17,7 +17,8 @@ use serde_json::json;
 use stackd::crd::SourceRef;
 use stackd::metrics::Metrics;
 use stackd::reconcile::{
-    ControllerHandles, ControllerOptions, DesiredStack, SecretStore, SyncPolicy, sync_repository,
+    CacheSync, ControllerHandles, ControllerOptions, DesiredStack, SecretStore, SyncPolicy,
+    sync_repository,
 };
 use stackd::render::model::{Project, SecretValues};
 use stackd::state::SharedState;
@@ -50,6 +51,7 @@ fn stack(index: usize) -> DesiredStack {
             path: name,
             revision: "r1".into(),
         },
+        prune: true,
     }
 }
 
@@ -172,6 +174,7 @@ async fn run(count: usize) {
         secrets: SecretStore::new(),
         state: SharedState::new(),
         metrics: Metrics::new(),
+        caches: CacheSync::default(),
     };
     let stacks: Vec<DesiredStack> = (0..count).map(stack).collect();
     let policy = SyncPolicy {

@@ -54,7 +54,7 @@ async fn start(token: Option<&str>) -> Server {
     app.api_token = token.map(Arc::from);
     app.source = Some(source.clone());
     app.body_limit = 64 * 1024;
-    app.readiness.set(true);
+    app.readiness.set_ready();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(serve(listener, router(app, true), std::future::pending()));

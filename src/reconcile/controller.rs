@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{Stream, StreamExt};
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -25,9 +26,10 @@ use tokio_util::sync::CancellationToken;
 use crate::crd::{FIELD_MANAGER, InventoryEntry, SERVICE_LABEL, STACK_LABEL, Stack, StackStatus};
 use crate::metrics::Metrics;
 use crate::reconcile::apply::{
-    self, Action as StepAction, Applier, ApplyError, ApplyOptions, ApplyReport, Outcome, StackRef,
+    Action as StepAction, Applier, ApplyError, ApplyOptions, ApplyReport, Outcome, Plan, StackRef,
     entry_for,
 };
+use crate::reconcile::caches::CacheSync;
 use crate::reconcile::drift;
 use crate::reconcile::error::ReconcileError;
 use crate::reconcile::health;
@@ -88,6 +90,8 @@ pub struct ControllerHandles {
     pub secrets: SecretStore,
     pub state: SharedState,
     pub metrics: Metrics,
+    /// Where the watch caches are, for `/readyz`.
+    pub caches: CacheSync,
 }
 
 /// Everything one reconcile needs.
@@ -104,9 +108,11 @@ pub struct Context {
 }
 
 /// A reflector for one owned kind: its store, and the stream of touched objects
-/// that triggers the owning Stack once the store has seen the change.
+/// that triggers the owning Stack once the store has seen the change. Watch
+/// errors go to `caches` (the stream retries them with backoff).
 fn owned<K>(
     client: &Client,
+    caches: &CacheSync,
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + use<K>,
@@ -118,8 +124,14 @@ where
     let (reader, writer) = reflector::store();
     // Only objects stackd labelled: the stores stay as small as what stackd manages.
     let config = watcher::Config::default().labels(STACK_LABEL);
+    let caches = caches.clone();
     let stream = watcher(Api::<K>::all(client.clone()), config)
         .default_backoff()
+        .inspect(move |event| {
+            if let Err(error) = event {
+                caches.failed(&K::kind(&()), error.to_string());
+            }
+        })
         .reflect(writer)
         .touched_objects();
     (reader, stream)
@@ -132,14 +144,15 @@ pub async fn run(
     handles: ControllerHandles,
     cancel: CancellationToken,
 ) {
-    let (config_maps, cm_stream) = owned::<ConfigMap>(&client);
-    let (secrets, secret_stream) = owned::<Secret>(&client);
-    let (services, service_stream) = owned::<Service>(&client);
-    let (deployments, deployment_stream) = owned::<Deployment>(&client);
-    let (stateful_sets, sts_stream) = owned::<StatefulSet>(&client);
-    let (daemon_sets, ds_stream) = owned::<DaemonSet>(&client);
-    let (jobs, job_stream) = owned::<Job>(&client);
-    let (ingresses, ingress_stream) = owned::<Ingress>(&client);
+    let caches = handles.caches.clone();
+    let (config_maps, cm_stream) = owned::<ConfigMap>(&client, &caches);
+    let (secrets, secret_stream) = owned::<Secret>(&client, &caches);
+    let (services, service_stream) = owned::<Service>(&client, &caches);
+    let (deployments, deployment_stream) = owned::<Deployment>(&client, &caches);
+    let (stateful_sets, sts_stream) = owned::<StatefulSet>(&client, &caches);
+    let (daemon_sets, ds_stream) = owned::<DaemonSet>(&client, &caches);
+    let (jobs, job_stream) = owned::<Job>(&client, &caches);
+    let (ingresses, ingress_stream) = owned::<Ingress>(&client, &caches);
     let live = LiveStores {
         config_maps,
         secrets,
@@ -152,12 +165,35 @@ pub async fn run(
     };
 
     let (stack_store, stack_writer) = reflector::store::<Stack>();
+    let listings = vec![
+        listed(&stack_store, &caches),
+        listed(&live.config_maps, &caches),
+        listed(&live.secrets, &caches),
+        listed(&live.services, &caches),
+        listed(&live.deployments, &caches),
+        listed(&live.stateful_sets, &caches),
+        listed(&live.daemon_sets, &caches),
+        listed(&live.jobs, &caches),
+        listed(&live.ingresses, &caches),
+    ];
+    caches.started(listings.iter().map(|(kind, _)| kind.clone()));
+    // The stores fill only while the controller below polls their streams.
+    let listing = tokio::spawn(futures::future::join_all(
+        listings.into_iter().map(|(_, wait)| wait),
+    ));
+
     let forget = handles.clone();
+    let stack_errors = caches.clone();
     let stacks = watcher(
         Api::<Stack>::all(client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
+    .inspect(move |event| {
+        if let Err(error) = event {
+            stack_errors.failed("Stack", error.to_string());
+        }
+    })
     .reflect(stack_writer)
     .inspect(move |event| {
         // A deleted Stack: its objects go by garbage collection; its series and view go here.
@@ -201,6 +237,24 @@ pub async fn run(
             }
         })
         .await;
+    listing.abort();
+    caches.stopped();
+}
+
+/// A store's kind, and a future that tells `caches` once the store has had
+/// its initial list (or never, if the controller stops first).
+fn listed<K>(store: &Store<K>, caches: &CacheSync) -> (String, BoxFuture<'static, ()>)
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    let kind = K::kind(&()).into_owned();
+    let (store, caches, name) = (store.clone(), caches.clone(), kind.clone());
+    let wait = async move {
+        if store.wait_until_ready().await.is_ok() {
+            caches.listed(&name);
+        }
+    };
+    (kind, wait.boxed())
 }
 
 fn forget_stack(handles: &ControllerHandles, stack: &Stack) {
@@ -359,6 +413,7 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
                 services: previous_services(&previous),
                 warnings: previous.warnings.clone(),
                 inventory: previous.inventory.clone(),
+                kept: previous.kept.clone(),
                 error: Some(error.to_string()),
                 applied_revision: None,
                 handled_request: None,
@@ -378,8 +433,16 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
         &previous.inventory,
         &context.live,
     );
-    let plan = apply::plan(&namespace, &rendered, &inventory);
-    let changes = plan.steps.iter().any(|s| s.action != StepAction::Unchanged);
+    let prune = stack.spec.prune;
+    let plan = Plan::for_stack(&namespace, &rendered, &inventory, prune);
+    let kept = status::kept(&plan);
+    // Objects kept earlier cost nothing; newly kept ones get one pass that
+    // writes nothing but reports them (plan, Event).
+    let changes = kept != previous.kept
+        || plan
+            .steps
+            .iter()
+            .any(|s| !matches!(s.action, StepAction::Unchanged | StepAction::Keep));
 
     if context.options.dry_run {
         let summary = status::summary(&plan, None, true);
@@ -410,6 +473,7 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
                 context.client.clone(),
                 ApplyOptions {
                     allow_prune_all: context.options.allow_prune_all,
+                    prune,
                     reapply_unchanged: forced,
                     cancel: context.cancel.clone(),
                     ..ApplyOptions::default()
@@ -445,6 +509,7 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
             .as_ref()
             .map(|r| r.inventory.clone())
             .unwrap_or_else(|| previous.inventory.clone()),
+        kept,
         error: apply_error
             .as_ref()
             .map(|e| format!("Stack {stack_name}: {e}")),
@@ -605,7 +670,6 @@ const STORES_NOT_READY_RETRY: Duration = Duration::from_millis(500);
 /// controller polls their streams, and a reconcile that blocked here would hold
 /// a concurrency slot the trigger streams need (a deadlock at scale).
 fn stores_ready(live: &LiveStores) -> bool {
-    use futures::FutureExt;
     let ready = async {
         futures::join!(
             live.config_maps.wait_until_ready(),
@@ -716,6 +780,26 @@ async fn publish_events(
                 type_: EventType::Normal,
                 reason: "Pruned".into(),
                 note: Some(format!("deleted {}", summary.pruned.join(", "))),
+                action: "Prune".into(),
+                secondary: None,
+            });
+        }
+        if !summary.kept.is_empty() {
+            let why = match stack.spec.prune {
+                false => {
+                    "no longer rendered, but pruning is off for this stack (spec.prune: false)"
+                }
+                true => {
+                    "no longer rendered, but protected (stackd.dev/prune: disabled, or a volume claim)"
+                }
+            };
+            events.push(Event {
+                type_: EventType::Normal,
+                reason: "PruneSkipped".into(),
+                note: Some(truncate(
+                    &format!("kept {}: {why}", summary.kept.join(", ")),
+                    1000,
+                )),
                 action: "Prune".into(),
                 secondary: None,
             });

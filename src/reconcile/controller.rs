@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -109,7 +108,7 @@ pub struct Context {
 
 /// A reflector for one owned kind: its store, and the stream of touched objects
 /// that triggers the owning Stack once the store has seen the change. Watch
-/// errors go to `caches` (the stream retries them with backoff).
+/// errors are also recorded in `caches`, for `/readyz`.
 fn owned<K>(
     client: &Client,
     caches: &CacheSync,
@@ -129,7 +128,7 @@ where
         .default_backoff()
         .inspect(move |event| {
             if let Err(error) = event {
-                caches.failed(&K::kind(&()), error.to_string());
+                watch_failed(&caches, &K::kind(&()), error);
             }
         })
         .reflect(writer)
@@ -166,21 +165,18 @@ pub async fn run(
 
     let (stack_store, stack_writer) = reflector::store::<Stack>();
     let listings = vec![
-        listed(&stack_store, &caches),
-        listed(&live.config_maps, &caches),
-        listed(&live.secrets, &caches),
-        listed(&live.services, &caches),
-        listed(&live.deployments, &caches),
-        listed(&live.stateful_sets, &caches),
-        listed(&live.daemon_sets, &caches),
-        listed(&live.jobs, &caches),
-        listed(&live.ingresses, &caches),
+        listed(&stack_store),
+        listed(&live.config_maps),
+        listed(&live.secrets),
+        listed(&live.services),
+        listed(&live.deployments),
+        listed(&live.stateful_sets),
+        listed(&live.daemon_sets),
+        listed(&live.jobs),
+        listed(&live.ingresses),
     ];
     caches.started(listings.iter().map(|(kind, _)| kind.clone()));
-    // The stores fill only while the controller below polls their streams.
-    let listing = tokio::spawn(futures::future::join_all(
-        listings.into_iter().map(|(_, wait)| wait),
-    ));
+    let listing = tokio::spawn(report_listings(listings, caches.clone()));
 
     let forget = handles.clone();
     let stack_errors = caches.clone();
@@ -191,7 +187,7 @@ pub async fn run(
     .default_backoff()
     .inspect(move |event| {
         if let Err(error) = event {
-            stack_errors.failed("Stack", error.to_string());
+            watch_failed(&stack_errors, "Stack", error);
         }
     })
     .reflect(stack_writer)
@@ -241,20 +237,66 @@ pub async fn run(
     caches.stopped();
 }
 
-/// A store's kind, and a future that tells `caches` once the store has had
-/// its initial list (or never, if the controller stops first).
-fn listed<K>(store: &Store<K>, caches: &CacheSync) -> (String, BoxFuture<'static, ()>)
+/// Records a failed list or watch for `/readyz`; the watch retries on its own
+/// (`default_backoff`), and the error goes on to the Controller as before.
+fn watch_failed(caches: &CacheSync, kind: &str, error: &watcher::Error) {
+    let error = watch_error(error);
+    tracing::warn!(%kind, %error, "watch failed; retrying");
+    caches.failed(kind, error);
+}
+
+/// A watch error in one line for `/readyz`: an API error's code, reason and
+/// message rather than the whole `Status` kube's message embeds.
+fn watch_error(error: &watcher::Error) -> String {
+    let (stage, source) = match error {
+        watcher::Error::InitialListFailed(source) => ("list", source),
+        watcher::Error::WatchStartFailed(source) | watcher::Error::WatchFailed(source) => {
+            ("watch", source)
+        }
+        other => return other.to_string(),
+    };
+    match source {
+        kube::Error::Api(status) => format!(
+            "{stage}: {} {}: {}",
+            status.code, status.reason, status.message
+        ),
+        other => format!("{stage}: {other}"),
+    }
+}
+
+/// Whether one store has had its initial list.
+type Listed = Box<dyn Fn() -> bool + Send>;
+
+/// A store's kind, and whether it has had its initial list.
+fn listed<K>(store: &Store<K>) -> (String, Listed)
 where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
-    let kind = K::kind(&()).into_owned();
-    let (store, caches, name) = (store.clone(), caches.clone(), kind.clone());
-    let wait = async move {
-        if store.wait_until_ready().await.is_ok() {
-            caches.listed(&name);
+    let store = store.clone();
+    let ready = move || matches!(store.wait_until_ready().now_or_never(), Some(Ok(())));
+    (K::kind(&()).into_owned(), Box::new(ready))
+}
+
+/// How often the stores still listing are looked at again.
+const LISTING_CHECK: Duration = Duration::from_millis(200);
+
+/// Tells `caches` as each store finishes its initial list. Looks rather than
+/// awaits: a `wait_until_ready()` awaited from before a failed first list was
+/// not woken when a later list succeeded.
+async fn report_listings(mut listings: Vec<(String, Listed)>, caches: CacheSync) {
+    loop {
+        listings.retain(|(kind, ready)| {
+            let done = ready();
+            if done {
+                caches.listed(kind);
+            }
+            !done
+        });
+        if listings.is_empty() {
+            return;
         }
-    };
-    (kind, wait.boxed())
+        tokio::time::sleep(LISTING_CHECK).await;
+    }
 }
 
 fn forget_stack(handles: &ControllerHandles, stack: &Stack) {

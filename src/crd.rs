@@ -18,7 +18,7 @@ pub const FIELD_MANAGER: &str = "stackd";
 /// A compose project deployed by stackd.
 // Several `printcolumn(...)` entries share `type_ = "string"`, which clippy takes for duplicates.
 #[allow(clippy::duplicated_attributes)]
-#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "stackd.dev",
     version = "v1alpha1",
@@ -54,9 +54,29 @@ pub struct StackSpec {
     /// Stop reconciling this stack while true.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
+    /// Delete objects that left the compose file. False keeps them (the status
+    /// lists them as kept); a Stack from Git gets its repository's `prune`.
+    #[serde(default = "prune_by_default")]
+    pub prune: bool,
     /// The normalised compose model.
     #[serde(flatten)]
     pub project: Project,
+}
+
+fn prune_by_default() -> bool {
+    true
+}
+
+// By hand: a derived default would turn pruning off.
+impl Default for StackSpec {
+    fn default() -> Self {
+        StackSpec {
+            source: None,
+            suspend: false,
+            prune: prune_by_default(),
+            project: Project::default(),
+        }
+    }
 }
 
 /// The Git origin of a stack.
@@ -107,6 +127,10 @@ pub struct StackStatus {
     /// Objects applied for this stack, used for pruning.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inventory: Vec<InventoryEntry>,
+    /// Objects no longer rendered that stay because `spec.prune` is false
+    /// (`Kind/name`); they are pruned once it is true again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// The last `stackd.dev/reconcile-requested-at` annotation value acted on.

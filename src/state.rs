@@ -35,6 +35,9 @@ pub struct PlanSummary {
     pub created: Vec<String>,
     pub updated: Vec<String>,
     pub pruned: Vec<String>,
+    /// No longer rendered but left alone: pruning is off for the stack, the
+    /// object is annotated `stackd.dev/prune: disabled`, or it is a volume claim.
+    pub kept: Vec<String>,
     pub unchanged: usize,
     pub dry_run: bool,
 }

@@ -86,6 +86,13 @@ async fn dry_run_follows_commits_and_exits_cleanly_on_sigterm() {
         .find(|s| s["name"] == "web")
         .unwrap();
     assert_eq!(web["phase"], "ReconciliationPending");
+    // No controller in a dry run: ready as soon as the repository is polled.
+    let ready = eventually(30, || async {
+        let response = client.get(format!("{base}/readyz")).send().await.ok()?;
+        (response.status() == 200).then_some(response.text().await.ok()?)
+    })
+    .await;
+    assert_eq!(ready, "ready\n");
     assert_eq!(web["lastPlan"]["dryRun"], true);
     assert_eq!(
         web["lastPlan"]["created"],

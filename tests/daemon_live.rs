@@ -2,7 +2,10 @@
 //! in-process API server (reached through a kubeconfig, as kube finds a real
 //! cluster) and a configuration file: a commit becomes a Stack and its objects,
 //! a configuration edit is reloaded, an invalid edit is refused and shown, and
-//! SIGTERM ends the process cleanly.
+//! SIGTERM ends the process cleanly; `/readyz` waits for the controller's caches.
+//!
+//! These need the in-process API server (a kubeconfig pointing at it, and fault
+//! injection), so `KUBECONFIG_E2E` does not apply to them.
 
 mod common;
 #[path = "fake_api/mod.rs"]
@@ -13,7 +16,8 @@ mod git_support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fake_api::FakeApiServer;
+use axum::http::Method;
+use fake_api::{FakeApiServer, FaultAction, FaultRule};
 
 async fn eventually<T>(what: &str, seconds: u64, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -86,7 +90,9 @@ async fn commits_become_objects_and_the_configuration_reloads() {
     // Deployment is written before the stack's status).
     let client = reqwest::Client::new();
     eventually("the stack on the status page", 30, || {
-        get_text(&base).filter(|page| page.contains(">web/web</a>"))
+        get_text(&base)
+            .map(|(_, page)| page)
+            .filter(|page| page.contains(">web/web</a>"))
     })
     .await;
 
@@ -132,12 +138,96 @@ async fn commits_become_objects_and_the_configuration_reloads() {
     assert!(status.success(), "exit status {status:?}");
 }
 
-/// A plain synchronous GET of a body, for use inside `eventually`'s closure.
-fn get_text(url: &str) -> Option<String> {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_waits_for_the_controllers_caches_and_says_which() {
+    let (api, _client) = FakeApiServer::start().await;
+    // The Deployment reflector's initial list fails until the fault is cleared.
+    api.inject(FaultRule::new(
+        Some(Method::GET),
+        "/apis/apps/v1/deployments",
+        FaultAction::Fail(500),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = git_support::Upstream::new(dir.path(), "apps");
+    upstream.write(
+        "stacks/web/compose.yaml",
+        "services:\n  web:\n    image: nginx:1.27\n",
+    );
+    upstream.commit("web");
+    let git = git_support::HttpServer::start(dir.path(), None).await;
+    let kubeconfig = common::write_kubeconfig(dir.path(), api.url());
+    let config_file = dir.path().join("stackd.yaml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "repositories:\n  - name: apps\n    url: {}\n    paths: [\"stacks/*\"]\n    interval: 1h\n    prune: false\n",
+            git.url("apps")
+        ),
+    )
+    .unwrap();
+
+    let port = common::free_port();
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    let child = Command::new(env!("CARGO_BIN_EXE_stackd"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config_file)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("POD_NAMESPACE")
+        .stdout(Stdio::null())
+        // A file, not a pipe: nobody reads the retries' log lines, and a full
+        // pipe would block the daemon.
+        .stderr(std::fs::File::create(dir.path().join("stackd.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut daemon = common::Daemon(child);
+
+    // The repository is polled, its Stack applied and every other kind listed:
+    // only the Deployment cache is missing, with its error.
+    let expected = "not ready:\n- the Stack controller's caches have not had their initial list: Deployment (last error: list: 500 InternalError: injected fault)\n";
+    eventually(
+        "readiness waiting for the Deployment cache alone",
+        60,
+        || {
+            let (status, body) = get_text(&readyz)?;
+            (status == 503 && body == expected).then_some(())
+        },
+    )
+    .await;
+    // The repository's `prune: false` is on the Stack for the controller to read.
+    let stack = eventually("the Stack", 30, || {
+        api.object("stackd.dev/v1alpha1", "Stack", "web", "web")
+    })
+    .await;
+    assert_eq!(stack["spec"]["prune"], false);
+    // Without its caches the controller applies nothing: it cannot tell what drifted.
+    assert!(api.object("apps/v1", "Deployment", "web", "web").is_none());
+
+    api.clear_faults();
+    let (_, body) = eventually("readiness once the list succeeds", 60, || {
+        get_text(&readyz).filter(|(status, _)| *status == 200)
+    })
+    .await;
+    assert_eq!(body, "ready\n");
+    eventually("the Deployment", 60, || {
+        api.object("apps/v1", "Deployment", "web", "web")
+    })
+    .await;
+
+    let status = daemon.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "exit status {status:?}");
+}
+
+/// A plain synchronous GET: the status code and the body.
+fn get_text(url: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://")?;
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     let mut stream = std::net::TcpStream::connect(host).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         stream,
         "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
@@ -145,10 +235,12 @@ fn get_text(url: &str) -> Option<String> {
     .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
-    Some(response.split_once("\r\n\r\n")?.1.to_string())
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
 }
 
 /// A plain synchronous GET of JSON, for use inside `eventually`'s closure.
 fn get_json(url: &str) -> Option<serde_json::Value> {
-    serde_json::from_str(&get_text(url)?).ok()
+    serde_json::from_str(&get_text(url)?.1).ok()
 }

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, StatusCode};
 use stackd::crd::{InventoryEntry, ServiceStatus, StackPhase};
-use stackd::http::{AppState, SourceControl, router, serve};
+use stackd::http::{AppState, Readiness, SourceControl, router, serve};
 use stackd::metrics::Metrics;
 use stackd::state::{PlanSummary, RepositoryView, SharedState, StackView};
 
@@ -43,6 +43,7 @@ struct Server {
     state: SharedState,
     metrics: Metrics,
     source: Arc<RecordingSource>,
+    readiness: Readiness,
     client: reqwest::Client,
 }
 
@@ -54,7 +55,8 @@ async fn start(token: Option<&str>) -> Server {
     app.api_token = token.map(Arc::from);
     app.source = Some(source.clone());
     app.body_limit = 64 * 1024;
-    app.readiness.set(true);
+    app.readiness.set_ready();
+    let readiness = app.readiness.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(serve(listener, router(app, true), std::future::pending()));
@@ -64,6 +66,7 @@ async fn start(token: Option<&str>) -> Server {
         state,
         metrics,
         source,
+        readiness,
         client: reqwest::Client::new(),
     }
 }
@@ -165,6 +168,27 @@ async fn routes_answer_with_their_status_and_content_type() {
             content_type(&response)
         );
     }
+}
+
+#[tokio::test]
+async fn readyz_names_each_missing_condition_until_none_is() {
+    let server = start(None).await;
+    server.readiness.set_missing(vec![
+        "repositories not polled yet: apps".into(),
+        "the Stack controller's caches have not had their initial list: Deployment".into(),
+    ]);
+    let response = server.get("/readyz").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response.text().await.unwrap(),
+        "not ready:\n- repositories not polled yet: apps\n- the Stack controller's caches have not had their initial list: Deployment\n"
+    );
+    server.readiness.set_ready();
+    let response = server.get("/readyz").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "ready\n");
+    // Before the daemon says anything, it is not ready.
+    assert!(!Readiness::default().is_ready());
 }
 
 #[tokio::test]

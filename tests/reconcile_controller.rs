@@ -15,7 +15,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use pretty_assertions::assert_eq;
 use serde_json::json;
 use stackd::crd::{Stack, StackPhase};
-use stackd::reconcile::SyncPolicy;
+use stackd::reconcile::{DesiredStack, SyncPolicy};
 
 use support::{
     Harness, desired, object_writes, test_options, web_and_db, with_image, without, write_paths,
@@ -37,10 +37,13 @@ fn image(h: &Harness, kind: &str, name: &str) -> Option<String> {
 }
 
 async fn deployed(h: &Harness, project: serde_json::Value, revision: &str) {
-    h.sync(vec![desired(NS, "shop", project, revision)], PRUNE)
-        .await
-        .unwrap();
-    let revision = revision.to_string();
+    deployed_as(h, desired(NS, "shop", project, revision)).await;
+}
+
+/// Syncs one stack as given and waits until its revision is applied.
+async fn deployed_as(h: &Harness, stack: DesiredStack) {
+    let revision = stack.source.revision.clone();
+    h.sync(vec![stack], PRUNE).await.unwrap();
     h.wait_for("the revision to be applied", move |h| {
         h.status(NS, "shop")
             .and_then(|s| s.last_applied_revision)
@@ -201,6 +204,104 @@ async fn a_removed_service_is_pruned() {
             .render()
             .contains(r#"stackd_objects_pruned_total{kind="Deployment"} 1"#)
     );
+}
+
+/// The shop stack with `spec.prune: false`, as a repository with `prune: false` gives it.
+fn unpruned(project: serde_json::Value, revision: &str) -> DesiredStack {
+    DesiredStack {
+        prune: false,
+        ..desired(NS, "shop", project, revision)
+    }
+}
+
+#[tokio::test]
+async fn with_pruning_off_a_removed_service_is_kept_until_pruning_is_on_again() {
+    let h = harness!(test_options());
+    deployed_as(&h, unpruned(web_and_db(), "r1")).await;
+    let stack = h
+        .object("stackd.dev/v1alpha1", "Stack", NS, "shop")
+        .unwrap();
+    assert_eq!(stack["spec"]["prune"], json!(false));
+    h.fake.clear_requests();
+
+    deployed_as(&h, unpruned(without(web_and_db(), "db"), "r2")).await;
+    assert!(h.object("apps/v1", "Deployment", NS, "db").is_some());
+    assert!(h.object("v1", "Service", NS, "db").is_some());
+    // Nothing deleted, and nothing listed to look for leftovers either.
+    let requests = write_paths(&h.fake.requests());
+    assert!(
+        !requests.iter().any(
+            |r| r.starts_with("DELETE") || r == "GET /apis/apps/v1/namespaces/shop/deployments"
+        ),
+        "{requests:#?}"
+    );
+    let status = h.status(NS, "shop").unwrap();
+    assert_eq!(status.kept, ["Deployment/db", "Service/db"]);
+    assert_eq!(status.service_count, Some(1));
+    assert!(
+        status
+            .inventory
+            .iter()
+            .any(|e| e.kind == "Deployment" && e.name == "db"),
+        "{:?}",
+        status.inventory
+    );
+    let plan = h
+        .handles
+        .state
+        .stack(NS, "shop")
+        .unwrap()
+        .last_plan
+        .unwrap();
+    assert_eq!(plan.kept, ["Deployment/db", "Service/db"]);
+    assert!(plan.pruned.is_empty(), "{plan:?}");
+    let events = h.fake.objects_of("events.k8s.io/v1", "Event");
+    let skipped = events
+        .iter()
+        .find(|e| e["reason"] == "PruneSkipped")
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    let note = skipped["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("Deployment/db") && note.contains("spec.prune: false"),
+        "{note}"
+    );
+
+    // Kept objects cost nothing on later reconciles.
+    h.fake.clear_requests();
+    let stacks: Api<Stack> = Api::namespaced(h.client.clone(), NS);
+    let nudge = json!({"metadata": {"annotations": {"example.com/nudge": "1"}}});
+    stacks
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&nudge))
+        .await
+        .unwrap();
+    h.settle().await;
+    assert_eq!(object_writes(&h.fake.writes()), Vec::<String>::new());
+
+    // Pruning on again (the repository's setting changed): now they go.
+    h.sync(
+        vec![desired(NS, "shop", without(web_and_db(), "db"), "r2")],
+        PRUNE,
+    )
+    .await
+    .unwrap();
+    h.wait_for("the kept Deployment to be pruned", |h| {
+        h.object("apps/v1", "Deployment", NS, "db").is_none()
+    })
+    .await;
+    h.settle().await;
+    assert!(h.object("v1", "Service", NS, "db").is_none());
+    let status = h.status(NS, "shop").unwrap();
+    assert!(status.kept.is_empty(), "{status:?}");
+    assert!(!status.inventory.iter().any(|e| e.name == "db"));
+    let plan = h
+        .handles
+        .state
+        .stack(NS, "shop")
+        .unwrap()
+        .last_plan
+        .unwrap();
+    assert_eq!(plan.pruned, ["Deployment/db", "Service/db"]);
+    assert!(plan.kept.is_empty());
 }
 
 #[tokio::test]

@@ -21,13 +21,14 @@ fn key(entry: &InventoryEntry) -> String {
 }
 
 impl DryRunCluster {
-    /// Plans `rendered` for one stack as creates, updates and prunes, and
-    /// remembers the result as the stack's new state.
+    /// Plans `rendered` for one stack as creates, updates and prunes (kept
+    /// instead when `prune` is off), and remembers the result as the stack's new state.
     pub fn plan(
         &mut self,
         namespace: &str,
         name: &str,
         rendered: &Rendered,
+        prune: bool,
     ) -> (PlanSummary, Vec<InventoryEntry>) {
         let previous = self
             .applied
@@ -53,11 +54,22 @@ impl DryRunCluster {
             }
             now.insert(key(&entry), entry);
         }
-        plan.pruned = previous
+        let gone: Vec<String> = previous
             .keys()
             .filter(|k| !now.contains_key(*k))
             .cloned()
             .collect();
+        if prune {
+            plan.pruned = gone;
+        } else {
+            // Kept objects stay in the "cluster", as they would in a real one.
+            for key in &gone {
+                if let Some(entry) = previous.get(key) {
+                    now.insert(key.clone(), entry.clone());
+                }
+            }
+            plan.kept = gone;
+        }
         let inventory: Vec<InventoryEntry> = now.values().cloned().collect();
         self.applied
             .insert((namespace.to_string(), name.to_string()), now);
@@ -82,10 +94,14 @@ pub fn planned_view(
     StackView {
         phase: StackPhase::ReconciliationPending,
         message: Some(format!(
-            "dry run: {} to create, {} to update, {} to prune; nothing was applied",
+            "dry run: {} to create, {} to update, {} to prune{}; nothing was applied",
             plan.created.len(),
             plan.updated.len(),
-            plan.pruned.len()
+            plan.pruned.len(),
+            match plan.kept.len() {
+                0 => String::new(),
+                kept => format!(", {kept} kept (pruning is off)"),
+            }
         )),
         services_ready: 0,
         services_total,
@@ -124,22 +140,44 @@ mod tests {
             objects: vec![config_map("a", "1"), config_map("b", "1")],
             warnings: vec![],
         };
-        let (plan, inventory) = cluster.plan("shop", "shop", &first);
+        let (plan, inventory) = cluster.plan("shop", "shop", &first, true);
         assert_eq!(plan.created, ["ConfigMap/a", "ConfigMap/b"]);
         assert_eq!(inventory.len(), 2);
         let second = Rendered {
             objects: vec![config_map("a", "2"), config_map("c", "1")],
             warnings: vec![],
         };
-        let (plan, _) = cluster.plan("shop", "shop", &second);
+        let (plan, _) = cluster.plan("shop", "shop", &second, true);
         assert_eq!(plan.created, ["ConfigMap/c"]);
         assert_eq!(plan.updated, ["ConfigMap/a"]);
         assert_eq!(plan.pruned, ["ConfigMap/b"]);
-        let (plan, _) = cluster.plan("shop", "shop", &second);
+        let (plan, _) = cluster.plan("shop", "shop", &second, true);
         assert_eq!(
             (plan.created.len(), plan.updated.len(), plan.unchanged),
             (0, 0, 2)
         );
         assert!(plan.dry_run);
+    }
+
+    #[test]
+    fn with_pruning_off_vanished_objects_are_kept_until_it_is_on() {
+        let mut cluster = DryRunCluster::default();
+        let both = Rendered {
+            objects: vec![config_map("a", "1"), config_map("b", "1")],
+            warnings: vec![],
+        };
+        let only_a = Rendered {
+            objects: vec![config_map("a", "1")],
+            warnings: vec![],
+        };
+        cluster.plan("shop", "shop", &both, false);
+        let (plan, inventory) = cluster.plan("shop", "shop", &only_a, false);
+        assert_eq!(plan.kept, ["ConfigMap/b"]);
+        assert!(plan.pruned.is_empty());
+        assert_eq!(inventory.len(), 2);
+        let (plan, inventory) = cluster.plan("shop", "shop", &only_a, true);
+        assert_eq!(plan.pruned, ["ConfigMap/b"]);
+        assert!(plan.kept.is_empty());
+        assert_eq!(inventory.len(), 1);
     }
 }

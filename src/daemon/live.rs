@@ -55,6 +55,7 @@ impl GitSync {
                     project,
                     secrets,
                     source: stack.source,
+                    prune: policy.prune,
                 }),
                 Err(error) => {
                     failed = true;
@@ -159,4 +160,59 @@ impl GitSync {
 
 fn short(commit: &str) -> &str {
     &commit[..commit.len().min(8)]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::git::discover;
+    use crate::reconcile::source::stack_object;
+    use crate::render::files::{FileSource, MemSource};
+
+    /// The Stack the Git→Stack sync would apply for a one-stack repository
+    /// configured by `config`.
+    fn stack_for_config(config: &str) -> crate::crd::Stack {
+        let config = Config::parse(config, Path::new("config.yaml")).unwrap();
+        let policy = &config.repositories[0].policy;
+        let reader: Arc<dyn FileSource> = Arc::new(
+            MemSource::new().with_file("web/compose.yaml", "services:\n  web:\n    image: nginx\n"),
+        );
+        let update = RepositoryUpdate {
+            repository: "apps".into(),
+            url: "https://git.example.com/apps.git".into(),
+            git_ref: "refs/heads/main".into(),
+            commit: "0123456789abcdef".into(),
+            previous: None,
+            forced: false,
+            subject: "web".into(),
+            stacks: discover(reader.as_ref(), &[], "root").unwrap(),
+            reader,
+        };
+        let sync = GitSync::default();
+        sync.offer(&update, policy, &SharedState::new());
+        let pending = sync.lock();
+        let (stacks, _) = &pending.latest["apps"];
+        assert_eq!(stacks.len(), 1);
+        stack_object("apps", &stacks[0])
+    }
+
+    #[test]
+    fn the_repository_prune_setting_reaches_the_stack_spec() {
+        let off = stack_for_config(
+            "repositories:\n  - name: apps\n    url: https://git.example.com/apps.git\n    prune: false\n",
+        );
+        assert!(!off.spec.prune);
+        // What `kubectl get stack -o yaml` shows.
+        let json = serde_json::to_value(&off).unwrap();
+        assert_eq!(json["spec"]["prune"], serde_json::json!(false));
+
+        let default = stack_for_config(
+            "repositories:\n  - name: apps\n    url: https://git.example.com/apps.git\n",
+        );
+        assert!(default.spec.prune);
+    }
 }

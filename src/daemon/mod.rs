@@ -8,6 +8,7 @@
 
 pub mod dry_run;
 pub mod live;
+pub mod readiness;
 pub mod stacks;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,13 +30,14 @@ use crate::git::source::{
 use crate::http::{AppState, SourceControl, metrics_router, router, serve};
 use crate::metrics::Metrics;
 use crate::reconcile::leader::{LeaderElection, LeaseTiming};
-use crate::reconcile::{ControllerHandles, ControllerOptions, SecretStore};
+use crate::reconcile::{CacheSync, ControllerHandles, ControllerOptions, SecretStore};
 use crate::render::{self, RenderOptions};
 use crate::state::{RepositoryView, SharedState, StackView};
 use kube::Client;
 
 use self::dry_run::{DryRunCluster, planned_view};
 use self::live::GitSync;
+use self::readiness::ControllerRole;
 use self::stacks::load_stacks;
 
 /// How to run.
@@ -206,6 +208,12 @@ pub async fn run(
 
     let render_options = render_options(&config);
     let mut workers = Vec::new();
+    let caches = CacheSync::default();
+    let role = match (&client, &options.leader_election) {
+        (None, _) => ControllerRole::None,
+        (Some(_), None) => ControllerRole::Always,
+        (Some(_), Some(_)) => ControllerRole::WhenLeading,
+    };
     let mut reconciler = match client {
         None => Reconciler::DryRun(DryRunReconciler {
             state: state.clone(),
@@ -220,6 +228,7 @@ pub async fn run(
                 secrets: SecretStore::new(),
                 state: state.clone(),
                 metrics: metrics.clone(),
+                caches: caches.clone(),
             };
             let controller_options = ControllerOptions {
                 render: render_options,
@@ -336,12 +345,12 @@ pub async fn run(
                 for repository in &states {
                     publish_repository(&state, &metrics, repository, &mut polls_seen);
                 }
-                readiness.set(states.iter().all(|s| s.last_poll.is_some()));
+                readiness.set_missing(readiness::missing(&readiness::unpolled(&states), &caches.state(), role));
             }
         }
     }
     info!("shutting down");
-    readiness.set(false);
+    readiness.set_missing(vec!["shutting down".to_string()]);
     current.get().shutdown();
     for worker in workers {
         let _ = worker.await;
@@ -568,7 +577,8 @@ impl DryRunReconciler {
                 },
                 Ok((rendered, services)) => {
                     let (plan, inventory) =
-                        self.cluster.plan(&stack.namespace, &stack.name, &rendered);
+                        self.cluster
+                            .plan(&stack.namespace, &stack.name, &rendered, policy.prune);
                     self.metrics
                         .reconcile_total
                         .with_label_values(&[

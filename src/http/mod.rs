@@ -6,8 +6,7 @@ pub mod page;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -44,17 +43,33 @@ pub trait SourceControl: Send + Sync {
     ) -> (StatusCode, &'static str);
 }
 
-/// Readiness: caches synced, and this replica is the leader or a healthy standby.
-#[derive(Clone, Debug, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+/// Readiness: what the daemon still waits for before it should get traffic
+/// (repositories polled, the controller's caches listed), in words; ready when
+/// nothing is missing. Not ready until the daemon first says otherwise.
+#[derive(Clone, Debug)]
+pub struct Readiness(Arc<RwLock<Vec<String>>>);
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Readiness(Arc::new(RwLock::new(vec!["starting".to_string()])))
+    }
+}
 
 impl Readiness {
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+    pub fn set_missing(&self, missing: Vec<String>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = missing;
+    }
+
+    pub fn set_ready(&self) {
+        self.set_missing(Vec::new());
+    }
+
+    pub fn missing(&self) -> Vec<String> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.missing().is_empty()
     }
 }
 
@@ -279,12 +294,19 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// 200 `ready`, or 503 naming each missing condition on its own line.
 async fn readyz(State(app): State<AppState>) -> Response {
-    if app.readiness.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    let missing = app.readiness.missing();
+    if missing.is_empty() {
+        return (StatusCode::OK, "ready\n").into_response();
     }
+    let mut body = String::from("not ready:\n");
+    for reason in missing {
+        body.push_str("- ");
+        body.push_str(&reason);
+        body.push('\n');
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
 }
 
 async fn not_found() -> Response {

@@ -325,9 +325,14 @@ pub fn stack_detail(stack: &StackView, refresh: Refresh) -> String {
                         .join(", ")
                 }
             };
+            // Only when something was kept: "Kept: none" on every stack is noise.
+            let kept = match plan.kept.is_empty() {
+                true => String::new(),
+                false => format!("<dt>Kept (not pruned)</dt><dd>{}</dd>", list(&plan.kept)),
+            };
             let _ = write!(
                 body,
-                "<dl><dt>Created</dt><dd>{}</dd><dt>Updated</dt><dd>{}</dd><dt>Pruned</dt><dd>{}</dd><dt>Unchanged</dt><dd>{}</dd></dl>\n{}",
+                "<dl><dt>Created</dt><dd>{}</dd><dt>Updated</dt><dd>{}</dd><dt>Pruned</dt><dd>{}</dd>{kept}<dt>Unchanged</dt><dd>{}</dd></dl>\n{}",
                 list(&plan.created),
                 list(&plan.updated),
                 list(&plan.pruned),
@@ -460,5 +465,25 @@ mod tests {
         };
         let html = overview(&[repository], &[], Utc::now(), Refresh::Auto, None);
         assert!(html.contains("<td>—</td><td>never</td>"), "{html}");
+    }
+
+    #[test]
+    fn the_plan_lists_kept_objects_only_when_there_are_some() {
+        let mut stack = StackView {
+            namespace: "shop".into(),
+            name: "web".into(),
+            last_plan: Some(crate::state::PlanSummary {
+                kept: vec!["Deployment/db".into()],
+                ..Default::default()
+            }),
+            ..StackView::default()
+        };
+        let html = stack_detail(&stack, Refresh::Off);
+        assert!(
+            html.contains("<dt>Kept (not pruned)</dt><dd><code>Deployment/db</code></dd>"),
+            "{html}"
+        );
+        stack.last_plan = Some(Default::default());
+        assert!(!stack_detail(&stack, Refresh::Off).contains("Kept"));
     }
 }

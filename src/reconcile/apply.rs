@@ -28,6 +28,9 @@ pub struct ApplyOptions {
     pub dry_run: bool,
     /// Allow a plan that deletes every object of the stack (nothing rendered).
     pub allow_prune_all: bool,
+    /// Delete objects that are no longer rendered. Off (`spec.prune: false`),
+    /// they are kept, stay in the inventory, and nothing is listed for pruning.
+    pub prune: bool,
     /// How long to wait for a deleted object to disappear before recreating it.
     pub recreate_timeout: Duration,
     /// Apply objects whose hash is unchanged too: drift repair and periodic
@@ -43,6 +46,7 @@ impl Default for ApplyOptions {
         ApplyOptions {
             dry_run: false,
             allow_prune_all: false,
+            prune: true,
             recreate_timeout: Duration::from_secs(60),
             reapply_unchanged: false,
             cancel: CancellationToken::new(),
@@ -57,6 +61,8 @@ pub enum Action {
     /// Same content hash as the inventory: no request at all.
     Unchanged,
     Delete,
+    /// No longer rendered, but pruning is off: left alone, still in the inventory.
+    Keep,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,6 +82,29 @@ impl Plan {
     pub fn count(&self, action: Action) -> usize {
         self.steps.iter().filter(|s| s.action == action).count()
     }
+
+    /// Pruning is off: every deletion becomes a `Keep`.
+    pub fn keep_deletions(&mut self) {
+        for step in &mut self.steps {
+            if step.action == Action::Delete {
+                step.action = Action::Keep;
+            }
+        }
+    }
+
+    /// The plan for `rendered` with pruning on or off.
+    pub fn for_stack(
+        stack_namespace: &str,
+        rendered: &Rendered,
+        inventory: &[InventoryEntry],
+        prune: bool,
+    ) -> Plan {
+        let mut plan = plan(stack_namespace, rendered, inventory);
+        if !prune {
+            plan.keep_deletions();
+        }
+        plan
+    }
 }
 
 /// What happened to one object.
@@ -89,6 +118,8 @@ pub enum Outcome {
     AlreadyGone,
     KeptPruneDisabled,
     KeptVolumeClaim,
+    /// Pruning is off for the stack (`spec.prune: false`).
+    KeptPruningOff,
     /// Dry run: what would have happened is in the plan.
     Planned,
     Failed,
@@ -320,11 +351,16 @@ impl Applier {
         inventory: &[InventoryEntry],
     ) -> ApplyReport {
         let mut report = ApplyReport {
-            plan: plan(stack.namespace, rendered, inventory),
+            plan: Plan::for_stack(stack.namespace, rendered, inventory, self.options.prune),
             ..ApplyReport::default()
         };
         let mut prune_ok = true;
-        match self.labelled_leftovers(stack, &report.plan).await {
+        // With pruning off nothing is deleted, so there is nothing to look for.
+        let leftovers = match self.options.prune {
+            true => self.labelled_leftovers(stack, &report.plan).await,
+            false => Ok(Vec::new()),
+        };
+        match leftovers {
             Ok(extra) => {
                 report.plan.steps.extend(extra);
                 sort_deletions(&mut report.plan);
@@ -360,7 +396,8 @@ impl Applier {
             .map(|o| (entry_for(stack.namespace, o), o))
             .collect();
         let steps = report.plan.steps.clone();
-        for step in steps.iter().filter(|s| s.action != Action::Delete) {
+        let applied = |s: &&Step| !matches!(s.action, Action::Delete | Action::Keep);
+        for step in steps.iter().filter(applied) {
             let Some((_, object)) = objects.iter().find(|(e, _)| same_object(e, &step.target))
             else {
                 continue;
@@ -408,6 +445,15 @@ impl Applier {
                 report.inventory.push(old.clone());
             }
             report.results.push((step.target.clone(), outcome));
+        }
+        for step in steps.iter().filter(|s| s.action == Action::Keep) {
+            // Still stackd's: pruned from the inventory once pruning is on again.
+            if let Some(old) = inventory.iter().find(|old| same_object(old, &step.target)) {
+                report.inventory.push(old.clone());
+            }
+            report
+                .results
+                .push((step.target.clone(), Outcome::KeptPruningOff));
         }
         report.inventory.sort();
         report

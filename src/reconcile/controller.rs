@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -25,9 +25,10 @@ use tokio_util::sync::CancellationToken;
 use crate::crd::{FIELD_MANAGER, InventoryEntry, SERVICE_LABEL, STACK_LABEL, Stack, StackStatus};
 use crate::metrics::Metrics;
 use crate::reconcile::apply::{
-    self, Action as StepAction, Applier, ApplyError, ApplyOptions, ApplyReport, Outcome, StackRef,
+    Action as StepAction, Applier, ApplyError, ApplyOptions, ApplyReport, Outcome, Plan, StackRef,
     entry_for,
 };
+use crate::reconcile::caches::CacheSync;
 use crate::reconcile::compact::Compact;
 use crate::reconcile::drift;
 use crate::reconcile::error::ReconcileError;
@@ -89,6 +90,8 @@ pub struct ControllerHandles {
     pub secrets: SecretStore,
     pub state: SharedState,
     pub metrics: Metrics,
+    /// Where the watch caches are, for `/readyz`.
+    pub caches: CacheSync,
 }
 
 /// Everything one reconcile needs.
@@ -105,9 +108,11 @@ pub struct Context {
 }
 
 /// A reflector for one owned kind: its store, and the stream of touched objects
-/// that triggers the owning Stack once the store has seen the change.
+/// that triggers the owning Stack once the store has seen the change. Watch
+/// errors are also recorded in `caches`, for `/readyz`.
 fn owned<K>(
     client: &Client,
+    caches: &CacheSync,
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + use<K>,
@@ -119,8 +124,14 @@ where
     let (reader, writer) = reflector::store();
     // Only objects stackd labelled: the stores stay as small as what stackd manages.
     let config = watcher::Config::default().labels(STACK_LABEL);
+    let caches = caches.clone();
     let stream = watcher(Api::<K>::all(client.clone()), config)
         .default_backoff()
+        .inspect(move |event| {
+            if let Err(error) = event {
+                watch_failed(&caches, &K::kind(&()), error);
+            }
+        })
         .modify(forget_managed_fields)
         .reflect(writer)
         .touched_objects();
@@ -140,14 +151,15 @@ pub async fn run(
     handles: ControllerHandles,
     cancel: CancellationToken,
 ) {
-    let (config_maps, cm_stream) = owned::<Compact<ConfigMap>>(&client);
-    let (secrets, secret_stream) = owned::<Compact<Secret>>(&client);
-    let (services, service_stream) = owned::<Compact<Service>>(&client);
-    let (deployments, deployment_stream) = owned::<Compact<Deployment>>(&client);
-    let (stateful_sets, sts_stream) = owned::<Compact<StatefulSet>>(&client);
-    let (daemon_sets, ds_stream) = owned::<Compact<DaemonSet>>(&client);
-    let (jobs, job_stream) = owned::<Compact<Job>>(&client);
-    let (ingresses, ingress_stream) = owned::<Compact<Ingress>>(&client);
+    let caches = handles.caches.clone();
+    let (config_maps, cm_stream) = owned::<Compact<ConfigMap>>(&client, &caches);
+    let (secrets, secret_stream) = owned::<Compact<Secret>>(&client, &caches);
+    let (services, service_stream) = owned::<Compact<Service>>(&client, &caches);
+    let (deployments, deployment_stream) = owned::<Compact<Deployment>>(&client, &caches);
+    let (stateful_sets, sts_stream) = owned::<Compact<StatefulSet>>(&client, &caches);
+    let (daemon_sets, ds_stream) = owned::<Compact<DaemonSet>>(&client, &caches);
+    let (jobs, job_stream) = owned::<Compact<Job>>(&client, &caches);
+    let (ingresses, ingress_stream) = owned::<Compact<Ingress>>(&client, &caches);
     let live = LiveStores {
         config_maps,
         secrets,
@@ -160,12 +172,32 @@ pub async fn run(
     };
 
     let (stack_store, stack_writer) = reflector::store::<Stack>();
+    let listings = vec![
+        listed(&stack_store),
+        listed(&live.config_maps),
+        listed(&live.secrets),
+        listed(&live.services),
+        listed(&live.deployments),
+        listed(&live.stateful_sets),
+        listed(&live.daemon_sets),
+        listed(&live.jobs),
+        listed(&live.ingresses),
+    ];
+    caches.started(listings.iter().map(|(kind, _)| kind.clone()));
+    let listing = tokio::spawn(report_listings(listings, caches.clone()));
+
     let forget = handles.clone();
+    let stack_errors = caches.clone();
     let stacks = watcher(
         Api::<Stack>::all(client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
+    .inspect(move |event| {
+        if let Err(error) = event {
+            watch_failed(&stack_errors, "Stack", error);
+        }
+    })
     .modify(forget_managed_fields)
     .reflect(stack_writer)
     .inspect(move |event| {
@@ -210,6 +242,70 @@ pub async fn run(
             }
         })
         .await;
+    listing.abort();
+    caches.stopped();
+}
+
+/// Records a failed list or watch for `/readyz`; the watch retries on its own
+/// (`default_backoff`), and the error goes on to the Controller as before.
+fn watch_failed(caches: &CacheSync, kind: &str, error: &watcher::Error) {
+    let error = watch_error(error);
+    tracing::warn!(%kind, %error, "watch failed; retrying");
+    caches.failed(kind, error);
+}
+
+/// A watch error in one line for `/readyz`: an API error's code, reason and
+/// message rather than the whole `Status` kube's message embeds.
+fn watch_error(error: &watcher::Error) -> String {
+    let (stage, source) = match error {
+        watcher::Error::InitialListFailed(source) => ("list", source),
+        watcher::Error::WatchStartFailed(source) | watcher::Error::WatchFailed(source) => {
+            ("watch", source)
+        }
+        other => return other.to_string(),
+    };
+    match source {
+        kube::Error::Api(status) => format!(
+            "{stage}: {} {}: {}",
+            status.code, status.reason, status.message
+        ),
+        other => format!("{stage}: {other}"),
+    }
+}
+
+/// Whether one store has had its initial list.
+type Listed = Box<dyn Fn() -> bool + Send>;
+
+/// A store's kind, and whether it has had its initial list.
+fn listed<K>(store: &Store<K>) -> (String, Listed)
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    let store = store.clone();
+    let ready = move || matches!(store.wait_until_ready().now_or_never(), Some(Ok(())));
+    (K::kind(&()).into_owned(), Box::new(ready))
+}
+
+/// How often the stores still listing are looked at again.
+const LISTING_CHECK: Duration = Duration::from_millis(200);
+
+/// Tells `caches` as each store finishes its initial list. Looks rather than
+/// awaits: a `wait_until_ready()` awaited from before a failed first list was
+/// not woken when a later list succeeded.
+async fn report_listings(mut listings: Vec<(String, Listed)>, caches: CacheSync) {
+    loop {
+        listings.retain(|(kind, ready)| {
+            let done = ready();
+            if done {
+                caches.listed(kind);
+            }
+            !done
+        });
+        if listings.is_empty() {
+            return;
+        }
+        tokio::time::sleep(LISTING_CHECK).await;
+    }
 }
 
 fn forget_stack(handles: &ControllerHandles, stack: &Stack) {
@@ -368,6 +464,7 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
                 services: previous_services(&previous),
                 warnings: previous.warnings.clone(),
                 inventory: previous.inventory.clone(),
+                kept: previous.kept.clone(),
                 error: Some(error.to_string()),
                 applied_revision: None,
                 handled_request: None,
@@ -387,8 +484,16 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
         &previous.inventory,
         &context.live,
     );
-    let plan = apply::plan(&namespace, &rendered, &inventory);
-    let changes = plan.steps.iter().any(|s| s.action != StepAction::Unchanged);
+    let prune = stack.spec.prune;
+    let plan = Plan::for_stack(&namespace, &rendered, &inventory, prune);
+    let kept = status::kept(&plan);
+    // Objects kept earlier cost nothing; newly kept ones get one pass that
+    // writes nothing but reports them (plan, Event).
+    let changes = kept != previous.kept
+        || plan
+            .steps
+            .iter()
+            .any(|s| !matches!(s.action, StepAction::Unchanged | StepAction::Keep));
 
     if context.options.dry_run {
         let summary = status::summary(&plan, None, true);
@@ -419,6 +524,7 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
                 context.client.clone(),
                 ApplyOptions {
                     allow_prune_all: context.options.allow_prune_all,
+                    prune,
                     reapply_unchanged: forced,
                     cancel: context.cancel.clone(),
                     ..ApplyOptions::default()
@@ -455,6 +561,7 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
             .as_ref()
             .map(|r| r.inventory.clone())
             .unwrap_or_else(|| previous.inventory.clone()),
+        kept,
         error: apply_error
             .as_ref()
             .map(|e| format!("Stack {stack_name}: {e}")),
@@ -615,7 +722,6 @@ const STORES_NOT_READY_RETRY: Duration = Duration::from_millis(500);
 /// controller polls their streams, and a reconcile that blocked here would hold
 /// a concurrency slot the trigger streams need (a deadlock at scale).
 fn stores_ready(live: &LiveStores) -> bool {
-    use futures::FutureExt;
     let ready = async {
         futures::join!(
             live.config_maps.wait_until_ready(),
@@ -726,6 +832,26 @@ async fn publish_events(
                 type_: EventType::Normal,
                 reason: "Pruned".into(),
                 note: Some(format!("deleted {}", summary.pruned.join(", "))),
+                action: "Prune".into(),
+                secondary: None,
+            });
+        }
+        if !summary.kept.is_empty() {
+            let why = match stack.spec.prune {
+                false => {
+                    "no longer rendered, but pruning is off for this stack (spec.prune: false)"
+                }
+                true => {
+                    "no longer rendered, but protected (stackd.dev/prune: disabled, or a volume claim)"
+                }
+            };
+            events.push(Event {
+                type_: EventType::Normal,
+                reason: "PruneSkipped".into(),
+                note: Some(truncate(
+                    &format!("kept {}: {why}", summary.kept.join(", ")),
+                    1000,
+                )),
                 action: "Prune".into(),
                 secondary: None,
             });

@@ -1,6 +1,7 @@
 //! Reconciler: Stacks from Git, objects from Stacks, prune, self-heal, status.
 
 pub mod apply;
+pub mod caches;
 pub mod compact;
 pub mod controller;
 pub mod drift;
@@ -13,6 +14,7 @@ pub mod secrets;
 pub mod source;
 pub mod status;
 
+pub use caches::{CacheState, CacheSync};
 pub use controller::{ControllerHandles, ControllerOptions, run};
 pub use error::ReconcileError;
 pub use secrets::SecretStore;

@@ -31,8 +31,13 @@ pub struct DesiredStack {
     pub project: Project,
     pub secrets: SecretValues,
     pub source: SourceRef,
+    /// Becomes `spec.prune`: whether the controller deletes objects that left
+    /// the compose file (the repository's `prune`).
+    pub prune: bool,
 }
 
+/// Which Stacks a sync may delete (object pruning inside a stack is the
+/// Stack's own `spec.prune`, set from [`DesiredStack::prune`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SyncPolicy {
     /// Delete Stacks of this repository that vanished from Git.
@@ -64,6 +69,7 @@ pub fn stack_object(repository: &str, desired: &DesiredStack) -> Stack {
         desired.project.clone(),
         Some(desired.source.clone()),
     );
+    stack.spec.prune = desired.prune;
     stack.metadata.labels = Some(BTreeMap::from([(
         REPOSITORY_LABEL.to_string(),
         repository_label_value(repository),

@@ -15,6 +15,8 @@ pub struct Observed {
     pub services: Vec<ServiceHealth>,
     pub warnings: Vec<String>,
     pub inventory: Vec<InventoryEntry>,
+    /// No longer rendered, kept because pruning is off (`Kind/name`).
+    pub kept: Vec<String>,
     /// Set when this reconcile failed (render or apply): the phase is Failure.
     pub error: Option<String>,
     /// The revision now applied; `None` keeps the previous one (failed render).
@@ -44,6 +46,7 @@ pub fn build(stack: &Stack, observed: Observed, now: Time) -> StackStatus {
         services: observed.services.into_iter().map(|s| s.status).collect(),
         warnings: observed.warnings,
         inventory: observed.inventory,
+        kept: observed.kept,
         last_error: observed.error,
         last_handled_reconcile_at: observed
             .handled_request
@@ -51,8 +54,18 @@ pub fn build(stack: &Stack, observed: Observed, now: Time) -> StackStatus {
     }
 }
 
-fn describe(entry: &InventoryEntry) -> String {
+/// `Kind/name`, as plans and the status name objects.
+pub fn describe(entry: &InventoryEntry) -> String {
     format!("{}/{}", entry.kind, entry.name)
+}
+
+/// The objects a plan keeps because pruning is off.
+pub fn kept(plan: &Plan) -> Vec<String> {
+    plan.steps
+        .iter()
+        .filter(|s| s.action == Action::Keep)
+        .map(|s| describe(&s.target))
+        .collect()
 }
 
 /// What a reconcile changed, from the plan and (unless a dry run) what happened.
@@ -74,6 +87,10 @@ pub fn summary(plan: &Plan, report: Option<&ApplyReport>, dry_run: bool) -> Plan
             (Action::Unchanged, _) => summary.unchanged += 1,
             (Action::Delete, None | Some(Outcome::Deleted | Outcome::Planned)) => {
                 summary.pruned.push(name)
+            }
+            (Action::Keep, _)
+            | (Action::Delete, Some(Outcome::KeptPruneDisabled | Outcome::KeptVolumeClaim)) => {
+                summary.kept.push(name)
             }
             (Action::Delete, _) => {}
         }
@@ -145,6 +162,7 @@ mod tests {
             services: vec![web(false)],
             warnings: vec![],
             inventory: vec![],
+            kept: vec![],
             error: error.map(str::to_string),
             applied_revision: Some("abc".into()),
             handled_request: None,
@@ -196,6 +214,10 @@ mod tests {
                     target: entry("Service", "c"),
                     action: Action::Delete,
                 },
+                Step {
+                    target: entry("Deployment", "d"),
+                    action: Action::Keep,
+                },
             ],
         };
         assert_eq!(
@@ -204,9 +226,11 @@ mod tests {
                 created: vec!["ConfigMap/a".into()],
                 updated: vec![],
                 pruned: vec!["Service/c".into()],
+                kept: vec!["Deployment/d".into()],
                 unchanged: 1,
                 dry_run: true,
             }
         );
+        assert_eq!(kept(&plan), ["Deployment/d"]);
     }
 }

@@ -35,6 +35,7 @@ pub fn stack_for(
         spec: StackSpec {
             source,
             suspend: false,
+            prune: true,
             project,
         },
         status: None,

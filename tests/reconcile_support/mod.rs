@@ -9,8 +9,8 @@ use serde_json::json;
 use stackd::crd::{SourceRef, StackStatus};
 use stackd::metrics::Metrics;
 use stackd::reconcile::{
-    ControllerHandles, ControllerOptions, DesiredStack, ReconcileError, SecretStore, SyncPolicy,
-    SyncReport, sync_repository,
+    CacheSync, ControllerHandles, ControllerOptions, DesiredStack, ReconcileError, SecretStore,
+    SyncPolicy, SyncReport, sync_repository,
 };
 use stackd::render::model::{Project, SecretValues};
 use stackd::state::SharedState;
@@ -62,6 +62,7 @@ pub fn desired(namespace: &str, name: &str, project: Value, revision: &str) -> D
             path: name.to_string(),
             revision: revision.to_string(),
         },
+        prune: true,
     }
 }
 
@@ -98,6 +99,7 @@ impl Harness {
                 secrets: SecretStore::new(),
                 state: SharedState::new(),
                 metrics: Metrics::new(),
+                caches: CacheSync::default(),
             },
             cancel: CancellationToken::new(),
             task: None,

@@ -17,7 +17,8 @@ use crate::git::source::RepositoryUpdate;
 use crate::reconcile::{DesiredStack, SecretStore, SyncPolicy, sync_repository};
 use crate::state::{SharedState, StackView};
 
-use super::stacks::load_stacks;
+use super::stacks::{LoadedStack, load_stacks};
+use crate::render::LoadError;
 
 /// How long to wait before retrying a repository whose sync failed.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
@@ -31,64 +32,87 @@ pub struct GitSync {
 
 #[derive(Default)]
 struct Pending {
-    /// Shared with a sync in progress rather than copied: a repository of
-    /// thousands of stacks is large.
-    latest: BTreeMap<String, (Arc<[DesiredStack]>, SyncPolicy)>,
+    /// The latest commit of each repository with its settings. Its stacks are
+    /// loaded again when applied: keeping a repository of thousands loaded
+    /// between syncs would double the daemon's memory for one saved load.
+    latest: BTreeMap<String, Arc<Offer>>,
     dirty: BTreeSet<String>,
 }
 
-impl GitSync {
-    /// Loads a new commit's stacks and queues them. A stack that fails to load is
-    /// shown as failed and keeps its current Stack: with any failure, this sync
-    /// prunes nothing, so a broken stack never looks like a deleted one.
-    pub fn offer(&self, update: &RepositoryUpdate, policy: &RepositoryPolicy, state: &SharedState) {
-        let mut desired = Vec::new();
-        let mut failed = false;
-        for stack in load_stacks(update, policy) {
-            if stack.suspended {
-                continue;
-            }
-            match stack.result {
-                Ok((project, secrets)) => desired.push(DesiredStack {
-                    name: stack.name,
-                    namespace: stack.namespace,
-                    project,
-                    secrets,
-                    source: stack.source,
-                    prune: policy.prune,
-                }),
-                Err(error) => {
-                    failed = true;
-                    warn!(stack = %stack.name, error = %error, "stack does not load; its Stack is left as it is");
-                    let base = state
-                        .stack(&stack.namespace, &stack.name)
-                        .unwrap_or_default();
-                    state.put_stack(StackView {
-                        namespace: stack.namespace.clone(),
-                        name: stack.name.clone(),
-                        repository: Some(update.repository.clone()),
-                        path: Some(stack.source.path.clone()),
-                        phase: StackPhase::Failure,
-                        message: Some(format!(
-                            "commit {} does not load; the last applied objects stay",
-                            short(&update.commit)
-                        )),
-                        last_error: Some(error.to_string()),
-                        ..base
-                    });
-                }
+struct Offer {
+    update: RepositoryUpdate,
+    policy: RepositoryPolicy,
+}
+
+/// The stacks of a commit that load, and how to sync them. Each stack that
+/// fails to load is passed to `failed`.
+fn desired_stacks(
+    update: &RepositoryUpdate,
+    policy: &RepositoryPolicy,
+    mut failed: impl FnMut(&LoadedStack, &LoadError),
+) -> (Vec<DesiredStack>, SyncPolicy) {
+    let mut desired = Vec::new();
+    let mut any_failed = false;
+    for stack in load_stacks(update, policy) {
+        if stack.suspended {
+            continue;
+        }
+        match stack.result {
+            Ok((project, secrets)) => desired.push(DesiredStack {
+                name: stack.name,
+                namespace: stack.namespace,
+                project,
+                secrets,
+                source: stack.source,
+                prune: policy.prune,
+            }),
+            Err(ref error) => {
+                any_failed = true;
+                failed(&stack, error);
             }
         }
-        // Deleting a Stack whose directory vanished needs `allowEmpty`, as does
-        // pruning a stack to nothing; a failed load never deletes anything.
-        let sync_policy = SyncPolicy {
-            prune: policy.prune && policy.allow_empty && !failed,
-            allow_prune_all: policy.allow_empty,
+    }
+    // Deleting a Stack whose directory vanished needs `allowEmpty`, as does
+    // pruning a stack to nothing; a failed load never deletes anything.
+    let sync_policy = SyncPolicy {
+        prune: policy.prune && policy.allow_empty && !any_failed,
+        allow_prune_all: policy.allow_empty,
+    };
+    (desired, sync_policy)
+}
+
+impl GitSync {
+    /// Loads a new commit's stacks and queues the commit. A stack that fails to
+    /// load is shown as failed and keeps its current Stack: with any failure,
+    /// the sync prunes nothing, so a broken stack never looks like a deleted one.
+    pub fn offer(&self, update: &RepositoryUpdate, policy: &RepositoryPolicy, state: &SharedState) {
+        desired_stacks(update, policy, |stack, error| {
+            warn!(stack = %stack.name, error = %error, "stack does not load; its Stack is left as it is");
+            let base = state
+                .stack(&stack.namespace, &stack.name)
+                .unwrap_or_default();
+            state.put_stack(StackView {
+                namespace: stack.namespace.clone(),
+                name: stack.name.clone(),
+                repository: Some(update.repository.clone()),
+                path: Some(stack.source.path.clone()),
+                phase: StackPhase::Failure,
+                message: Some(format!(
+                    "commit {} does not load; the last applied objects stay",
+                    short(&update.commit)
+                )),
+                last_error: Some(error.to_string()),
+                ..base
+            });
+        });
+        let offer = Offer {
+            update: update.clone(),
+            policy: policy.clone(),
         };
         let mut pending = self.lock();
         pending
             .latest
-            .insert(update.repository.clone(), (desired.into(), sync_policy));
+            .insert(update.repository.clone(), Arc::new(offer));
         pending.dirty.insert(update.repository.clone());
         drop(pending);
         self.changed.notify_one();
@@ -110,22 +134,24 @@ impl GitSync {
             pending.dirty = all;
         }
         loop {
-            let batch: Vec<(String, Arc<[DesiredStack]>, SyncPolicy)> = {
+            let batch: Vec<(String, Arc<Offer>)> = {
                 let mut pending = self.lock();
                 let dirty = std::mem::take(&mut pending.dirty);
                 dirty
                     .into_iter()
                     .filter_map(|name| {
-                        let (stacks, policy) = pending.latest.get(&name)?.clone();
-                        Some((name, stacks, policy))
+                        let offer = pending.latest.get(&name)?.clone();
+                        Some((name, offer))
                     })
                     .collect()
             };
             let mut retry = false;
-            for (repository, stacks, policy) in batch {
+            for (repository, offer) in batch {
                 if leading.is_cancelled() {
                     return;
                 }
+                // Failures were shown when the commit was offered.
+                let (stacks, policy) = desired_stacks(&offer.update, &offer.policy, |_, _| {});
                 match sync_repository(&client, &secrets, &repository, &stacks, policy).await {
                     Ok(report) => info!(
                         %repository,
@@ -195,7 +221,10 @@ mod tests {
         let sync = GitSync::default();
         sync.offer(&update, policy, &SharedState::new());
         let pending = sync.lock();
-        let (stacks, _) = &pending.latest["apps"];
+        let offer = &pending.latest["apps"];
+        let (stacks, _) = desired_stacks(&offer.update, &offer.policy, |_, error| {
+            panic!("the stack loads: {error}")
+        });
         assert_eq!(stacks.len(), 1);
         stack_object("apps", &stacks[0])
     }

@@ -34,6 +34,7 @@ pub enum SourceEvent {
 }
 
 /// A repository at a commit, with a reader for that commit's files.
+#[derive(Clone)]
 pub struct RepositoryUpdate {
     pub repository: String,
     /// Redacted URL.

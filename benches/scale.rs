@@ -10,7 +10,8 @@
 //! - a restart: time until every stack is reconciled again, and its requests;
 //! - peak resident memory (VmHWM) and CPU time of the stackd process alone.
 //!
-//! `cargo bench --bench scale` (release build). The API server runs in this
+//! `cargo bench --bench scale` (release build; `STACKD_BENCH_TRACE=1` prints the
+//! restart's progress and the one-line change's requests). The API server runs in this
 //! process, so its CPU competes with stackd's on a small machine.
 
 #[path = "../tests/common/mod.rs"]
@@ -278,6 +279,11 @@ async fn run(count: usize) {
     let change_applied = change_started.elapsed();
     settle(&api, Duration::from_secs(3)).await;
     let change_requests = api.requests();
+    if std::env::var_os("STACKD_BENCH_TRACE").is_some() {
+        for r in &change_requests {
+            eprintln!("  change: {} {} watch={}", r.method, r.path, r.watch);
+        }
+    }
     let change_bytes = git.traffic.bytes_sent() - bytes_before;
     let unchanged = applied_at(&api, count, &second);
     let first_run = usage(daemon.0.id());

@@ -22,7 +22,7 @@ mod fake_api;
 mod git_support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use fake_api::FakeApiServer;
@@ -89,20 +89,17 @@ fn spawn_daemon(dir: &Path, kubeconfig: &Path, port: u16) -> common::Daemon {
     // STACKD_BENCH_BINARY compares another build, e.g. the previous commit's.
     let binary = std::env::var_os("STACKD_BENCH_BINARY")
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_stackd").into());
-    let child = Command::new(binary)
-        .arg("run")
-        .arg("--config")
-        .arg(dir.join("stackd.yaml"))
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("KUBECONFIG", kubeconfig)
-        .env("RUST_LOG", "warn")
-        .env_remove("POD_NAMESPACE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting stackd");
+    let child = common::stackd_run(
+        &binary,
+        &dir.join("stackd.yaml"),
+        &dir.join("data"),
+        port,
+        kubeconfig,
+    )
+    .env("RUST_LOG", "warn")
+    .stderr(Stdio::inherit())
+    .spawn()
+    .expect("starting stackd");
     common::Daemon(child)
 }
 

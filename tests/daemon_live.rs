@@ -13,11 +13,22 @@ mod fake_api;
 #[path = "git_support/mod.rs"]
 mod git_support;
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
 use fake_api::{FakeApiServer, FaultAction, FaultRule};
+
+fn stackd_run(config: &Path, data_dir: &Path, port: u16, kubeconfig: &Path) -> Command {
+    common::stackd_run(
+        env!("CARGO_BIN_EXE_stackd").as_ref(),
+        config,
+        data_dir,
+        port,
+        kubeconfig,
+    )
+}
 
 async fn eventually<T>(what: &str, seconds: u64, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -56,16 +67,7 @@ async fn commits_become_objects_and_the_configuration_reloads() {
 
     let port = common::free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_stackd"))
-        .arg("run")
-        .arg("--config")
-        .arg(&config_file)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("KUBECONFIG", &kubeconfig)
-        .env_remove("POD_NAMESPACE")
-        .stdout(Stdio::null())
+    let child = stackd_run(&config_file, &dir.path().join("data"), port, &kubeconfig)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -168,16 +170,7 @@ async fn readyz_waits_for_the_controllers_caches_and_says_which() {
 
     let port = common::free_port();
     let readyz = format!("http://127.0.0.1:{port}/readyz");
-    let child = Command::new(env!("CARGO_BIN_EXE_stackd"))
-        .arg("run")
-        .arg("--config")
-        .arg(&config_file)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("KUBECONFIG", &kubeconfig)
-        .env_remove("POD_NAMESPACE")
-        .stdout(Stdio::null())
+    let child = stackd_run(&config_file, &dir.path().join("data"), port, &kubeconfig)
         // A file, not a pipe: nobody reads the retries' log lines, and a full
         // pipe would block the daemon.
         .stderr(std::fs::File::create(dir.path().join("stackd.log")).unwrap())

@@ -3,6 +3,7 @@
 //! deleted while running, and a leader that loses its Lease mid-apply. Against
 //! the in-process API server and real Git repositories.
 
+mod common;
 #[path = "fake_api/mod.rs"]
 mod fake_api;
 #[path = "git_support/mod.rs"]
@@ -26,6 +27,7 @@ use stackd::reconcile::SyncPolicy;
 use stackd::reconcile::leader::{LeaderElection, LeaseTiming};
 use tokio_util::sync::CancellationToken;
 
+use common::Daemon;
 use fake_api::{FaultAction, FaultRule};
 use git_support::Upstream;
 use support::{Harness, desired, object_writes, test_options, web_and_db, with_image, without};
@@ -420,41 +422,23 @@ async fn a_vanished_remote_a_force_push_back_and_a_deleted_mirror_lose_nothing()
 // ---------------------------------------------------------------------------
 // The process is killed mid-fetch and restarted.
 
-/// A `stackd run` child, killed when dropped.
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn spawn_stackd(
     dir: &std::path::Path,
     kubeconfig: &std::path::Path,
     config: &std::path::Path,
     run: usize,
 ) -> Daemon {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let log = std::fs::File::create(dir.join(format!("stackd-{run}.log"))).unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_stackd"))
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("KUBECONFIG", kubeconfig)
-        .env_remove("POD_NAMESPACE")
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let child = common::stackd_run(
+        env!("CARGO_BIN_EXE_stackd").as_ref(),
+        config,
+        &dir.join("data"),
+        common::free_port(),
+        kubeconfig,
+    )
+    .stderr(log)
+    .spawn()
+    .unwrap();
     Daemon(child)
 }
 
@@ -594,26 +578,19 @@ async fn every_configuration_edit_is_seen_invalid_ones_refused_valid_ones_restor
         )
     };
     std::fs::write(&config, valid(0)).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let log = std::fs::File::create(dir.path().join("stackd.log")).unwrap();
     let _daemon = Daemon(
-        std::process::Command::new(env!("CARGO_BIN_EXE_stackd"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("KUBECONFIG", &kubeconfig)
-            .env_remove("POD_NAMESPACE")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
+        common::stackd_run(
+            env!("CARGO_BIN_EXE_stackd").as_ref(),
+            &config,
+            &dir.path().join("data"),
+            port,
+            &kubeconfig,
+        )
+        .stderr(log)
+        .spawn()
+        .unwrap(),
     );
     let repositories = format!("http://127.0.0.1:{port}/api/v1/repositories");
     // The first poll is published from the main loop, which starts after the

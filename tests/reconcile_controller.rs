@@ -66,6 +66,15 @@ macro_rules! harness {
     };
 }
 
+/// The plan of the last pass over the `shop` stack, as the status page shows it.
+fn last_plan(h: &Harness) -> stackd::state::PlanSummary {
+    h.handles
+        .state
+        .stack(NS, "shop")
+        .and_then(|view| view.last_plan)
+        .expect("a plan for the shop stack")
+}
+
 #[tokio::test]
 async fn a_fresh_stack_is_applied_and_progressing() {
     let h = harness!(test_options());
@@ -187,13 +196,7 @@ async fn a_removed_service_is_pruned() {
     let status = h.status(NS, "shop").unwrap();
     assert!(!status.inventory.iter().any(|e| e.name == "db"));
     assert_eq!(status.service_count, Some(1));
-    let plan = h
-        .handles
-        .state
-        .stack(NS, "shop")
-        .unwrap()
-        .last_plan
-        .unwrap();
+    let plan = last_plan(&h);
     assert!(
         plan.pruned.contains(&"Deployment/db".to_string()),
         "{plan:?}"
@@ -246,13 +249,7 @@ async fn with_pruning_off_a_removed_service_is_kept_until_pruning_is_on_again() 
         "{:?}",
         status.inventory
     );
-    let plan = h
-        .handles
-        .state
-        .stack(NS, "shop")
-        .unwrap()
-        .last_plan
-        .unwrap();
+    let plan = last_plan(&h);
     assert_eq!(plan.kept, ["Deployment/db", "Service/db"]);
     assert!(plan.pruned.is_empty(), "{plan:?}");
     let events = h.fake.objects_of("events.k8s.io/v1", "Event");
@@ -293,13 +290,7 @@ async fn with_pruning_off_a_removed_service_is_kept_until_pruning_is_on_again() 
     let status = h.status(NS, "shop").unwrap();
     assert!(status.kept.is_empty(), "{status:?}");
     assert!(!status.inventory.iter().any(|e| e.name == "db"));
-    let plan = h
-        .handles
-        .state
-        .stack(NS, "shop")
-        .unwrap()
-        .last_plan
-        .unwrap();
+    let plan = last_plan(&h);
     assert_eq!(plan.pruned, ["Deployment/db", "Service/db"]);
     assert!(plan.kept.is_empty());
 }
@@ -601,13 +592,7 @@ async fn dry_run_writes_nothing_and_reports_the_plan() {
         write_paths(&h.fake.writes())
     );
     assert!(h.object("apps/v1", "Deployment", NS, "web").is_none());
-    let plan = h
-        .handles
-        .state
-        .stack(NS, "shop")
-        .unwrap()
-        .last_plan
-        .unwrap();
+    let plan = last_plan(&h);
     assert!(plan.dry_run);
     assert!(
         plan.created.contains(&"Deployment/web".to_string()),

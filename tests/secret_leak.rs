@@ -22,7 +22,7 @@ mod fake_api;
 mod git_support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
@@ -293,22 +293,20 @@ async fn secrets_stay_secret(log_format: &str, rust_log: &str) {
     let port = common::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let logs = Logs::new(dir.path());
-    let child = Command::new(env!("CARGO_BIN_EXE_stackd"))
-        .arg("run")
-        .arg("--config")
-        .arg(&config_file)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--log-format", log_format])
-        .env("RUST_LOG", rust_log)
-        .env("KUBECONFIG", kubeconfig(&cluster, dir.path()))
-        .env_remove("POD_NAMESPACE")
-        // Files, not pipes: trace logs would fill a pipe nobody drains.
-        .stdout(Stdio::from(std::fs::File::create(&logs.stdout).unwrap()))
-        .stderr(Stdio::from(std::fs::File::create(&logs.stderr).unwrap()))
-        .spawn()
-        .unwrap();
+    let child = common::stackd_run(
+        env!("CARGO_BIN_EXE_stackd").as_ref(),
+        &config_file,
+        &dir.path().join("data"),
+        port,
+        &kubeconfig(&cluster, dir.path()),
+    )
+    .args(["--log-format", log_format])
+    .env("RUST_LOG", rust_log)
+    // Files, not pipes: trace logs would fill a pipe nobody drains.
+    .stdout(Stdio::from(std::fs::File::create(&logs.stdout).unwrap()))
+    .stderr(Stdio::from(std::fs::File::create(&logs.stderr).unwrap()))
+    .spawn()
+    .unwrap();
     let mut daemon = common::Daemon(child);
     let http = reqwest::Client::new();
     let mut surfaces = Surfaces::default();

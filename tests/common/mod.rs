@@ -172,6 +172,7 @@ pub struct Daemon(pub std::process::Child);
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -219,4 +220,28 @@ pub fn write_kubeconfig(dir: &Path, server: &str) -> PathBuf {
     )
     .unwrap();
     path
+}
+
+/// `stackd run` with a configuration file and a data directory, listening on
+/// 127.0.0.1:`port`, against the cluster of `kubeconfig` (never an in-cluster
+/// namespace). Callers add output handling and spawn it.
+pub fn stackd_run(
+    binary: &std::ffi::OsStr,
+    config: &Path,
+    data_dir: &Path,
+    port: u16,
+    kubeconfig: &Path,
+) -> std::process::Command {
+    let mut command = std::process::Command::new(binary);
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("POD_NAMESPACE")
+        .stdout(std::process::Stdio::null());
+    command
 }

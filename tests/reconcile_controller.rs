@@ -673,3 +673,29 @@ async fn a_restored_deployment_is_reported_as_an_event() {
     assert_eq!(applied.len(), 1, "{applied:#?}");
     assert_eq!(applied[0]["series"]["count"], 2, "{applied:#?}");
 }
+
+#[tokio::test]
+async fn a_new_published_service_type_reconciles_every_stack() {
+    use stackd::render::{PublishedServiceType, RenderOptions};
+    let (settings, receiver) = tokio::sync::watch::channel(RenderOptions::default());
+    let h = harness!(stackd::reconcile::ControllerOptions {
+        render: receiver,
+        ..test_options()
+    });
+    deployed(&h, web_and_db(), "r1").await;
+    let service_type = |h: &Harness| {
+        h.object("v1", "Service", NS, "web-published")
+            .map(|s| s["spec"]["type"].clone())
+    };
+    assert_eq!(service_type(&h), Some(serde_json::json!("LoadBalancer")));
+
+    // A configuration reload: no commit, no Stack change, and still applied.
+    settings.send_replace(RenderOptions {
+        published_service_type: PublishedServiceType::NodePort,
+        ..RenderOptions::default()
+    });
+    h.wait_for("the NodePort Service", |h| {
+        service_type(h) == Some(serde_json::json!("NodePort"))
+    })
+    .await;
+}

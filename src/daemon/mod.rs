@@ -206,7 +206,7 @@ pub async fn run(
         shutdown_signal.cancel();
     });
 
-    let render_options = render_options(&config);
+    let (render_settings, render_receiver) = tokio::sync::watch::channel(render_options(&config));
     let mut workers = Vec::new();
     let caches = CacheSync::default();
     let role = match (&client, &options.leader_election) {
@@ -219,7 +219,7 @@ pub async fn run(
             state: state.clone(),
             metrics: metrics.clone(),
             cluster: DryRunCluster::default(),
-            render_options,
+            render_options: render_options(&config),
             stacks_of: BTreeMap::new(),
         }),
         Some(client) => {
@@ -231,7 +231,7 @@ pub async fn run(
                 caches: caches.clone(),
             };
             let controller_options = ControllerOptions {
-                render: render_options,
+                render: render_receiver,
                 identity: options
                     .leader_election
                     .as_ref()
@@ -333,6 +333,17 @@ pub async fn run(
                         state.retain_repositories(&names);
                         if let Reconciler::Live { sync, .. } = &reconciler {
                             sync.retain(&names);
+                        }
+                        // The controller reconciles every stack when these change; dry
+                        // runs render each new commit, and the new source polls at once.
+                        let settings = render_options(&new);
+                        render_settings.send_if_modified(|current| {
+                            let changed = *current != settings;
+                            *current = settings.clone();
+                            changed
+                        });
+                        if let Reconciler::DryRun(dry_run) = &mut reconciler {
+                            dry_run.render_options = settings;
                         }
                         info!(repositories = names.len(), "configuration reloaded");
                         state.set_config_error(None);

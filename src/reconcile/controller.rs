@@ -20,6 +20,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::crd::{FIELD_MANAGER, InventoryEntry, SERVICE_LABEL, STACK_LABEL, Stack, StackStatus};
@@ -52,7 +53,9 @@ pub struct ControllerOptions {
     pub dry_run: bool,
     /// Allow a render with no objects left to prune everything the stack had.
     pub allow_prune_all: bool,
-    pub render: RenderOptions,
+    /// Renderer settings from the configuration file. A reload sends new ones,
+    /// and every stack is reconciled again with them.
+    pub render: watch::Receiver<RenderOptions>,
     /// Bursts of events within this window give one reconcile.
     pub debounce: Duration,
     pub concurrency: u16,
@@ -72,7 +75,7 @@ impl Default for ControllerOptions {
         ControllerOptions {
             dry_run: false,
             allow_prune_all: false,
-            render: RenderOptions::default(),
+            render: watch::channel(RenderOptions::default()).1,
             debounce: Duration::from_millis(500),
             concurrency: 8,
             retry_base: Duration::from_secs(1),
@@ -224,6 +227,12 @@ pub async fn run(
         cancel: cancel.clone(),
         failures: Mutex::default(),
     });
+    // Each change of the renderer settings reconciles every stack.
+    let settings_changed =
+        futures::stream::unfold(context.options.render.clone(), |mut settings| async {
+            settings.changed().await.ok()?;
+            Some(((), settings))
+        });
     Controller::for_stream(stacks, stack_store)
         .owns_stream(cm_stream)
         .owns_stream(secret_stream)
@@ -234,6 +243,7 @@ pub async fn run(
         .owns_stream(job_stream)
         .owns_stream(ingress_stream)
         .with_config(config)
+        .reconcile_all_on(settings_changed)
         .graceful_shutdown_on(cancel.cancelled_owned())
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -452,7 +462,8 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
     }
 
     let previous = stack.status.clone().unwrap_or_default();
-    let rendered = match render(stack, &secret_values, &context.options.render) {
+    let render_options = context.options.render.borrow().clone();
+    let rendered = match render(stack, &secret_values, &render_options) {
         Ok(rendered) => rendered,
         Err(source) => {
             let error = ReconcileError::Render {

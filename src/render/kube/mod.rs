@@ -50,7 +50,7 @@ pub enum PublishedServiceType {
 }
 
 /// Renderer settings that come from stackd's configuration, not from compose.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RenderOptions {
     /// Allow bind mounts of host paths outside the repository (hostPath volumes).
     pub allow_host_path: bool,

@@ -3,6 +3,11 @@
 //! before its containers; its JSON is about one. The caches hold every object
 //! stackd manages, while drift and health read a stack's few at a time and
 //! parse them then.
+//!
+//! `apiVersion` and `kind` come from `K`, not from what the server sent: a
+//! LIST's items carry neither (only the list does), a watch event's do. Kept as
+//! sent, every object that came through a (re-)list would look drifted at
+//! `/apiVersion` and be applied again.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -17,15 +22,17 @@ use serde_json::{Map, Value};
 /// An object of kind `K`, kept compact.
 pub struct Compact<K> {
     metadata: ObjectMeta,
-    /// The object without `metadata`, as a JSON object.
+    /// The object without `metadata`, `apiVersion` and `kind`, as a JSON object.
     body: Box<str>,
     kind: PhantomData<fn() -> K>,
 }
 
-impl<K> Compact<K> {
-    /// The whole object as JSON, metadata included.
+impl<K: Resource<DynamicType = ()>> Compact<K> {
+    /// The whole object as JSON, typed by `K`, metadata included.
     pub fn to_json(&self) -> Option<Value> {
         let mut object: Map<String, Value> = serde_json::from_str(&self.body).ok()?;
+        object.insert("apiVersion".to_string(), K::api_version(&()).into());
+        object.insert("kind".to_string(), K::kind(&()).into());
         object.insert(
             "metadata".to_string(),
             serde_json::to_value(&self.metadata).ok()?,
@@ -71,7 +78,9 @@ impl<'de, K> Deserialize<'de> for Compact<K> {
             #[serde(flatten)]
             rest: Map<String, Value>,
         }
-        let parts = Parts::deserialize(deserializer)?;
+        let mut parts = Parts::deserialize(deserializer)?;
+        parts.rest.remove("apiVersion");
+        parts.rest.remove("kind");
         let body = serde_json::to_string(&parts.rest).map_err(D::Error::custom)?;
         Ok(Compact {
             metadata: parts.metadata,
@@ -142,6 +151,17 @@ mod tests {
         let typed = compact.typed().unwrap();
         assert_eq!(typed.spec.unwrap().replicas, Some(2));
         assert_eq!(typed.status.unwrap().ready_replicas, Some(1));
+    }
+
+    #[test]
+    fn a_listed_item_without_api_version_and_kind_gets_them_from_its_kind() {
+        // A real API server's LIST items carry neither; its watch events do.
+        let mut listed = deployment();
+        let object = listed.as_object_mut().unwrap();
+        object.remove("apiVersion");
+        object.remove("kind");
+        let compact: Compact<Deployment> = serde_json::from_value(listed).unwrap();
+        assert_eq!(compact.to_json(), Some(deployment()));
     }
 
     #[test]

@@ -37,7 +37,9 @@ where
     store.get(&ObjectRef::new(name).within(namespace))
 }
 
-fn as_json<K>(object: Option<std::sync::Arc<Compact<K>>>) -> Option<Value> {
+fn as_json<K: kube::Resource<DynamicType = ()>>(
+    object: Option<std::sync::Arc<Compact<K>>>,
+) -> Option<Value> {
     object.and_then(|o| o.to_json())
 }
 

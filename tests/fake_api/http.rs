@@ -374,7 +374,8 @@ fn delete_options(
     })
 }
 
-/// A list honouring `limit` and `continue` (the token is the offset into the sorted result).
+/// A list honouring `limit` and `continue` (the token is the offset into the
+/// sorted result). Its items carry no `apiVersion` or `kind`, as a real server's.
 fn list(
     store: &Store,
     rt: &'static ResourceType,
@@ -392,7 +393,14 @@ fn list(
         .and_then(|l| l.parse::<usize>().ok())
         .filter(|l| *l > 0)
         .unwrap_or(usize::MAX);
-    let (page, total, resource_version) = store.list(rt, filter, start, limit);
+    let (mut page, total, resource_version) = store.list(rt, filter, start, limit);
+    // Like a real server: the list says what its items are; they do not.
+    for item in &mut page {
+        if let Value::Object(object) = item {
+            object.remove("apiVersion");
+            object.remove("kind");
+        }
+    }
     let end = start.saturating_add(page.len());
     let mut metadata = json!({"resourceVersion": resource_version.to_string()});
     if end < total {

@@ -112,7 +112,10 @@ pub struct Context {
 
 /// A reflector for one owned kind: its store, and the stream of touched objects
 /// that triggers the owning Stack once the store has seen the change. Watch
-/// errors are also recorded in `caches`, for `/readyz`.
+/// errors are recorded in `caches`, for `/readyz`, and go no further: the
+/// watch backs off on its own, while the Controller's trigger backoff would
+/// pause every kind's triggers, longer at each error (after a 410 Gone on all
+/// watches, re-lists were held back for minutes).
 fn owned<K>(
     client: &Client,
     caches: &CacheSync,
@@ -137,7 +140,8 @@ where
         })
         .modify(forget_managed_fields)
         .reflect(writer)
-        .touched_objects();
+        .touched_objects()
+        .filter(|event| futures::future::ready(event.is_ok()));
     (reader, stream)
 }
 
@@ -209,7 +213,8 @@ pub async fn run(
             forget_stack(&forget, stack);
         }
     })
-    .touched_objects();
+    .touched_objects()
+    .filter(|event| futures::future::ready(event.is_ok()));
 
     let reporter = Reporter {
         controller: FIELD_MANAGER.to_string(),
@@ -257,7 +262,7 @@ pub async fn run(
 }
 
 /// Records a failed list or watch for `/readyz`; the watch retries on its own
-/// (`default_backoff`), and the error goes on to the Controller as before.
+/// (`default_backoff`); the error is not passed on to the Controller.
 fn watch_failed(caches: &CacheSync, kind: &str, error: &watcher::Error) {
     let error = watch_error(error);
     tracing::warn!(%kind, %error, "watch failed; retrying");

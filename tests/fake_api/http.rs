@@ -526,6 +526,11 @@ async fn pump(
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
+            _ = start.expired.changed() => {
+                let gone = ApiError::gone("too old resource version: the watch expired");
+                let _ = tx.send(line(json!({"type": "ERROR", "object": gone.to_status()}))).await;
+                return;
+            }
             _ = tokio::time::sleep_until(deadline) => {
                 if bookmarks {
                     let _ = tx.send(bookmark(rt, last, false)).await;

@@ -147,6 +147,12 @@ impl FakeApiServer {
         self.shared.store.compact();
     }
 
+    /// Ends every open watch with 410 Gone and compacts the history: clients
+    /// must list again (kube-runtime's watcher re-lists).
+    pub fn expire_watches(&self) {
+        self.shared.store.expire_watches();
+    }
+
     pub fn inject(&self, rule: FaultRule) {
         self.shared
             .faults

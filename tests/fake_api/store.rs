@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::error::ApiError;
 use super::fields::{self, FieldSet, ManagedEntry};
@@ -94,6 +94,8 @@ pub struct WatchStart {
     pub initial: Vec<(&'static str, Value)>,
     pub live: broadcast::Receiver<Arc<Change>>,
     pub resource_version: u64,
+    /// Changes when open watches must end with 410 Gone (`Store::expire_watches`).
+    pub expired: watch::Receiver<u64>,
 }
 
 /// Which objects a list or watch selects.
@@ -140,6 +142,8 @@ struct State {
     compacted_through: u64,
     next_cluster_ip: u32,
     changes: broadcast::Sender<Arc<Change>>,
+    /// Bumped by `expire_watches`: every open watch ends with 410 Gone.
+    expiry: watch::Sender<u64>,
 }
 
 pub struct Store {
@@ -157,6 +161,7 @@ impl Default for Store {
                 compacted_through: 1,
                 next_cluster_ip: 10,
                 changes,
+                expiry: watch::Sender::new(0),
             }),
         }
     }
@@ -214,6 +219,18 @@ impl Store {
         let mut state = self.lock();
         state.history.clear();
         state.compacted_through = state.resource_version;
+    }
+
+    /// Compaction that also ends every open watch with 410 Gone, as after etcd
+    /// compaction or a watch cache that fell behind: clients must list again.
+    /// The resource version moves on (etcd's is global: other writes happen),
+    /// so even a watch that saw the newest change cannot resume.
+    pub fn expire_watches(&self) {
+        let mut state = self.lock();
+        state.resource_version += 1;
+        state.history.clear();
+        state.compacted_through = state.resource_version;
+        state.expiry.send_modify(|generation| *generation += 1);
     }
 
     pub fn get(
@@ -299,10 +316,13 @@ impl Store {
                 .filter_map(|change| filter.event_for(rt, change))
                 .collect(),
         };
+        let mut expired = state.expiry.subscribe();
+        expired.mark_unchanged();
         Ok(WatchStart {
             initial,
             live,
             resource_version: state.resource_version,
+            expired,
         })
     }
 

@@ -1115,3 +1115,60 @@ async fn deleting_a_namespace_deletes_its_objects() {
         ]
     );
 }
+
+/// The benchmark's knobs (`STACKD_BENCH_LATENCY`, `STACKD_BENCH_MAX_INFLIGHT`):
+/// every request waits the latency, and beyond the in-flight limit the answer is
+/// 429 with `Retry-After`, as a loaded kube-apiserver's. Watches take no slot.
+#[tokio::test]
+async fn latency_and_an_in_flight_limit_like_a_loaded_server() {
+    assert_eq!(
+        fake_api::parse_duration("20ms"),
+        Some(Duration::from_millis(20))
+    );
+    assert_eq!(
+        fake_api::parse_duration("1.5s"),
+        Some(Duration::from_millis(1500))
+    );
+    assert_eq!(fake_api::parse_duration("soon"), None);
+
+    let settings = fake_api::Settings {
+        latency: Duration::from_secs(1),
+        max_in_flight: Some(2),
+    };
+    let (fake, _client) = FakeApiServer::start_with(settings).await;
+    let base = format!("{}/api/v1/namespaces/default/configmaps", fake.url());
+    let http = reqwest::Client::new();
+    // A watch open the whole time does not count against the limit.
+    let watch = http.get(format!("{base}?watch=true")).send().await.unwrap();
+    assert_eq!(watch.status(), 200);
+
+    let started = std::time::Instant::now();
+    let responses = futures::future::join_all((0..5).map(|_| http.get(&base).send())).await;
+    let mut answers: Vec<(u16, Option<String>)> = responses
+        .into_iter()
+        .map(|r| {
+            let r = r.unwrap();
+            let retry_after = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            (r.status().as_u16(), retry_after)
+        })
+        .collect();
+    answers.sort();
+    let refused = (429, Some("1".to_string()));
+    assert_eq!(
+        answers,
+        [
+            (200, None),
+            (200, None),
+            refused.clone(),
+            refused.clone(),
+            refused
+        ]
+    );
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    // The slots are given back.
+    assert_eq!(http.get(&base).send().await.unwrap().status(), 200);
+    drop(watch);
+}

@@ -24,6 +24,26 @@ pub struct Shared {
     pub store: Store,
     pub faults: Mutex<Vec<FaultRule>>,
     pub log: Mutex<Vec<LoggedRequest>>,
+    pub settings: super::Settings,
+    /// Requests being served now, watches excluded (as `--max-requests-inflight`).
+    pub in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// A slot among the requests in flight, given back when dropped.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Takes a slot, or `None` when `limit` requests are already in flight.
+fn take_slot(shared: &Shared, limit: usize) -> Option<InFlight<'_>> {
+    let counter = &shared.in_flight;
+    let before = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let slot = InFlight(counter);
+    (before < limit).then_some(slot)
 }
 
 pub fn router(shared: Arc<Shared>) -> axum::Router {
@@ -116,9 +136,22 @@ async fn handle(
     let path = uri.path().to_string();
     let watch = is_true(query.get("watch"));
     let dry_run = query.get("dryRun").is_some_and(|v| v == "All") || body_dry_run(&method, &body);
-    let fault = {
-        let mut rules = shared.faults.lock().unwrap_or_else(|p| p.into_inner());
-        take_fault(&mut rules, &method, &path)
+    // Like kube-apiserver: long-running requests (watches) do not count.
+    let slot = match shared.settings.max_in_flight {
+        Some(limit) if !watch => Some(take_slot(&shared, limit)),
+        _ => None,
+    };
+    let fault = match slot {
+        Some(None) => Some(FaultAction::TooManyRequests {
+            retry_after: Duration::from_secs(1),
+        }),
+        _ => {
+            if !shared.settings.latency.is_zero() {
+                tokio::time::sleep(shared.settings.latency).await;
+            }
+            let mut rules = shared.faults.lock().unwrap_or_else(|p| p.into_inner());
+            take_fault(&mut rules, &method, &path)
+        }
     };
     let response = match fault {
         Some(FaultAction::Fail(code)) => {

@@ -31,6 +31,54 @@ use serde_json::Value;
 pub use faults::{Access, FaultAction, FaultRule, LoggedRequest};
 pub use store::WriteOptions;
 
+/// How the server behaves under load, to see what a real one costs: each
+/// request waits `latency` before it is served, and beyond `max_in_flight`
+/// requests being served (watches excluded, as kube-apiserver's
+/// `--max-requests-inflight`) the answer is 429 with `Retry-After: 1`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    pub latency: Duration,
+    pub max_in_flight: Option<usize>,
+}
+
+impl Settings {
+    /// From `STACKD_BENCH_LATENCY` (`20ms`, `1s`; default none) and
+    /// `STACKD_BENCH_MAX_INFLIGHT` (a count; default no limit).
+    pub fn from_env() -> Settings {
+        let latency = std::env::var("STACKD_BENCH_LATENCY")
+            .ok()
+            .map(|text| {
+                parse_duration(&text)
+                    .unwrap_or_else(|| panic!("STACKD_BENCH_LATENCY={text:?}: expected e.g. 20ms"))
+            })
+            .unwrap_or_default();
+        let max_in_flight = std::env::var("STACKD_BENCH_MAX_INFLIGHT").ok().map(|text| {
+            text.parse()
+                .unwrap_or_else(|_| panic!("STACKD_BENCH_MAX_INFLIGHT={text:?}: expected a count"))
+        });
+        Settings {
+            latency,
+            max_in_flight,
+        }
+    }
+}
+
+/// `20ms`, `1.5s`, `0`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let number: f64 = number.trim().parse().ok()?;
+    let seconds = match unit {
+        "ms" => number / 1000.0,
+        "s" => number,
+        _ => return None,
+    };
+    (seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+}
+
 /// A running fake API server; stops when dropped.
 pub struct FakeApiServer {
     shared: Arc<http::Shared>,
@@ -47,7 +95,15 @@ impl Drop for FakeApiServer {
 impl FakeApiServer {
     /// Starts a server on a free port and returns it with a client for it.
     pub async fn start() -> (FakeApiServer, kube::Client) {
-        let shared = Arc::new(http::Shared::default());
+        Self::start_with(Settings::default()).await
+    }
+
+    /// Starts a server with latency and an in-flight limit (see [`Settings`]).
+    pub async fn start_with(settings: Settings) -> (FakeApiServer, kube::Client) {
+        let shared = Arc::new(http::Shared {
+            settings,
+            ..http::Shared::default()
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding 127.0.0.1:0");

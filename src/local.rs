@@ -159,8 +159,9 @@ fn repository_root(dir: &Path) -> PathBuf {
         .to_path_buf()
 }
 
+/// The directory's name, normalised as Docker Compose does (as the daemon does).
 fn directory_name(dir: &Path) -> String {
     dir.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+        .map(|n| render::project_name(&n.to_string_lossy()))
         .unwrap_or_else(|| "stack".to_string())
 }

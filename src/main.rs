@@ -207,13 +207,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+}
+
+/// Colours only for a person at a terminal, and never with `NO_COLOR` set to
+/// anything (no-color.org): a log file or collector would get escape codes.
+fn colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
@@ -430,4 +441,19 @@ fn local_request(args: RenderArgs) -> anyhow::Result<LocalRender> {
         },
     };
     Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_only_at_a_terminal_and_never_with_no_color() {
+        assert!(colour(true, None));
+        assert!(!colour(false, None));
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, Some("1".into())));
+        // An empty NO_COLOR does not count (no-color.org).
+        assert!(colour(true, Some("".into())));
+    }
 }

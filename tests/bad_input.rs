@@ -601,19 +601,23 @@ async fn a_stack_directory_that_cannot_become_a_name_does_not_block_the_others()
     let before = p.snapshot("shop");
     p.h.fake.clear_requests();
 
-    // "My Shop!" is a fine directory name but no namespace name.
+    // "My Shop!" is normalised as Docker Compose does (`myshop`); 70 characters
+    // are a fine directory name but too long for a namespace.
+    let long = "d".repeat(70);
     p.upstream.write("My Shop!/compose.yaml", SHOP);
+    p.upstream.write(&format!("{long}/compose.yaml"), SHOP);
     p.upstream
         .write("good/compose.yaml", &GOOD.replace("1.27", "1.28"));
     p.commit_and_offer("a badly named stack");
     p.wait_for_image("good", "nginx:1.28").await;
+    p.wait_for_image("myshop", "nginx:1.27").await;
     assert_eq!(p.snapshot("shop"), before);
-    let view = p.h.handles.state.stack("my shop!", "my shop!").unwrap();
+    let view = p.h.handles.state.stack(&long, &long).unwrap();
     assert_eq!(view.phase, StackPhase::Failure);
     assert_eq!(
-        view.last_error.as_deref(),
-        Some(
-            "My Shop!/compose.yaml: stack name \"my shop!\" (from \"My Shop!\") is not a valid Kubernetes name: it contains ' '; only a-z, 0-9 and '-' are allowed"
+        view.last_error.unwrap(),
+        format!(
+            "{long}/compose.yaml: stack name \"{long}\" (from \"{long}\") is not a valid Kubernetes name: it is 70 characters long, over the 63-character limit"
         )
     );
 }

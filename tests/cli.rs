@@ -57,3 +57,116 @@ fn version_prints_the_crate_version() {
         format!("stackd {}\n", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// `stackd run` with `kubeconfig` and `env`, wrapped in `wrap` (e.g. `script` for
+/// a terminal), ended by `timeout` after `seconds`; its combined output.
+fn run_daemon_for(
+    dir: &Path,
+    kubeconfig: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    tty: bool,
+) -> std::process::Output {
+    let config = dir.join("stackd.yaml");
+    std::fs::write(
+        &config,
+        "repositories:\n  - name: apps\n    url: file:///nonexistent/apps\n    interval: 1h\n",
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut words = vec![
+        "timeout".to_string(),
+        "4".to_string(),
+        env!("CARGO_BIN_EXE_stackd").to_string(),
+        "run".to_string(),
+        "--config".to_string(),
+        config.display().to_string(),
+        "--data-dir".to_string(),
+        dir.join("data").display().to_string(),
+        "--listen".to_string(),
+        format!("127.0.0.1:{port}"),
+    ];
+    words.extend(extra.iter().map(|s| s.to_string()));
+    let mut command = if tty {
+        // `script` gives the daemon a terminal; its output comes back on stdout.
+        let mut c = Command::new("script");
+        c.args(["-qec", &words.join(" "), "/dev/null"]);
+        c
+    } else {
+        let mut c = Command::new(&words[0]);
+        c.args(&words[1..]);
+        c
+    };
+    command
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("NO_COLOR")
+        .env_remove("POD_NAMESPACE")
+        .envs(env.iter().copied());
+    command.output().expect("stackd runs")
+}
+
+fn kubeconfig_for(dir: &Path, server: &str) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: \"{server}\"}}}}]\ncontexts: [{{name: c, context: {{cluster: c, user: u}}}}]\ncurrent-context: c\nusers: [{{name: u, user: {{}}}}]\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn with_no_cluster_the_error_names_the_server_and_the_cause_and_suggests_dry_run() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = format!("http://127.0.0.1:{port}");
+    let output = run_daemon_for(
+        dir.path(),
+        &kubeconfig_for(dir.path(), &server),
+        &[],
+        &[],
+        false,
+    );
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "error: no Kubernetes cluster is reachable at {server}: connection refused; run with --dry-run"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn logs_carry_colour_codes_only_at_a_terminal_without_no_color() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = kubeconfig_for(dir.path(), "http://127.0.0.1:1");
+    let logs = |env: &[(&str, &str)], tty: bool| {
+        let output = run_daemon_for(dir.path(), &kubeconfig, &["--dry-run"], env, tty);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(text.contains("serving the status page"), "{text}");
+        text
+    };
+    assert!(!logs(&[], false).contains('\x1b'));
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: the terminal half needs `script` (util-linux)");
+        return;
+    }
+    assert!(logs(&[], true).contains("\x1b["));
+    assert!(!logs(&[("NO_COLOR", "1")], true).contains('\x1b'));
+}

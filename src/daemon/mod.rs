@@ -78,9 +78,13 @@ pub enum DaemonError {
     #[error("HTTP server: {0}")]
     Serve(String),
     #[error(
-        "no Kubernetes cluster is reachable ({0}); run with --dry-run to follow the repositories, render and plan without a cluster"
+        "no Kubernetes cluster configuration found ({0}); run with --dry-run to follow the repositories, render and plan without a cluster"
     )]
-    NoCluster(String),
+    NoKubeconfig(String),
+    #[error(
+        "no Kubernetes cluster is reachable at {server}: {cause}; run with --dry-run to follow the repositories, render and plan without a cluster"
+    )]
+    NoCluster { server: String, cause: String },
 }
 
 impl DaemonError {
@@ -91,7 +95,7 @@ impl DaemonError {
             DaemonError::ApiToken { .. } => "api_token",
             DaemonError::Source(_) => "source",
             DaemonError::Serve(_) => "serve",
-            DaemonError::NoCluster(_) => "no_cluster",
+            DaemonError::NoKubeconfig(_) | DaemonError::NoCluster { .. } => "no_cluster",
         }
     }
 }
@@ -379,14 +383,69 @@ pub async fn run(
 /// A client for the cluster kube finds (KUBECONFIG, ~/.kube/config or in-cluster),
 /// checked by asking for the server's version.
 async fn connect() -> Result<Client, DaemonError> {
-    let client = Client::try_default()
+    let config = kube::Config::infer()
         .await
-        .map_err(|e| DaemonError::NoCluster(e.to_string()))?;
+        .map_err(|e| DaemonError::NoKubeconfig(e.to_string()))?;
+    let server = config
+        .cluster_url
+        .to_string()
+        .trim_end_matches('/')
+        .to_string();
+    let unreachable = |cause: String| DaemonError::NoCluster {
+        server: server.clone(),
+        cause,
+    };
+    let client = Client::try_from(config).map_err(|e| unreachable(e.to_string()))?;
     client
         .apiserver_version()
         .await
-        .map_err(|e| DaemonError::NoCluster(e.to_string()))?;
+        .map_err(|e| unreachable(cluster_cause(&e)))?;
     Ok(client)
+}
+
+/// Why the API server could not be used, in words: connection refused, DNS,
+/// TLS, a timeout, 401 or 403. kube's own message for most of these is only
+/// `ServiceError: client error (Connect)`; the cause is further down the chain.
+fn cluster_cause(error: &kube::Error) -> String {
+    if let kube::Error::Api(status) = error {
+        return match status.code {
+            401 => format!(
+                "401 Unauthorized: the server refused the credentials ({})",
+                status.message
+            ),
+            403 => format!(
+                "403 Forbidden: the credentials may not read the server version ({})",
+                status.message
+            ),
+            code => format!("{code} {}: {}", status.reason, status.message),
+        };
+    }
+    let mut chain = Vec::new();
+    let mut refused = false;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        chain.push(current.to_string());
+        source = current.source();
+    }
+    let deepest = chain.last().cloned().unwrap_or_default();
+    let text = chain.join(": ").to_lowercase();
+    if refused || text.contains("connection refused") {
+        "connection refused".to_string()
+    } else if text.contains("dns error") || text.contains("failed to lookup address") {
+        format!("DNS lookup failed: {deepest}")
+    } else if ["certificate", "tls", "handshake", "rustls"]
+        .iter()
+        .any(|w| text.contains(w))
+    {
+        format!("TLS: {deepest}")
+    } else if text.contains("timed out") || text.contains("elapsed") {
+        format!("timed out: {deepest}")
+    } else {
+        deepest
+    }
 }
 
 fn spawn_source(
@@ -663,5 +722,41 @@ impl DryRunReconciler {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16, reason: &str) -> kube::Error {
+        kube::Error::Api(Box::new(
+            kube::core::Status::failure("denied", reason).with_code(code),
+        ))
+    }
+
+    #[test]
+    fn the_cause_of_an_unreachable_cluster_is_said_in_words() {
+        let refused = kube::Error::Service(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert_eq!(cluster_cause(&refused), "connection refused");
+        let dns = kube::Error::Service(Box::new(std::io::Error::other(
+            "dns error: failed to lookup address information: Name or service not known",
+        )));
+        assert!(
+            cluster_cause(&dns).starts_with("DNS lookup failed: "),
+            "{}",
+            cluster_cause(&dns)
+        );
+        let tls = kube::Error::Service(Box::new(std::io::Error::other(
+            "invalid peer certificate: UnknownIssuer",
+        )));
+        assert_eq!(
+            cluster_cause(&tls),
+            "TLS: invalid peer certificate: UnknownIssuer"
+        );
+        assert!(cluster_cause(&status(401, "Unauthorized")).starts_with("401 Unauthorized"));
+        assert!(cluster_cause(&status(403, "Forbidden")).starts_with("403 Forbidden"));
     }
 }

@@ -164,12 +164,13 @@ fn stack_in(
     if let Some(over) = OVERRIDE_FILE_NAMES.into_iter().find(|n| is_file(n)) {
         files.push(join(over)?);
     }
+    // A directory name is normalised as Docker Compose does; a declared `name:` is kept.
     let name = declared_name(source, &main, dir).unwrap_or_else(|| {
-        if dir.is_root() {
-            root_name.to_string()
+        crate::render::project_name(if dir.is_root() {
+            root_name
         } else {
-            dir.file_name().to_string()
-        }
+            dir.file_name()
+        })
     });
     Ok(Some(DiscoveredStack {
         name,
@@ -274,6 +275,44 @@ mod tests {
             discover(&src, &["[".to_string()], "repo"),
             Err(DiscoveryError::BadGlob { .. })
         ));
+    }
+
+    #[test]
+    fn directory_names_are_normalised_as_docker_compose_does() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(
+            tmp.path(),
+            "stacks/My_App@v2.1/compose.yaml",
+            "services: {}\n",
+        );
+        write(
+            tmp.path(),
+            "stacks/_Shop.Front-/compose.yaml",
+            "services: {}\n",
+        );
+        let src = DirSource::new(tmp.path()).unwrap();
+        let names: Vec<String> = discover(&src, &[], "repo")
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        // `docker compose config` names these projects `my_appv21` and `shopfront-`.
+        assert_eq!(names, ["my_appv21", "shopfront"]);
+        assert_eq!(crate::render::sanitise_name(&names[0]), "my-appv21");
+    }
+
+    #[test]
+    fn directories_that_normalise_to_one_name_are_an_error_naming_both() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(tmp.path(), "a/My.App/compose.yaml", "services: {}\n");
+        write(tmp.path(), "b/my-app/compose.yaml", "services: {}\n");
+        write(tmp.path(), "c/myapp/compose.yaml", "services: {}\n");
+        let src = DirSource::new(tmp.path()).unwrap();
+        let err = discover(&src, &[], "repo").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "two stacks are named \"myapp\": in a/My.App and in c/myapp"
+        );
     }
 
     #[test]

@@ -13,7 +13,8 @@ pub mod object;
 use ::kube::api::ObjectMeta;
 
 pub use self::kube::{
-    PublishedServiceType, RenderError, RenderOptions, render, sanitise_name, stack_name_problem,
+    PublishedServiceType, RenderError, RenderOptions, project_name, render, sanitise_name,
+    stack_name_problem,
 };
 use crate::crd::{SourceRef, Stack, StackSpec};
 pub use compose::{LoadError, LoadOptions, Loaded, load};

@@ -33,6 +33,7 @@ use self::warnings::Warnings;
 use self::workload::Kind;
 
 pub use self::labels::CONFIG_HASH;
+pub use self::names::project_name;
 pub use self::names::sanitise as sanitise_name;
 
 /// Why `name` cannot be a stack (and default namespace) name, or `None`.

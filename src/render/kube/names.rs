@@ -21,6 +21,19 @@ pub fn sanitise(name: &str) -> String {
         .collect()
 }
 
+/// A stack name from a directory name, as Docker Compose names a project after
+/// its directory: lower case, only `a-z`, `0-9`, `_` and `-` kept, no leading
+/// `_` or `-` (`My_App@v2.1` → `my_appv21`). Trailing ones go too: a
+/// Kubernetes name cannot end with them. [`sanitise`] then turns `_` into `-`.
+pub fn project_name(directory: &str) -> String {
+    let kept: String = directory
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'))
+        .collect();
+    kept.trim_matches(['_', '-']).to_string()
+}
+
 /// Why a string is not a DNS-1123 label, or `None` when it is one.
 pub fn label_problem(name: &str, max: usize) -> Option<String> {
     if name.is_empty() {

@@ -248,6 +248,15 @@ impl Config {
                         format!("invalid glob {pattern:?}: {e}"),
                     )
                 })?;
+                // Such a glob would match nothing, silently.
+                if pattern.trim().starts_with('/') || pattern.split('/').any(|part| part == "..") {
+                    return Err((
+                        key(&format!("paths[{i}]")),
+                        format!(
+                            "{pattern:?} is outside the repository: paths are relative to its root"
+                        ),
+                    ));
+                }
             }
             if let Some(file) = &source.webhook_secret_file {
                 readable(file).map_err(|m| (key("webhookSecretFile"), m))?;
@@ -379,6 +388,18 @@ publishedServiceType: NodePort
                 "config.yaml: apiTokenFile: cannot read /nonexistent/token",
             ),
             ("repositories: [\n", "config.yaml: invalid YAML"),
+            (
+                "repositories:\n  - {name: a, url: x, paths: [\"stacks/*\", \"stacks/[a\"]}\n",
+                "config.yaml: repositories[0].paths[1]: invalid glob \"stacks/[a\": Pattern syntax error",
+            ),
+            (
+                "repositories:\n  - {name: a, url: x, paths: [/srv/stacks/*]}\n",
+                "config.yaml: repositories[0].paths[0]: \"/srv/stacks/*\" is outside the repository",
+            ),
+            (
+                "repositories:\n  - {name: a, url: x, paths: [\"stacks/../../*\"]}\n",
+                "config.yaml: repositories[0].paths[0]: \"stacks/../../*\" is outside the repository",
+            ),
         ];
         for (text, expected) in cases {
             let message = parse(text).unwrap_err().to_string();

@@ -11,6 +11,7 @@ mod probes;
 mod quantity;
 mod services;
 mod storage;
+mod validate;
 mod warnings;
 mod workload;
 
@@ -173,6 +174,8 @@ pub fn render(
         ));
     }
 
+    // What the API server itself would refuse fails here, before any apply.
+    validate::check(&objects)?;
     let mut rendered = Rendered {
         objects,
         warnings: warnings.finish(),

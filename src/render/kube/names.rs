@@ -59,6 +59,24 @@ pub fn label_problem(name: &str, max: usize) -> Option<String> {
     None
 }
 
+/// Why a string is not a DNS-1123 subdomain (ConfigMap, Secret, claim names),
+/// or `None` when it is one.
+pub fn subdomain_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("it is empty".to_string());
+    }
+    if name.len() > MAX_SUBDOMAIN {
+        return Some(format!(
+            "it is {} characters long, over the {MAX_SUBDOMAIN}-character limit",
+            name.len()
+        ));
+    }
+    name.split('.').find_map(|part| match part {
+        "" => Some("it has an empty part between dots".to_string()),
+        part => label_problem(part, MAX_SUBDOMAIN),
+    })
+}
+
 /// `generated` as a valid DNS-1123 label of at most `max` characters, or
 /// [`RenderError::InvalidName`] naming `origin` (the compose name it came from).
 pub fn checked(generated: String, origin: &Origin, max: usize) -> Result<String, RenderError> {

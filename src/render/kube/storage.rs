@@ -254,6 +254,21 @@ impl ServiceStorage<'_> {
                         } else {
                             let name = volume_names.allocate("pvc", source);
                             let claim_name = volume.name.clone().unwrap_or_else(|| source.clone());
+                            // `name: ${UNSET}` gives "": the API server would refuse the pod.
+                            if let Some(problem) = names::subdomain_problem(&claim_name) {
+                                return Err(RenderError::InvalidValue {
+                                    service: self.compose_name.to_string(),
+                                    field: field.clone(),
+                                    reason: format!(
+                                        "external volume {source:?} is named {claim_name:?}, which cannot name a PersistentVolumeClaim: {problem}{}",
+                                        if claim_name.is_empty() {
+                                            " (is a variable unset?)"
+                                        } else {
+                                            ""
+                                        }
+                                    ),
+                                });
+                            }
                             pod.volumes.push(Volume {
                                 name: name.clone(),
                                 persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {

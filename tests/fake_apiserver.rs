@@ -1172,3 +1172,43 @@ async fn latency_and_an_in_flight_limit_like_a_loaded_server() {
     assert_eq!(http.get(&base).send().await.unwrap().status(), 200);
     drop(watch);
 }
+
+/// Pod validation beyond the schema, as the real server answers it: what the
+/// renderer checks before applying, so that the corpus tests catch it.
+#[tokio::test]
+async fn pods_the_real_server_refuses_are_refused_with_422() {
+    let cluster = test_client().await;
+    let ns = fresh_namespace(&cluster.client, "pods").await;
+    let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), &ns);
+    let with_pod = |name: &str, pod: Value| {
+        let mut value = serde_json::to_value(deployment(name, name, 1)).unwrap();
+        value["spec"]["template"]["spec"] = pod;
+        serde_json::from_value::<Deployment>(value).unwrap()
+    };
+    let cases = [
+        (
+            json!({"containers": [{"name": "web", "image": "nginx",
+                "volumeMounts": [{"name": "v", "mountPath": "/v"}]}],
+                "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": ""}}]}),
+            "spec.template.spec.volumes[0].persistentVolumeClaim.claimName: Required value",
+        ),
+        (
+            json!({"containers": [{"name": "web", "image": "nginx",
+                "ports": [{"containerPort": 80, "name": "a-very-long-port-name"}]}]}),
+            "spec.template.spec.containers[0].ports[0].name: Invalid value: \"a-very-long-port-name\"",
+        ),
+        (
+            json!({"containers": [{"name": "web", "image": "nginx",
+                "volumeMounts": [{"name": "missing", "mountPath": "/v"}]}]}),
+            "spec.template.spec.containers[0].volumeMounts[0].name: Not found: \"missing\"",
+        ),
+    ];
+    for (i, (pod, expected)) in cases.into_iter().enumerate() {
+        let refused = api_error(
+            api.create(&PostParams::default(), &with_pod(&format!("bad{i}"), pod))
+                .await,
+        );
+        assert_eq!((refused.code, refused.reason.as_str()), (422, "Invalid"));
+        assert!(refused.message.contains(expected), "{}", refused.message);
+    }
+}

@@ -14,8 +14,8 @@ use super::patch;
 use super::resources::{self, ResourceType};
 use super::selector::{FieldSelector, LabelSelector};
 use super::validate::{
-    check_immutable, check_name, check_namespace, check_selector_matches_template, check_type,
-    validate_name,
+    check_immutable, check_name, check_namespace, check_pod_template,
+    check_selector_matches_template, check_type, validate_name,
 };
 
 /// How many changes watches can replay; older resource versions get 410 Gone.
@@ -759,6 +759,7 @@ impl State {
 
         check_selector_matches_template(rt, &new)
             .map_err(|cause| ApiError::invalid(rt, name, cause))?;
+        check_pod_template(rt, &new).map_err(|cause| ApiError::invalid(rt, name, cause))?;
         let mut entries = match entries {
             Some(entries) => entries,
             None => {

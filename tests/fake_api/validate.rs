@@ -162,3 +162,94 @@ pub fn check_selector_matches_template(rt: &ResourceType, object: &Value) -> Res
         ))
     }
 }
+
+/// Part of the real server's pod validation: required names, claim names,
+/// unique volume names, mounts of existing volumes, port names as IANA_SVC_NAME.
+pub fn check_pod_template(rt: &ResourceType, object: &Value) -> Result<(), String> {
+    let workload = matches!(
+        (rt.group, rt.kind),
+        ("apps", "Deployment" | "StatefulSet" | "DaemonSet") | ("batch", "Job")
+    );
+    let Some(pod) = object.pointer("/spec/template/spec").filter(|_| workload) else {
+        return Ok(());
+    };
+    let list = |value: &Value, key: &str| {
+        value
+            .get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let required = |at: String| format!("{at}: Required value");
+    let base = "spec.template.spec";
+    let mut volumes = Vec::new();
+    for (i, volume) in list(pod, "volumes").iter().enumerate() {
+        let name = text(volume, "/name").unwrap_or_default();
+        if name.is_empty() {
+            return Err(required(format!("{base}.volumes[{i}].name")));
+        }
+        if volumes.contains(&name.to_string()) {
+            return Err(format!(
+                "{base}.volumes[{i}].name: Duplicate value: \"{name}\""
+            ));
+        }
+        volumes.push(name.to_string());
+        if volume.get("persistentVolumeClaim").is_some()
+            && text(volume, "/persistentVolumeClaim/claimName").is_none_or(str::is_empty)
+        {
+            return Err(required(format!(
+                "{base}.volumes[{i}].persistentVolumeClaim.claimName"
+            )));
+        }
+    }
+    for claim in list(&object["spec"], "volumeClaimTemplates") {
+        volumes.push(
+            text(&claim, "/metadata/name")
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    let containers = list(pod, "containers");
+    if containers.is_empty() {
+        return Err(required(format!("{base}.containers")));
+    }
+    for (i, container) in containers.iter().enumerate() {
+        let at = format!("{base}.containers[{i}]");
+        for field in ["name", "image"] {
+            if text(container, &format!("/{field}")).is_none_or(str::is_empty) {
+                return Err(required(format!("{at}.{field}")));
+            }
+        }
+        for (j, port) in list(container, "ports").iter().enumerate() {
+            if let Some(name) = text(port, "/name")
+                && !is_iana_svc_name(name)
+            {
+                return Err(format!(
+                    "{at}.ports[{j}].name: Invalid value: \"{name}\": must be no more than 15 characters and an IANA_SVC_NAME"
+                ));
+            }
+        }
+        for (j, mount) in list(container, "volumeMounts").iter().enumerate() {
+            let name = text(mount, "/name").unwrap_or_default();
+            if !volumes.iter().any(|v| v == name) {
+                return Err(format!(
+                    "{at}.volumeMounts[{j}].name: Not found: \"{name}\""
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// At most 15 characters of a-z, 0-9 and '-', a letter among them, no '-' at
+/// either end or twice in a row.
+fn is_iana_svc_name(name: &str) -> bool {
+    name.len() <= 15
+        && name.chars().any(|c| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
+}

@@ -1,5 +1,7 @@
 //! The `stackd` binary as a user runs it.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -169,4 +171,34 @@ fn logs_carry_colour_codes_only_at_a_terminal_without_no_color() {
     }
     assert!(logs(&[], true).contains("\x1b["));
     assert!(!logs(&[("NO_COLOR", "1")], true).contains('\x1b'));
+}
+
+/// `stackd render` names a stack after its directory as Docker Compose names the
+/// project (`my_appv21`), then `_` → `-` for Kubernetes.
+#[test]
+fn a_stack_is_named_after_its_directory_as_docker_compose_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = dir.path().join("My_App@v2.1");
+    std::fs::create_dir(&stack).unwrap();
+    std::fs::write(
+        stack.join("compose.yaml"),
+        "services:\n  web:\n    image: nginx\n",
+    )
+    .unwrap();
+    let output = stackd(&["render", &stack.display().to_string()]);
+    assert!(output.status.success(), "{output:?}");
+    let yaml = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        yaml.contains("  name: my-appv21\n") && yaml.contains("  namespace: my-appv21\n"),
+        "{yaml}"
+    );
+    if let Some(compose) = common::docker_compose() {
+        let config = Command::new(compose)
+            .args(["config", "--format", "json"])
+            .current_dir(&stack)
+            .output()
+            .unwrap();
+        let model: serde_json::Value = serde_json::from_slice(&config.stdout).unwrap();
+        assert_eq!(model["name"], "my_appv21");
+    }
 }

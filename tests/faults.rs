@@ -594,6 +594,7 @@ async fn a_hung_remote_times_out_and_recovers(hang: Hang) {
     live.wait_for_poll("the timed-out poll", |s| s.polls > polls)
         .await;
     let took = started.elapsed();
+    eprintln!("{hang:?}: the poll failed {took:?} after the trigger");
     let state = live.source.state("apps").unwrap();
     assert_eq!(
         state.last_error_label.as_deref(),
@@ -706,7 +707,9 @@ async fn sigterm_during_a_hung_git_operation_exits_promptly_and_cleanly() {
         })
         .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
+        let sent = Instant::now();
         let status = daemon.terminate(Duration::from_secs(10)).await;
+        eprintln!("{hang:?}: exited {:?} after SIGTERM", sent.elapsed());
         let log = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(status.success(), "{hang:?}: {status}\n{log}");
         assert!(log.contains("shutting down"), "{hang:?}: {log}");

@@ -17,6 +17,8 @@ use stackd::render::files::RepoPath;
 use tokio::sync::mpsc::Receiver;
 
 const HOUR: Duration = Duration::from_secs(3600);
+/// Each operation's deadline; far above the milliseconds they take here.
+const GIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything the scenarios share: the server, a bare repository, the keys.
 struct Fixture {
@@ -74,6 +76,8 @@ impl Fixture {
         std::fs::write(&known_hosts_file, known_hosts).unwrap();
         let mut s = RepoSettings::new("apps", self.server.url(&self.user, &self.bare), "main");
         s.interval = HOUR;
+        // A hung connection fails the poll instead of wedging the test binary.
+        s.timeout = GIT_TIMEOUT;
         s.auth = Some(Auth::Ssh {
             username: self.user.clone(),
             private_key_file: key.to_path_buf(),
@@ -83,6 +87,8 @@ impl Fixture {
     }
 
     fn spawn(&self, settings: RepoSettings) -> (SourceHandle, Receiver<SourceEvent>) {
+        // Network operations in killable worker processes, as in `stackd run`.
+        stackd::git::worker::set_program(Some(env!("CARGO_BIN_EXE_stackd").into()));
         let data = self.tmp.path().join(format!("data-{}", rand_suffix()));
         Source::spawn(
             vec![settings],
@@ -169,7 +175,10 @@ async fn right_key_and_known_host_fetches_and_follows_new_commits() {
             stacks.sort();
             assert_eq!(stacks, vec!["api", "web"]);
         }
-        SourceEvent::Failed { error, .. } => panic!("second poll failed: {error}"),
+        SourceEvent::Failed { error, .. } => panic!(
+            "second poll failed: {error}\nsshd log:\n{}",
+            fx.server.log_text()
+        ),
     }
     let state = handle.state("apps").expect("repository state");
     assert_eq!(state.commit.as_deref(), Some(second.as_str()));

@@ -69,7 +69,9 @@ impl<'a> RemoteContext<'a> {
     }
 
     fn remote_error(&self, e: &git2::Error) -> GitError {
-        if e.code() == git2::ErrorCode::Timeout {
+        // libssh2's "Timed out waiting on socket" comes as a plain SSH error.
+        let ssh_timeout = e.class() == git2::ErrorClass::Ssh && e.message().contains("Timed out");
+        if e.code() == git2::ErrorCode::Timeout || ssh_timeout {
             // libgit2's idle timeout: in the worker it is the repository's `timeout`.
             return GitError::Timeout {
                 at: self.at.clone(),

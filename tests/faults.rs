@@ -628,6 +628,9 @@ async fn a_hung_remote_times_out_and_recovers(hang: Hang) {
     live.wait_for_image("nginx:1.28").await;
     let state = live.source.state("apps").unwrap();
     assert_eq!(state.last_error, None);
+    // A fetch killed half-way left the crash marker: the mirror was rebuilt.
+    let rebuilt = if let Hang::DripPack = hang { 1 } else { 0 };
+    assert_eq!(state.mirror_rebuilds, rebuilt, "{hang:?}: {state:?}");
     assert!(
         live.h
             .object("apps/v1", "Deployment", "shop", "db")

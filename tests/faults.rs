@@ -472,12 +472,13 @@ impl HangingRemote {
             std::fs::create_dir_all(&dir).unwrap();
             let key = git_support::ssh::keygen(&root.join("id_client"));
             let flag = root.join("stall-ssh");
-            // ForceCommand: stall while the flag exists, else run the client's command.
+            // ForceCommand: stall while the flag exists (reading, never answering, until
+            // the connection goes), else run the client's command.
             let command = root.join("force-command.sh");
             std::fs::write(
                 &command,
                 format!(
-                    "#!/bin/sh\nif [ -e {flag} ]; then touch {stalled}; exec sleep 3600; fi\nexec sh -c \"$SSH_ORIGINAL_COMMAND\"\n",
+                    "#!/bin/sh\nif [ -e {flag} ]; then touch {stalled}; exec cat >/dev/null; fi\nexec sh -c \"$SSH_ORIGINAL_COMMAND\"\n",
                     flag = flag.display(),
                     stalled = ssh_stalled.display()
                 ),

@@ -161,7 +161,8 @@ pub(crate) fn call(
             let _ = sender.send(out);
         })
         .map_err(|e| task(format!("cannot read the Git worker: {e}")))?;
-    let deadline = started + settings.timeout;
+    // Capped: `Instant + Duration` panics on overflow, and a year is forever here.
+    let deadline = started + settings.timeout.min(Duration::from_secs(365 * 24 * 3600));
     let stop = |child: &mut std::process::Child| {
         let _ = child.kill();
         let _ = child.wait();

@@ -241,6 +241,9 @@ impl Config {
             if source.interval.is_zero() {
                 return Err((key("interval"), "must be longer than zero".into()));
             }
+            if source.timeout.is_zero() {
+                return Err((key("timeout"), "must be longer than zero".into()));
+            }
             for (i, pattern) in source.paths.iter().enumerate() {
                 glob::Pattern::new(pattern).map_err(|e| {
                     (

@@ -44,6 +44,9 @@ enum Command {
     Crd,
     /// Print the version.
     Version,
+    /// Internal: runs one Git network operation for `stackd run` (request on stdin).
+    #[command(name = "__git-remote", hide = true)]
+    GitRemote,
 }
 
 #[derive(clap::Args)]
@@ -140,6 +143,9 @@ enum ServiceType {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::GitRemote = cli.command {
+        return ExitCode::from(u8::try_from(stackd::git::worker::serve()).unwrap_or(2));
+    }
     if let Command::Diff(args) = cli.command {
         return match diff(args) {
             Ok(code) => code,
@@ -162,6 +168,14 @@ fn main() -> ExitCode {
         } {
             eprintln!("warning: cannot set Git network timeouts: {error}");
         }
+        // Network operations run in a child process of this binary, killed at
+        // the repository's `timeout`: a hung server cannot wedge a poll.
+        match std::env::current_exe() {
+            Ok(program) => stackd::git::worker::set_program(Some(program)),
+            Err(error) => eprintln!(
+                "warning: cannot find the stackd executable ({error}); Git operations are bounded by idle timeouts only"
+            ),
+        }
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -179,6 +193,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Render(args) => render(args),
         Command::Run(args) => run_daemon(args),
         Command::Diff(_) => unreachable!("handled in main for its exit codes"),
+        Command::GitRemote => unreachable!("handled in main for its exit code"),
         Command::CheckConfig { config } => {
             let config = stackd::config::Config::load(&config)?;
             for repository in &config.repositories {
@@ -261,9 +276,17 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
     };
     limit_malloc_arenas();
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(stackd::daemon::run(options, shutdown_signal()))?;
+    let result = runtime.block_on(stackd::daemon::run(options, shutdown_signal()));
+    // Polls stop at shutdown (their worker processes are killed), but nothing
+    // still blocking (a local repository on a hung disk) may hold the exit:
+    // Kubernetes waits 30 s before SIGKILL.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    result?;
     Ok(())
 }
+
+/// How long blocking work may delay the exit after the daemon has stopped.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// One malloc arena instead of glibc's eight per core: the daemon's threads
 /// share long-lived caches, and per-thread arenas only keep freed memory apart

@@ -285,9 +285,13 @@ struct Live {
 
 impl Live {
     async fn start(url: String, data_dir: std::path::PathBuf) -> Option<Live> {
-        let h = Harness::started(test_options()).await?;
         let mut settings = RepoSettings::new("apps", url, "main");
         settings.interval = Duration::from_secs(3600);
+        Live::start_with(settings, data_dir).await
+    }
+
+    async fn start_with(settings: RepoSettings, data_dir: std::path::PathBuf) -> Option<Live> {
+        let h = Harness::started(test_options()).await?;
         let options = SourceOptions {
             watch_local: false,
             ..SourceOptions::default()
@@ -417,6 +421,303 @@ async fn a_vanished_remote_a_force_push_back_and_a_deleted_mirror_lose_nothing()
     );
     let status = live.h.status("shop", "shop").unwrap();
     assert_eq!(status.last_error, None);
+}
+
+// ---------------------------------------------------------------------------
+// A hung remote: every network operation has a deadline (`timeout`).
+
+/// The deadline the hung-remote tests give each operation.
+const GIT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a misbehaving remote does; each case recovers when it behaves again.
+#[derive(Clone, Copy, Debug)]
+enum Hang {
+    /// Accepts the TCP connection and never answers.
+    Silent,
+    /// Answers half of an HTTP ref advertisement and stalls.
+    HalfAdvertisement,
+    /// Completes the SSH handshake, then its command stalls.
+    SshAfterHandshake,
+    /// Sends the pack at one byte per second.
+    DripPack,
+}
+
+/// A Git server over HTTP (through a [`git_support::FaultyProxy`]) or SSH that
+/// hangs on demand.
+struct HangingRemote {
+    url: String,
+    http: Option<(git_support::HttpServer, git_support::FaultyProxy)>,
+    /// The SSH server and the file whose presence makes its command stall.
+    ssh: Option<(git_support::ssh::SshServer, std::path::PathBuf)>,
+    /// Written by the stalled SSH command when it starts.
+    ssh_stalled: std::path::PathBuf,
+    /// Settings for this remote (SSH credentials included).
+    auth: Option<stackd::git::settings::Auth>,
+}
+
+impl HangingRemote {
+    /// Serves `upstream` (a directory under `root`) for `hang`; `None` (after a
+    /// visible `SKIPPED`) when the SSH server cannot run here, a failure under CI.
+    async fn start(root: &std::path::Path, upstream: &Upstream, hang: Hang) -> Option<Self> {
+        let name = upstream
+            .dir
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let ssh_stalled = root.join("ssh-stalled");
+        if let Hang::SshAfterHandshake = hang {
+            let dir = root.join("sshd");
+            std::fs::create_dir_all(&dir).unwrap();
+            let key = git_support::ssh::keygen(&root.join("id_client"));
+            let flag = root.join("stall-ssh");
+            // ForceCommand: stall while the flag exists (reading, never answering, until
+            // the connection goes), else run the client's command.
+            let command = root.join("force-command.sh");
+            std::fs::write(
+                &command,
+                format!(
+                    "#!/bin/sh\nif [ -e {flag} ]; then touch {stalled}; exec cat >/dev/null; fi\nexec sh -c \"$SSH_ORIGINAL_COMMAND\"\n",
+                    flag = flag.display(),
+                    stalled = ssh_stalled.display()
+                ),
+            )
+            .unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&command, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let server = match git_support::ssh::SshServer::start_with(&dir, &key, Some(&command)) {
+                Ok(server) => server,
+                Err(reason) => {
+                    assert!(
+                        !common::in_ci(),
+                        "sshd could not be started under CI: {reason}"
+                    );
+                    println!("SKIPPED: sshd could not be started: {reason}");
+                    return None;
+                }
+            };
+            let known_hosts = root.join("known_hosts");
+            std::fs::write(&known_hosts, server.known_hosts_line()).unwrap();
+            let user = git_support::ssh::run("id", &["-un"]);
+            return Some(HangingRemote {
+                url: server.url(&user, &upstream.dir),
+                auth: Some(stackd::git::settings::Auth::Ssh {
+                    username: user,
+                    private_key_file: key,
+                    known_hosts_file: known_hosts,
+                }),
+                http: None,
+                ssh: Some((server, flag)),
+                ssh_stalled,
+            });
+        }
+        let server = git_support::HttpServer::start(root, None).await;
+        let proxy = git_support::FaultyProxy::start(server.addr).await;
+        Some(HangingRemote {
+            url: format!("http://{}/{name}", proxy.addr),
+            http: Some((server, proxy)),
+            ssh: None,
+            ssh_stalled,
+            auth: None,
+        })
+    }
+
+    fn settings(&self, timeout: Duration) -> RepoSettings {
+        let mut settings = RepoSettings::new("apps", self.url.clone(), "main");
+        settings.interval = Duration::from_secs(3600);
+        settings.timeout = timeout;
+        settings.auth = self.auth.clone();
+        settings
+    }
+
+    /// Starts (`true`) or ends the hang for new connections.
+    fn hang(&self, hang: Hang, on: bool) {
+        match (hang, &self.http, &self.ssh) {
+            (Hang::SshAfterHandshake, _, Some((_, flag))) => {
+                if on {
+                    std::fs::write(flag, b"").unwrap();
+                } else {
+                    let _ = std::fs::remove_file(flag);
+                }
+            }
+            (Hang::DripPack, Some((server, _)), _) => server.drip_packs(on),
+            (Hang::Silent, Some((_, proxy)), _) => proxy.set(if on {
+                git_support::Fault::Silent
+            } else {
+                git_support::Fault::None
+            }),
+            (Hang::HalfAdvertisement, Some((_, proxy)), _) => proxy.set(if on {
+                git_support::Fault::HalfAdvertisement
+            } else {
+                git_support::Fault::None
+            }),
+            _ => unreachable!("{hang:?} on this remote"),
+        }
+    }
+
+    /// Whether a hung operation is in flight right now.
+    fn hanging(&self, hang: Hang) -> bool {
+        match (hang, &self.http) {
+            (Hang::SshAfterHandshake, _) => self.ssh_stalled.exists(),
+            (Hang::DripPack, Some((server, _))) => server.traffic.upload_packs() > 0,
+            (_, Some((_, proxy))) => proxy.stalled() > 0,
+            _ => false,
+        }
+    }
+}
+
+/// Each hang fails the poll at the deadline with the label `timeout`, leaves
+/// the applied objects alone, and the next poll, once the remote behaves,
+/// applies the new commit.
+async fn a_hung_remote_times_out_and_recovers(hang: Hang) {
+    stackd::git::worker::set_program(Some(env!("CARGO_BIN_EXE_stackd").into()));
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = Upstream::new(tmp.path(), "apps");
+    upstream.write("shop/compose.yaml", SHOP);
+    upstream.commit("shop");
+    let Some(remote) = HangingRemote::start(tmp.path(), &upstream, hang).await else {
+        return;
+    };
+    let settings = remote.settings(GIT_TIMEOUT);
+    let live = harness!(Live::start_with(settings, tmp.path().join("data")).await);
+    live.wait_for_image("nginx:1.27").await;
+    let objects = live.h.fake.objects().len();
+
+    // A new commit, and the remote hangs: the poll fails at the deadline.
+    upstream.write("shop/compose.yaml", &SHOP.replace("1.27", "1.28"));
+    upstream.commit("1.28");
+    remote.hang(hang, true);
+    live.h.fake.clear_requests();
+    let polls = live.source.state("apps").unwrap().polls;
+    let started = Instant::now();
+    live.source.trigger("apps");
+    live.wait_for_poll("the timed-out poll", |s| s.polls > polls)
+        .await;
+    let took = started.elapsed();
+    eprintln!("{hang:?}: the poll failed {took:?} after the trigger");
+    let state = live.source.state("apps").unwrap();
+    assert_eq!(
+        state.last_error_label.as_deref(),
+        Some("timeout"),
+        "{hang:?}: {state:?}"
+    );
+    assert!(
+        state
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("timed out after 2s"),
+        "{hang:?}: {state:?}"
+    );
+    assert!(
+        remote.hanging(hang),
+        "{hang:?}: the remote was never reached"
+    );
+    // The deadline, not an early error, ended it; and not much later either.
+    assert!(
+        took >= GIT_TIMEOUT && took < GIT_TIMEOUT + Duration::from_secs(4),
+        "{hang:?}: failed after {took:?}"
+    );
+    live.h.settle().await;
+    assert_eq!(object_writes(&live.h.fake.writes()), Vec::<String>::new());
+    assert_eq!(live.h.fake.objects().len(), objects);
+    assert_eq!(shop_web_image(&live.h).as_deref(), Some("nginx:1.27"));
+
+    // The remote behaves again: the next poll, on a fresh connection, applies it.
+    remote.hang(hang, false);
+    live.wait_for_image("nginx:1.28").await;
+    let state = live.source.state("apps").unwrap();
+    assert_eq!(state.last_error, None);
+    // A fetch killed half-way left the crash marker: the mirror was rebuilt.
+    let rebuilt = if let Hang::DripPack = hang { 1 } else { 0 };
+    assert_eq!(state.mirror_rebuilds, rebuilt, "{hang:?}: {state:?}");
+    assert!(
+        live.h
+            .object("apps/v1", "Deployment", "shop", "db")
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_that_accepts_and_never_answers_times_out_and_recovers() {
+    a_hung_remote_times_out_and_recovers(Hang::Silent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_a_ref_advertisement_then_silence_times_out_and_recovers() {
+    a_hung_remote_times_out_and_recovers(Hang::HalfAdvertisement).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ssh_server_stalling_after_the_handshake_times_out_and_recovers() {
+    a_hung_remote_times_out_and_recovers(Hang::SshAfterHandshake).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pack_sent_at_one_byte_per_second_times_out_and_recovers() {
+    a_hung_remote_times_out_and_recovers(Hang::DripPack).await;
+}
+
+/// SIGTERM while a Git operation hangs (with the default-sized deadline far
+/// away): `stackd run` exits within 10 s, with code 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_hung_git_operation_exits_promptly_and_cleanly() {
+    for hang in [
+        Hang::Silent,
+        Hang::HalfAdvertisement,
+        Hang::SshAfterHandshake,
+        Hang::DripPack,
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let upstream = Upstream::new(tmp.path(), "apps");
+        upstream.write("shop/compose.yaml", SHOP);
+        upstream.commit("shop");
+        let Some(remote) = HangingRemote::start(tmp.path(), &upstream, hang).await else {
+            continue;
+        };
+        remote.hang(hang, true);
+        let mut repository = serde_json::json!({
+            "name": "apps",
+            "url": remote.url,
+            "interval": "1h",
+            "timeout": "60s",
+        });
+        if let Some(auth) = &remote.auth {
+            repository["auth"] = serde_json::to_value(auth).unwrap();
+        }
+        let config = tmp.path().join("stackd.yaml");
+        std::fs::write(
+            &config,
+            serde_json::json!({ "repositories": [repository] }).to_string(),
+        )
+        .unwrap();
+        let log = tmp.path().join("stackd.log");
+        let mut daemon = Daemon(
+            common::stackd_run(
+                env!("CARGO_BIN_EXE_stackd").as_ref(),
+                &config,
+                &tmp.path().join("data"),
+                common::free_port(),
+                &tmp.path().join("no-kubeconfig"),
+            )
+            .arg("--dry-run")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+        );
+        eventually(&format!("{hang:?} to hang"), 30, || {
+            remote.hanging(hang).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let sent = Instant::now();
+        let status = daemon.terminate(Duration::from_secs(10)).await;
+        eprintln!("{hang:?}: exited {:?} after SIGTERM", sent.elapsed());
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(status.success(), "{hang:?}: {status}\n{log}");
+        assert!(log.contains("shutting down"), "{hang:?}: {log}");
+    }
 }
 
 // ---------------------------------------------------------------------------

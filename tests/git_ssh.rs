@@ -6,179 +6,19 @@
 #[path = "git_support/mod.rs"]
 mod git_support;
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use git_support::ssh::{SshServer, key_type_and_body, keygen, public_key, run};
 use git_support::{Upstream, git};
 use stackd::git::settings::Auth;
 use stackd::git::{RepoSettings, Source, SourceEvent, SourceHandle, SourceOptions};
 use stackd::render::files::RepoPath;
 use tokio::sync::mpsc::Receiver;
 
-const SSHD: &str = "/usr/sbin/sshd";
 const HOUR: Duration = Duration::from_secs(3600);
-
-/// Runs a command, panicking with its stderr on failure; returns stdout.
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Generates an ed25519 key pair without a passphrase at `path` (+ `.pub`).
-fn keygen(path: &Path) -> PathBuf {
-    run(
-        "ssh-keygen",
-        &[
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "stackd-test",
-            "-f",
-            path.to_str().unwrap(),
-        ],
-    );
-    path.to_path_buf()
-}
-
-fn public_key(private: &Path) -> String {
-    std::fs::read_to_string(private.with_extension("pub"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-/// `<type> <base64>` of a public key line, without its comment.
-fn key_type_and_body(public: &str) -> String {
-    public
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// A private sshd in the foreground, killed on drop.
-struct SshServer {
-    child: Child,
-    port: u16,
-    host_public_key: String,
-    log: PathBuf,
-}
-
-impl SshServer {
-    /// Starts sshd authorising `client_key`; `Err` with the reason when sshd is unavailable.
-    fn start(dir: &Path, client_key: &Path) -> Result<SshServer, String> {
-        if !Path::new(SSHD).exists() {
-            return Err(format!("{SSHD} not installed (run scripts/setup-sshd.sh)"));
-        }
-        // sshd running as root checks for its privilege separation directory.
-        if run("id", &["-u"]) == "0" {
-            std::fs::create_dir_all("/run/sshd").map_err(|e| format!("/run/sshd: {e}"))?;
-        }
-        let host_key = keygen(&dir.join("ssh_host_ed25519_key"));
-        let authorized = dir.join("authorized_keys");
-        std::fs::write(&authorized, format!("{}\n", public_key(client_key))).unwrap();
-        let port = free_port();
-        let config = dir.join("sshd_config");
-        std::fs::write(
-            &config,
-            format!(
-                "Port {port}\n\
-                 ListenAddress 127.0.0.1\n\
-                 HostKey {host_key}\n\
-                 AuthorizedKeysFile {authorized}\n\
-                 PubkeyAuthentication yes\n\
-                 PasswordAuthentication no\n\
-                 KbdInteractiveAuthentication no\n\
-                 PermitRootLogin prohibit-password\n\
-                 StrictModes no\n\
-                 UsePAM no\n\
-                 PidFile {pid}\n\
-                 LogLevel VERBOSE\n",
-                host_key = host_key.display(),
-                authorized = authorized.display(),
-                pid = dir.join("sshd.pid").display(),
-            ),
-        )
-        .unwrap();
-        let log = dir.join("sshd.log");
-        let child = Command::new(SSHD)
-            .args(["-D", "-e", "-f"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .map_err(|e| format!("spawn {SSHD}: {e}"))?;
-        let mut server = SshServer {
-            child,
-            port,
-            host_public_key: key_type_and_body(&public_key(&host_key)),
-            log,
-        };
-        server.wait_ready()?;
-        Ok(server)
-    }
-
-    /// Waits for the SSH banner, or reports why sshd exited.
-    fn wait_ready(&mut self) -> Result<(), String> {
-        use std::io::Read;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("sshd exited ({status}): {}", self.log_text()));
-            }
-            if let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)) {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut banner = [0u8; 4];
-                if stream.read_exact(&mut banner).is_ok() && &banner == b"SSH-" {
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(format!("sshd did not answer: {}", self.log_text()));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `known_hosts` as OpenSSH writes it for a non-22 port.
-    fn known_hosts_line(&self) -> String {
-        format!("[127.0.0.1]:{} {}\n", self.port, self.host_public_key)
-    }
-
-    fn url(&self, user: &str, repo: &Path) -> String {
-        format!("ssh://{user}@127.0.0.1:{}{}", self.port, repo.display())
-    }
-}
-
-impl Drop for SshServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
-    listener.local_addr().unwrap().port()
-}
+/// Each operation's deadline; far above the milliseconds they take here.
+const GIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything the scenarios share: the server, a bare repository, the keys.
 struct Fixture {
@@ -236,6 +76,8 @@ impl Fixture {
         std::fs::write(&known_hosts_file, known_hosts).unwrap();
         let mut s = RepoSettings::new("apps", self.server.url(&self.user, &self.bare), "main");
         s.interval = HOUR;
+        // A hung connection fails the poll instead of wedging the test binary.
+        s.timeout = GIT_TIMEOUT;
         s.auth = Some(Auth::Ssh {
             username: self.user.clone(),
             private_key_file: key.to_path_buf(),
@@ -245,6 +87,8 @@ impl Fixture {
     }
 
     fn spawn(&self, settings: RepoSettings) -> (SourceHandle, Receiver<SourceEvent>) {
+        // Network operations in killable worker processes, as in `stackd run`.
+        stackd::git::worker::set_program(Some(env!("CARGO_BIN_EXE_stackd").into()));
         let data = self.tmp.path().join(format!("data-{}", rand_suffix()));
         Source::spawn(
             vec![settings],
@@ -331,7 +175,10 @@ async fn right_key_and_known_host_fetches_and_follows_new_commits() {
             stacks.sort();
             assert_eq!(stacks, vec!["api", "web"]);
         }
-        SourceEvent::Failed { error, .. } => panic!("second poll failed: {error}"),
+        SourceEvent::Failed { error, .. } => panic!(
+            "second poll failed: {error}\nsshd log:\n{}",
+            fx.server.log_text()
+        ),
     }
     let state = handle.state("apps").expect("repository state");
     assert_eq!(state.commit.as_deref(), Some(second.as_str()));

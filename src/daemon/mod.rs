@@ -558,6 +558,10 @@ fn publish_repository(
         PollResult::Unchanged => "unchanged",
         PollResult::Updated => "fetched",
         PollResult::ForcePushed => "force_pushed",
+        // A hung remote is told apart from other failures.
+        PollResult::Failed if repository.last_error_label.as_deref() == Some("timeout") => {
+            "timeout"
+        }
         PollResult::Failed => "failed",
     });
     let seen = polls_seen.entry(repository.name.clone()).or_default();

@@ -74,6 +74,25 @@ pub enum GitError {
     Git { at: RepoRef, message: String },
     #[error("{at}: poll task failed: {message}")]
     Task { at: RepoRef, message: String },
+    /// The remote did not finish `operation` within the repository's `timeout`;
+    /// the operation was killed.
+    #[error("{at}: {operation} timed out after {}", humanize(*after))]
+    Timeout {
+        at: RepoRef,
+        operation: &'static str,
+        after: std::time::Duration,
+    },
+}
+
+/// `2s`, `1.5s`, `250ms`: the way durations are written in the configuration.
+fn humanize(d: std::time::Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.as_secs() == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
 }
 
 impl GitError {
@@ -91,6 +110,7 @@ impl GitError {
             GitError::Discovery { .. } => "discovery",
             GitError::Git { .. } => "git",
             GitError::Task { .. } => "task",
+            GitError::Timeout { .. } => "timeout",
         }
     }
 
@@ -159,5 +179,20 @@ mod tests {
             last_good: Some("abc".into()),
         };
         assert!(err.to_string().contains("last good commit abc is kept"));
+        let at = RepoRef {
+            name: "apps".into(),
+            url: "https://git.example.com/apps.git".into(),
+            git_ref: "main".into(),
+        };
+        let err = GitError::Timeout {
+            at,
+            operation: "ls-remote",
+            after: std::time::Duration::from_secs(2),
+        };
+        assert_eq!(err.label(), "timeout");
+        assert_eq!(
+            err.to_string(),
+            "repository \"apps\" (https://git.example.com/apps.git) ref \"main\": ls-remote timed out after 2s"
+        );
     }
 }

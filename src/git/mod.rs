@@ -8,7 +8,8 @@
 //! stacks ([`discovery`]). [`source`] runs one such loop per repository on tokio,
 //! publishes [`source::RepositoryState`] and sends [`source::SourceEvent`]s;
 //! [`webhook`] and [`watch`] trigger polls early. URLs are shown only through
-//! [`redact`].
+//! [`redact`]. Network operations run in a killable child process ([`worker`]),
+//! bounded by the repository's `timeout`.
 
 pub mod discovery;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod source;
 pub mod tree;
 pub mod watch;
 pub mod webhook;
+pub mod worker;
 
 pub use discovery::{DiscoveredStack, DiscoveryError, discover};
 pub use error::GitError;

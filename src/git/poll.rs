@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use git2::{Oid, Repository};
+use tokio_util::sync::CancellationToken;
 
 use super::discovery::{DiscoveredStack, discover};
 use super::error::GitError;
@@ -38,7 +39,18 @@ pub fn poll_repository(
     data_dir: &Path,
     last: Option<Oid>,
 ) -> Result<PollOutcome, GitError> {
-    let ctx = RemoteContext::new(settings);
+    poll_repository_until(settings, data_dir, last, None)
+}
+
+/// [`poll_repository`], with network operations stopped when `cancel` fires.
+pub fn poll_repository_until(
+    settings: &RepoSettings,
+    data_dir: &Path,
+    last: Option<Oid>,
+    cancel: Option<CancellationToken>,
+) -> Result<PollOutcome, GitError> {
+    let mut ctx = RemoteContext::new(settings);
+    ctx.cancel = cancel;
     let at = &ctx.at;
     let git_err = |e: git2::Error| GitError::git(at, &settings.url, &e);
     let (mirror, opened) =
@@ -165,8 +177,15 @@ fn fetch_guarded(
         message: format!("cannot write fetch marker: {e}"),
     })?;
     let result = ctx.fetch(mirror.repo(), refspecs, shallow);
-    // A fetch that returned, even with an error, left a consistent store.
-    let _ = guard.finish();
+    // A fetch that returned, even with an error, left a consistent store; one
+    // whose worker was killed (deadline, shutdown) may not have: the marker
+    // stays, and the next poll rebuilds the mirror as after a crash.
+    if !matches!(
+        result,
+        Err(GitError::Timeout { .. } | GitError::Task { .. })
+    ) {
+        let _ = guard.finish();
+    }
     result
 }
 
@@ -182,7 +201,11 @@ fn fetch_pinned(
         return by_id;
     }
     if let Err(
-        e @ (GitError::Auth { .. } | GitError::Certificate { .. } | GitError::Unreachable { .. }),
+        e @ (GitError::Auth { .. }
+        | GitError::Certificate { .. }
+        | GitError::Unreachable { .. }
+        | GitError::Timeout { .. }
+        | GitError::Task { .. }),
     ) = by_id
     {
         return Err(e);

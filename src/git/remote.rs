@@ -11,9 +11,11 @@ use git2::{
     RemoteCallbacks, Repository,
 };
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use super::error::{GitError, RepoRef};
 use super::settings::{Auth, RepoSettings};
+use super::worker;
 
 /// What a fetch transferred.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -53,6 +55,8 @@ enum Loaded {
 pub struct RemoteContext<'a> {
     pub settings: &'a RepoSettings,
     pub at: RepoRef,
+    /// Stops a waiting operation (shutdown); its worker process is killed.
+    pub cancel: Option<CancellationToken>,
 }
 
 impl<'a> RemoteContext<'a> {
@@ -60,11 +64,27 @@ impl<'a> RemoteContext<'a> {
         RemoteContext {
             at: RepoRef::of(settings),
             settings,
+            cancel: None,
         }
     }
 
     fn remote_error(&self, e: &git2::Error) -> GitError {
+        // libssh2's "Timed out waiting on socket" comes as a plain SSH error.
+        let ssh_timeout = e.class() == git2::ErrorClass::Ssh && e.message().contains("Timed out");
+        if e.code() == git2::ErrorCode::Timeout || ssh_timeout {
+            // libgit2's idle timeout: in the worker it is the repository's `timeout`.
+            return GitError::Timeout {
+                at: self.at.clone(),
+                operation: "a network read",
+                after: self.settings.timeout,
+            };
+        }
         GitError::from_remote(&self.at, &self.settings.url, e)
+    }
+
+    /// The worker program, when this repository's operations go through one.
+    fn worker(&self) -> Option<std::path::PathBuf> {
+        worker::program().filter(|_| worker::is_network(&self.settings.url))
     }
 
     fn load_credentials(&self) -> Result<Loaded, GitError> {
@@ -193,7 +213,25 @@ impl<'a> RemoteContext<'a> {
     }
 
     /// The remote's ref advertisement: `(name, oid)` pairs, peeled tags as `name^{}`.
+    /// Through the worker process when one is set, bounded by `timeout`.
     pub fn ls_remote(&self, repo: &Repository) -> Result<Vec<(String, Oid)>, GitError> {
+        match self.worker() {
+            Some(program) => {
+                let reply = worker::call(
+                    &program,
+                    self,
+                    repo.path(),
+                    worker::Op::LsRemote,
+                    self.cancel.as_ref(),
+                )?;
+                worker::advert(self, reply)
+            }
+            None => self.ls_remote_here(repo),
+        }
+    }
+
+    /// [`Self::ls_remote`] in this process.
+    pub fn ls_remote_here(&self, repo: &Repository) -> Result<Vec<(String, Oid)>, GitError> {
         let creds = self.load_credentials()?;
         let mut remote = repo
             .remote_anonymous(&self.settings.url)
@@ -211,8 +249,30 @@ impl<'a> RemoteContext<'a> {
     }
 
     /// Fetches `refspecs` (`+src:dst`), shallow when `shallow`, falling back to a
-    /// full fetch when the transport refuses the shallow one.
+    /// full fetch when the transport refuses the shallow one. Through the worker
+    /// process when one is set, bounded by `timeout`.
     pub fn fetch(
+        &self,
+        repo: &Repository,
+        refspecs: &[String],
+        shallow: bool,
+    ) -> Result<FetchStats, GitError> {
+        let Some(program) = self.worker() else {
+            return self.fetch_here(repo, refspecs, shallow);
+        };
+        let started = std::time::Instant::now();
+        let op = worker::Op::Fetch {
+            refspecs: refspecs.to_vec(),
+            shallow,
+        };
+        let reply = worker::call(&program, self, repo.path(), op, self.cancel.as_ref())?;
+        let mut stats = worker::fetched(self, reply)?;
+        stats.duration = started.elapsed();
+        Ok(stats)
+    }
+
+    /// [`Self::fetch`] in this process.
+    pub fn fetch_here(
         &self,
         repo: &Repository,
         refspecs: &[String],

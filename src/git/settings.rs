@@ -3,12 +3,15 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::render::files::DEFAULT_MAX_FILE_SIZE;
 
 /// Default time between two polls of a repository.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Default bound on each network operation (ls-remote, fetch) of a poll.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Default directory holding the mirrors.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/stackd";
@@ -33,6 +36,10 @@ pub struct RepoSettings {
         deserialize_with = "deserialize_duration"
     )]
     pub interval: Duration,
+    /// Bound on each network operation (ls-remote, fetch): past it the operation
+    /// is killed and the poll fails with the label `timeout`.
+    #[serde(default = "default_timeout", deserialize_with = "deserialize_timeout")]
+    pub timeout: Duration,
     #[serde(default)]
     pub auth: Option<Auth>,
     /// File holding the shared secret that webhooks for this repository are signed with.
@@ -44,7 +51,8 @@ pub struct RepoSettings {
 }
 
 /// Credentials, always read from files (mounted Kubernetes Secrets) at poll time.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+/// Serialised only to hand them to the Git worker process (paths, no secrets).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Auth {
     /// HTTP basic auth; the password or token comes from `password_file`.
@@ -76,6 +84,7 @@ impl RepoSettings {
             git_ref: git_ref.into(),
             paths: Vec::new(),
             interval: DEFAULT_INTERVAL,
+            timeout: DEFAULT_TIMEOUT,
             auth: None,
             webhook_secret_file: None,
             max_file_size: DEFAULT_MAX_FILE_SIZE,
@@ -96,6 +105,10 @@ fn default_interval() -> Duration {
     DEFAULT_INTERVAL
 }
 
+fn default_timeout() -> Duration {
+    DEFAULT_TIMEOUT
+}
+
 fn default_max_file_size() -> u64 {
     DEFAULT_MAX_FILE_SIZE
 }
@@ -106,6 +119,14 @@ fn default_ssh_user() -> String {
 
 /// Accepts whole seconds as a number, or a string such as `"90s"`, `"5m"`, `"1h"`, `"500ms"`.
 fn deserialize_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_named(d, "interval")
+}
+
+fn deserialize_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_named(d, "timeout")
+}
+
+fn duration_named<'de, D: Deserializer<'de>>(d: D, what: &str) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
@@ -116,7 +137,7 @@ fn deserialize_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::
         Raw::Secs(s) => Ok(Duration::from_secs(s)),
         Raw::Text(t) => parse_duration(&t).ok_or_else(|| {
             serde::de::Error::custom(format!(
-                "invalid interval {t:?}: expected e.g. \"60s\", \"5m\", \"1h\""
+                "invalid {what} {t:?}: expected e.g. \"60s\", \"5m\", \"1h\""
             ))
         }),
     }
@@ -183,6 +204,7 @@ mod tests {
         let s: RepoSettings = serde_json::from_str(json).unwrap();
         assert_eq!(s.git_ref, "main");
         assert_eq!(s.interval, Duration::from_secs(60));
+        assert_eq!(s.timeout, Duration::from_secs(60));
         assert_eq!(s.max_file_size, DEFAULT_MAX_FILE_SIZE);
         assert!(s.paths.is_empty());
         assert_eq!(
@@ -197,10 +219,18 @@ mod tests {
             "auth":{"type":"ssh","privateKeyFile":"/k","knownHostsFile":"/kh"}}"#;
         let s: RepoSettings = serde_json::from_str(json).unwrap();
         assert_eq!(s.interval, Duration::from_secs(300));
+        assert_eq!(s.timeout, Duration::from_secs(60));
         assert_eq!(s.paths, vec!["stacks/*"]);
         assert!(matches!(s.auth, Some(Auth::Ssh { ref username, .. }) if username == "git"));
         assert!(
             serde_json::from_str::<RepoSettings>(r#"{"name":"a","url":"u","interval":"soon"}"#)
+                .is_err()
+        );
+        let s: RepoSettings =
+            serde_json::from_str(r#"{"name":"a","url":"u","timeout":"2s"}"#).unwrap();
+        assert_eq!(s.timeout, Duration::from_secs(2));
+        assert!(
+            serde_json::from_str::<RepoSettings>(r#"{"name":"a","url":"u","timeout":"never"}"#)
                 .is_err()
         );
     }

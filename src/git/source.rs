@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::discovery::{DiscoveredStack, PathFilter};
 use super::error::{GitError, RepoRef};
 use super::mirror::Mirror;
-use super::poll::{PollOutcome, poll_repository};
+use super::poll::{PollOutcome, poll_repository_until};
 use super::settings::RepoSettings;
 use super::watch::{local_repo_path, watch_refs};
 use crate::render::files::FileSource;
@@ -275,6 +275,12 @@ impl Source {
                     message: "interval must be positive".into(),
                 });
             }
+            if s.timeout.is_zero() {
+                return Err(ConfigError::Invalid {
+                    repository: s.name.clone(),
+                    message: "timeout must be positive".into(),
+                });
+            }
             if repos.contains_key(&s.name) {
                 return Err(ConfigError::DuplicateName(s.name));
             }
@@ -356,7 +362,11 @@ async fn poll_loop(
     let mut last: Option<Oid> = None;
     let mut last_error: Option<String> = None;
     loop {
-        let result = run_poll(&settings, &data_dir, &mirror_lock, last).await;
+        let result = run_poll(&settings, &data_dir, &mirror_lock, last, &shutdown).await;
+        if shutdown.is_cancelled() {
+            // A poll stopped by the shutdown is no failure of the repository.
+            return;
+        }
         let event = record(&handle, &settings, &mut last, &mut last_error, result);
         let wait = jittered(settings.interval);
         handle.update_state(&settings.name, |s| {
@@ -381,15 +391,19 @@ async fn run_poll(
     data_dir: &Path,
     mirror_lock: &Arc<Mutex<()>>,
     last: Option<Oid>,
+    shutdown: &CancellationToken,
 ) -> Result<PollOutcome, GitError> {
-    let (s, d, lock) = (
+    let (s, d, lock, cancel) = (
         settings.clone(),
         data_dir.to_path_buf(),
         mirror_lock.clone(),
+        shutdown.clone(),
     );
+    // The blocking thread returns at the deadline or the shutdown: a network
+    // operation runs in a worker process that is killed then (see `worker`).
     let joined = tokio::task::spawn_blocking(move || {
         let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-        poll_repository(&s, &d, last)
+        poll_repository_until(&s, &d, last, Some(cancel))
     })
     .await;
     joined.unwrap_or_else(|e| {

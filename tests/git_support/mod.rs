@@ -2,10 +2,12 @@
 //! and a smart-HTTP server (`git http-backend` as CGI) with optional basic auth.
 #![allow(dead_code)]
 
+pub mod ssh;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -108,6 +110,7 @@ struct ServerState {
     traffic: Arc<Traffic>,
     backend: PathBuf,
     stall_ms: Arc<AtomicU64>,
+    drip: Arc<AtomicBool>,
 }
 
 /// A smart-HTTP git server on 127.0.0.1 serving every repository under `root`.
@@ -116,6 +119,7 @@ pub struct HttpServer {
     pub traffic: Arc<Traffic>,
     /// Pack responses send half, then stall this long: a slow fetch.
     stall_ms: Arc<AtomicU64>,
+    drip: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -125,8 +129,10 @@ impl HttpServer {
         let exec_path = git(root, &["--exec-path"]);
         let traffic = Arc::new(Traffic::default());
         let stall_ms = Arc::new(AtomicU64::new(0));
+        let drip = Arc::new(AtomicBool::new(false));
         let state = Arc::new(ServerState {
             stall_ms: stall_ms.clone(),
+            drip: drip.clone(),
             project_root: root.to_path_buf(),
             basic_auth: basic_auth.map(|(u, p)| (u.to_string(), p.to_string())),
             traffic: traffic.clone(),
@@ -142,8 +148,15 @@ impl HttpServer {
             addr,
             traffic,
             stall_ms,
+            drip,
             task,
         }
+    }
+
+    /// From now on (while `on`), pack responses (`git-upload-pack`) are sent
+    /// one byte per second: never idle, never done.
+    pub fn drip_packs(&self, on: bool) {
+        self.drip.store(on, Ordering::SeqCst);
     }
 
     /// From now on, pack responses (`git-upload-pack`) send their first half
@@ -265,6 +278,16 @@ async fn cgi(
             response = response.header(name.trim(), value);
         }
     }
+    if state.drip.load(Ordering::SeqCst) && path.ends_with("/git-upload-pack") {
+        let bytes = futures::stream::iter(payload).then(|byte| async move {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            Ok::<_, std::io::Error>(Bytes::from(vec![byte]))
+        });
+        return response
+            .status(status)
+            .body(Body::from_stream(bytes))
+            .unwrap();
+    }
     let stall = state.stall_ms.load(Ordering::SeqCst);
     if stall > 0 && path.ends_with("/git-upload-pack") {
         let rest = payload.split_off(payload.len() / 2);
@@ -287,4 +310,95 @@ pub fn secret_file(dir: &Path, name: &str, content: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, content).unwrap();
     p
+}
+
+/// How a [`FaultyProxy`] treats new connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Fault {
+    /// Passes bytes both ways to the real server.
+    None = 0,
+    /// Accepts and never answers.
+    Silent = 1,
+    /// Reads an HTTP request, answers half of a ref advertisement, then stalls.
+    HalfAdvertisement = 2,
+}
+
+/// A TCP front on 127.0.0.1 for a real Git server that misbehaves on demand.
+pub struct FaultyProxy {
+    pub addr: std::net::SocketAddr,
+    fault: Arc<AtomicU8>,
+    /// Connections accepted while misbehaving.
+    pub stalled: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultyProxy {
+    pub async fn start(target: std::net::SocketAddr) -> FaultyProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fault = Arc::new(AtomicU8::new(Fault::None as u8));
+        let stalled = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn({
+            let (fault, stalled) = (fault.clone(), stalled.clone());
+            async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let mode = fault.load(Ordering::SeqCst);
+                    if mode != Fault::None as u8 {
+                        stalled.fetch_add(1, Ordering::SeqCst);
+                    }
+                    tokio::spawn(serve_faulty(client, target, mode));
+                }
+            }
+        });
+        FaultyProxy {
+            addr,
+            fault,
+            stalled,
+            task,
+        }
+    }
+
+    /// Applies to connections accepted from now on.
+    pub fn set(&self, fault: Fault) {
+        self.fault.store(fault as u8, Ordering::SeqCst);
+    }
+
+    pub fn stalled(&self) -> usize {
+        self.stalled.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultyProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve_faulty(mut client: tokio::net::TcpStream, target: std::net::SocketAddr, mode: u8) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hold = std::time::Duration::from_secs(3600);
+    if mode == Fault::Silent as u8 {
+        tokio::time::sleep(hold).await;
+    } else if mode == Fault::HalfAdvertisement as u8 {
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match client.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        let body = "001e# service=git-upload-pack\n0000\
+                    00a01111111111111111111111111111111111111111 HEAD\0multi_ack";
+        let head = "HTTP/1.1 200 OK\r\n\
+                    Content-Type: application/x-git-upload-pack-advertisement\r\n\
+                    Cache-Control: no-cache\r\n\
+                    Content-Length: 400\r\n\r\n";
+        let _ = client.write_all(format!("{head}{body}").as_bytes()).await;
+        let _ = client.flush().await;
+        tokio::time::sleep(hold).await;
+    } else if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    }
 }

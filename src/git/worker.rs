@@ -34,6 +34,9 @@ pub const SUBCOMMAND: &str = "__git-remote";
 
 /// How often a waiting poll looks at its cancellation token (shutdown).
 const CANCEL_CHECK: Duration = Duration::from_millis(50);
+/// How long a worker outlives its deadline before ending itself (its parent
+/// normally kills it first; this bounds one whose parent died).
+const ORPHAN_GRACE: Duration = Duration::from_secs(5);
 
 static PROGRAM: RwLock<Option<PathBuf>> = RwLock::new(None);
 
@@ -290,6 +293,15 @@ pub fn serve() -> i32 {
     if let Err(e) = unsafe { super::source::set_network_timeouts(timeout, timeout) } {
         eprintln!("stackd {SUBCOMMAND}: cannot set Git network timeouts: {e}");
     }
+    // The parent kills us at the deadline; a parent that was itself killed
+    // cannot, so an orphaned worker ends itself shortly after.
+    let own_deadline = timeout
+        .min(Duration::from_secs(365 * 24 * 3600))
+        .saturating_add(ORPHAN_GRACE);
+    std::thread::spawn(move || {
+        std::thread::sleep(own_deadline);
+        std::process::exit(3);
+    });
     let reply = execute(request);
     let mut stdout = std::io::stdout().lock();
     match serde_json::to_writer(&mut stdout, &reply).map(|()| stdout.flush()) {

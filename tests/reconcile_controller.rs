@@ -561,7 +561,9 @@ async fn transient_500s_and_429s_are_retried_until_they_succeed() {
     assert!(failed.len() >= 4, "{failed:?}");
     let metrics = h.handles.metrics.render();
     assert!(
-        metrics.contains(r#"stackd_reconcile_total{namespace="shop",result="apply",stack="shop"}"#),
+        metrics.contains(
+            r#"stackd_reconcile_total{namespace="shop",result="apply_failed",stack="shop"}"#
+        ),
         "{metrics}"
     );
 }

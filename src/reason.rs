@@ -25,7 +25,8 @@ macro_rules! reasons {
                 match self { $(Reason::$variant => stringify!($variant)),* }
             }
 
-            /// A stable snake-case label for metrics, e.g. `load_failed`.
+            /// The `result` label of `stackd_reconcile_total` for a reconcile that
+            /// ends with this reason, e.g. `load_failed`; `success` when not a failure.
             pub fn label(self) -> &'static str {
                 match self { $(Reason::$variant => $label),* }
             }
@@ -44,7 +45,7 @@ macro_rules! reasons {
 
 reasons! {
     Available => "success", "Ready=True: every service is ready at the applied revision.";
-    Progressing => "progressing", "Applied; waiting for the services to become ready.";
+    Progressing => "success", "Applied; waiting for the services to become ready.";
     Suspended => "suspended", "`spec.suspend` or `stackd.dev/suspend: \"true\"`: nothing is applied.";
     LoadFailed => "load_failed", "The commit's compose files do not load (YAML, schema, interpolation, a missing file).";
     RenderFailed => "render_failed", "The compose project loads but cannot become Kubernetes objects.";
@@ -79,7 +80,11 @@ mod tests {
         let mut labels = std::collections::BTreeSet::new();
         for reason in Reason::ALL {
             assert_eq!(Reason::parse(reason.as_str()), Some(*reason));
-            assert!(labels.insert(reason.label()), "{reason}");
+            if reason.is_failure() {
+                assert!(labels.insert(reason.label()), "{reason}");
+            } else {
+                assert!(!labels.contains(reason.label()), "{reason}");
+            }
             assert!(!reason.doc().is_empty());
         }
         assert_eq!(Reason::LoadFailed.as_str(), "LoadFailed");

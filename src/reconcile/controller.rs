@@ -480,10 +480,7 @@ fn unchanged_observed(
 
 /// The `result` label of a reconcile that ended with `status`.
 fn result_of(status: &StackStatus) -> &'static str {
-    match health::ready_reason(&status.conditions) {
-        Some(reason) if reason.is_failure() => reason.label(),
-        _ => "success",
-    }
+    health::ready_reason(&status.conditions).map_or("success", Reason::label)
 }
 
 async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, ReconcileError> {

@@ -238,6 +238,13 @@ async fn every_failure_and_suspend_reads_the_same_everywhere() {
         check(&live, expected).await;
     }
 
+    // The spec stays at the last good revision, whatever the stage.
+    for kind in ["load", "render", "secret", "apply"] {
+        let stack = live.stack_object(&live.stack(kind)).await.unwrap();
+        let revision = stack.spec.source.map(|s| s.revision);
+        assert_eq!(revision.as_deref(), Some(first.as_str()), "{kind}");
+    }
+
     // Messages say where and why.
     let load = live.stack_object(&live.stack("load")).await.unwrap();
     let message = load.status.unwrap().last_error.unwrap();

@@ -19,9 +19,12 @@ use crate::state::{SharedState, StackView};
 
 use super::stacks::{LoadedStack, load_reason, load_stacks};
 use crate::reason::Reason;
+use crate::reconcile::source::stack_object;
 use crate::reconcile::status::Failure;
 use crate::reconcile::{GitFailure, GitFailures};
 use crate::render::LoadError;
+use crate::render::{self, RenderOptions};
+use tokio::sync::watch;
 
 /// How long to wait before retrying a repository whose sync failed.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
@@ -35,6 +38,9 @@ pub struct GitSync {
     state: SharedState,
     /// The same failures, for the controller to write into each Stack.
     failures: GitFailures,
+    /// The renderer settings, to try each new commit's stacks before their
+    /// Stack is written; `None` uses the defaults.
+    render: Option<watch::Receiver<RenderOptions>>,
 }
 
 #[derive(Default)]
@@ -49,6 +55,9 @@ struct Pending {
 struct Offer {
     update: RepositoryUpdate,
     policy: RepositoryPolicy,
+    /// Stacks of this commit that load but do not render: their Stacks keep
+    /// the last good spec, as for a stack that does not load.
+    unrenderable: BTreeSet<(String, String)>,
 }
 
 /// The stacks of a commit that load, and how to sync them. Each stack that
@@ -97,6 +106,12 @@ impl GitSync {
         }
     }
 
+    /// Renders with the configuration's settings (the controller's).
+    pub fn with_render_options(mut self, render: watch::Receiver<RenderOptions>) -> Self {
+        self.render = Some(render);
+        self
+    }
+
     /// Loads a new commit's stacks and queues the commit. A stack that fails to
     /// load is shown as failed and keeps its current Stack spec; the controller
     /// writes the failure into its status. With any failure the sync prunes
@@ -114,12 +129,39 @@ impl GitSync {
                 failure,
             );
         });
+        // A stack that loads but does not render would fail in the controller,
+        // after its Stack's spec had moved to this commit: try it here instead,
+        // so the spec stays at the last good revision.
+        let options = self
+            .render
+            .as_ref()
+            .map(|r| r.borrow().clone())
+            .unwrap_or_default();
+        let mut unrenderable = BTreeSet::new();
         for stack in &desired {
-            self.failures.clear_stack(&stack.namespace, &stack.name);
+            let object = stack_object(&update.repository, stack);
+            match render::render(&object, &stack.secrets, &options) {
+                Ok(_) => self.failures.clear_stack(&stack.namespace, &stack.name),
+                Err(error) => {
+                    let id = format!("{}/{}", stack.namespace, stack.name);
+                    warn!(stack = %id, %error, "stack does not render; its Stack is left as it is");
+                    let message = format!("Stack {id}: {error}");
+                    self.show_failure(
+                        &stack.namespace,
+                        &stack.name,
+                        &update.repository,
+                        Some(&stack.source.path),
+                        &update.commit,
+                        Failure::new(Reason::RenderFailed, message, false),
+                    );
+                    unrenderable.insert((stack.namespace.clone(), stack.name.clone()));
+                }
+            }
         }
         let offer = Offer {
             update: update.clone(),
             policy: policy.clone(),
+            unrenderable,
         };
         let mut pending = self.lock();
         pending
@@ -197,7 +239,17 @@ impl GitSync {
                     return;
                 }
                 // Failures were shown when the commit was offered.
-                let (stacks, policy) = desired_stacks(&offer.update, &offer.policy, |_, _| {});
+                let (mut stacks, mut policy) =
+                    desired_stacks(&offer.update, &offer.policy, |_, _| {});
+                if !offer.unrenderable.is_empty() {
+                    stacks.retain(|s| {
+                        !offer
+                            .unrenderable
+                            .contains(&(s.namespace.clone(), s.name.clone()))
+                    });
+                    // As with a stack that does not load: prune nothing.
+                    policy.prune = false;
+                }
                 match sync_repository(&client, &secrets, &repository, &stacks, policy).await {
                     Ok(report) => {
                         info!(

@@ -225,7 +225,10 @@ pub async fn run(
             stacks_of: BTreeMap::new(),
         }),
         Some(client) => {
-            let sync = Arc::new(GitSync::new(state.clone(), failures.clone()));
+            let sync = Arc::new(
+                GitSync::new(state.clone(), failures.clone())
+                    .with_render_options(render_receiver.clone()),
+            );
             let handles = ControllerHandles {
                 secrets: SecretStore::new(),
                 state: state.clone(),

@@ -259,6 +259,17 @@ impl GitSync {
                             refused = report.refused.len(),
                             "stacks synced from Git"
                         );
+                        // Stored now: a refusal an earlier try recorded is over.
+                        for id in report.applied.iter().chain(&report.unchanged) {
+                            if let Some((namespace, name)) = id.split_once('/') {
+                                self.failures.clear_stack_if(
+                                    namespace,
+                                    name,
+                                    Reason::ApplyFailed,
+                                    &offer.update.commit,
+                                );
+                            }
+                        }
                         let mut again = false;
                         for refused in report.refused {
                             again |= refused.transient;

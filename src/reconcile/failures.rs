@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+use crate::reason::Reason;
 use crate::reconcile::status::Failure;
 
 /// A failure of one commit (or of the repository itself).
@@ -70,6 +71,23 @@ impl GitFailures {
         let key = (namespace.to_string(), name.to_string());
         let mut inner = self.lock();
         if inner.stacks.remove(&key).is_some() {
+            inner.changed_stacks.insert(key);
+            drop(inner);
+            self.changed.notify_one();
+        }
+    }
+
+    /// Clears the stack's failure only if it is `reason` at `revision`: a
+    /// retry that succeeded must not clear what a newer commit found since.
+    pub fn clear_stack_if(&self, namespace: &str, name: &str, reason: Reason, revision: &str) {
+        let key = (namespace.to_string(), name.to_string());
+        let mut inner = self.lock();
+        let matches = inner
+            .stacks
+            .get(&key)
+            .is_some_and(|f| f.failure.reason == reason && f.revision.as_deref() == Some(revision));
+        if matches {
+            inner.stacks.remove(&key);
             inner.changed_stacks.insert(key);
             drop(inner);
             self.changed.notify_one();
@@ -143,7 +161,6 @@ impl GitFailures {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reason::Reason;
 
     fn load_failed(revision: &str) -> GitFailure {
         GitFailure {
@@ -166,6 +183,14 @@ mod tests {
         assert_eq!(failures.take_changed().stacks.len(), 1);
         failures.clear_stack("web", "web");
         assert_eq!(failures.take_changed(), Changed::default());
+
+        // A retried refusal clears only its own failure.
+        failures.set_stack("web", "web", load_failed("def"));
+        failures.clear_stack_if("web", "web", Reason::ApplyFailed, "def");
+        failures.clear_stack_if("web", "web", Reason::LoadFailed, "abc");
+        assert!(failures.for_stack("web", "web", None).is_some());
+        failures.clear_stack_if("web", "web", Reason::LoadFailed, "def");
+        assert!(failures.for_stack("web", "web", None).is_none());
     }
 
     #[test]

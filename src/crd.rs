@@ -41,6 +41,11 @@ pub const FIELD_MANAGER: &str = "stackd";
     ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -113,8 +118,14 @@ pub struct StackStatus {
     /// kstatus conditions: `Ready`, `Reconciling`, `Stalled`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The commit whose objects are applied: the last good revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_applied_revision: Option<String>,
+    /// The commit stackd last tried for this stack, good or not: it differs
+    /// from `lastAppliedRevision` while a newer commit fails (the `Ready`
+    /// condition says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempted_revision: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_count: Option<i32>,
     /// Ready services over all services, e.g. `3/4`.

@@ -10,6 +10,7 @@ use prometheus::{
 };
 
 use crate::crd::StackPhase;
+use crate::reason::Reason;
 
 /// Every metric stackd exports, registered in one registry.
 #[derive(Clone)]
@@ -20,6 +21,7 @@ pub struct Metrics {
     pub reconcile_total: IntCounterVec,
     pub reconcile_duration_seconds: HistogramVec,
     pub stack_info: IntGaugeVec,
+    pub stack_ready: IntGaugeVec,
     pub stack_services_ready: IntGaugeVec,
     pub stack_services_desired: IntGaugeVec,
     pub objects_applied_total: IntCounterVec,
@@ -28,9 +30,13 @@ pub struct Metrics {
     pub webhook_requests_total: IntCounterVec,
     pub last_successful_sync_timestamp_seconds: GaugeVec,
     pub build_info: IntGaugeVec,
-    /// The phase label each stack's `stack_info` series currently has.
-    phases: Arc<Mutex<BTreeMap<(String, String), &'static str>>>,
+    /// The phase and reason labels each stack's `stack_info` and
+    /// `stack_ready` series currently have.
+    phases: Arc<Mutex<BTreeMap<(String, String), StackLabels>>>,
 }
+
+/// A stack's current `phase` and `reason` label values.
+type StackLabels = (&'static str, &'static str);
 
 fn phase_label(phase: StackPhase) -> &'static str {
     match phase {
@@ -113,6 +119,11 @@ impl Metrics {
                 "A stack and its phase; always 1.",
                 &["namespace", "stack", "phase"],
             ),
+            stack_ready: gauge(
+                "stackd_stack_ready",
+                "A stack's Ready reason (the Stack's Ready condition); always 1, one series per stack.",
+                &["namespace", "stack", "reason"],
+            ),
             stack_services_ready: gauge(
                 "stackd_stack_services_ready",
                 "Services of the stack whose workloads are ready.",
@@ -159,27 +170,37 @@ impl Metrics {
         metrics
     }
 
-    /// Records a stack's phase and service counts (replacing its previous phase series).
+    /// Records a stack's phase, Ready reason and service counts (replacing its
+    /// previous phase and reason series).
     pub fn set_stack(
         &self,
         namespace: &str,
         stack: &str,
         phase: StackPhase,
+        reason: Reason,
         ready: u32,
         desired: u32,
     ) {
-        let label = phase_label(phase);
+        let labels = (phase_label(phase), reason.as_str());
         let mut phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
         let key = (namespace.to_string(), stack.to_string());
-        if let Some(previous) = phases.insert(key, label)
-            && previous != label
-        {
-            let _ = self
-                .stack_info
-                .remove_label_values(&[namespace, stack, previous]);
+        if let Some((phase, reason)) = phases.insert(key, labels) {
+            if phase != labels.0 {
+                let _ = self
+                    .stack_info
+                    .remove_label_values(&[namespace, stack, phase]);
+            }
+            if reason != labels.1 {
+                let _ = self
+                    .stack_ready
+                    .remove_label_values(&[namespace, stack, reason]);
+            }
         }
         self.stack_info
-            .with_label_values(&[namespace, stack, label])
+            .with_label_values(&[namespace, stack, labels.0])
+            .set(1);
+        self.stack_ready
+            .with_label_values(&[namespace, stack, labels.1])
             .set(1);
         self.stack_services_ready
             .with_label_values(&[namespace, stack])
@@ -189,13 +210,24 @@ impl Metrics {
             .set(i64::from(desired));
     }
 
+    /// Counts one reconcile of a stack under `result` (`success`, a failure
+    /// reason's label, or why nothing was done).
+    pub fn reconcile_result(&self, namespace: &str, stack: &str, result: &str) {
+        self.reconcile_total
+            .with_label_values(&[stack, namespace, result])
+            .inc();
+    }
+
     /// Drops every series of a deleted stack.
     pub fn remove_stack(&self, namespace: &str, stack: &str) {
         let mut phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(phase) = phases.remove(&(namespace.to_string(), stack.to_string())) {
+        if let Some((phase, reason)) = phases.remove(&(namespace.to_string(), stack.to_string())) {
             let _ = self
                 .stack_info
                 .remove_label_values(&[namespace, stack, phase]);
+            let _ = self
+                .stack_ready
+                .remove_label_values(&[namespace, stack, reason]);
         }
         let _ = self
             .stack_services_ready
@@ -255,8 +287,37 @@ mod tests {
     #[test]
     fn stack_series_follow_phase_and_vanish_on_delete() {
         let metrics = Metrics::new();
-        metrics.set_stack("shop", "shop", StackPhase::Progressing, 1, 3);
-        metrics.set_stack("shop", "shop", StackPhase::Available, 3, 3);
+        metrics.set_stack(
+            "shop",
+            "shop",
+            StackPhase::Progressing,
+            Reason::Progressing,
+            1,
+            3,
+        );
+        metrics.set_stack(
+            "shop",
+            "shop",
+            StackPhase::Failure,
+            Reason::LoadFailed,
+            1,
+            3,
+        );
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                r#"stackd_stack_ready{namespace="shop",reason="LoadFailed",stack="shop"} 1"#
+            ),
+            "{text}"
+        );
+        metrics.set_stack(
+            "shop",
+            "shop",
+            StackPhase::Available,
+            Reason::Available,
+            3,
+            3,
+        );
         metrics
             .reconcile_total
             .with_label_values(&["shop", "shop", "success"])
@@ -269,6 +330,13 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains(r#"phase="Progressing""#), "{text}");
+        assert!(!text.contains(r#"reason="LoadFailed""#), "{text}");
+        assert!(
+            text.contains(
+                r#"stackd_stack_ready{namespace="shop",reason="Available",stack="shop"} 1"#
+            ),
+            "{text}"
+        );
         assert!(
             text.contains(r#"stackd_stack_services_ready{namespace="shop",stack="shop"} 3"#),
             "{text}"

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::crd::{InventoryEntry, ServiceStatus, StackPhase};
+use crate::reason::Reason;
 
 /// A repository as the status page shows it. URLs never carry credentials.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -52,6 +53,10 @@ pub struct StackView {
     pub path: Option<String>,
     pub revision: Option<String>,
     pub phase: StackPhase,
+    /// The Stack's `Ready` reason, the same word `kubectl get stack` shows.
+    pub reason: Option<Reason>,
+    /// The commit last tried, when it differs from `revision` (the applied one).
+    pub last_attempted_revision: Option<String>,
     pub message: Option<String>,
     pub services_ready: u32,
     pub services_total: u32,

@@ -358,7 +358,10 @@ impl Pipeline {
         let h = Harness::started(test_options()).await?;
         let dir = tempfile::tempdir().unwrap();
         let upstream = Upstream::new(dir.path(), "apps");
-        let sync = Arc::new(GitSync::default());
+        let sync = Arc::new(GitSync::new(
+            h.handles.state.clone(),
+            h.handles.failures.clone(),
+        ));
         let leading = CancellationToken::new();
         let run = {
             let (sync, client) = (sync.clone(), h.client.clone());
@@ -394,7 +397,7 @@ impl Pipeline {
             reader,
         };
         let policy: RepositoryPolicy = serde_json::from_value(serde_json::json!({})).unwrap();
-        self.sync.offer(&update, &policy, &self.h.handles.state);
+        self.sync.offer(&update, &policy);
         commit
     }
 
@@ -453,9 +456,38 @@ impl Pipeline {
         break_shop(&self.upstream);
         self.upstream
             .write("good/compose.yaml", &GOOD.replace("1.27", "1.28"));
-        self.commit_and_offer("bad");
+        let bad = self.commit_and_offer("bad");
         // Not blocking: the other stack of the same commit is applied.
         self.wait_for_image("good", "nginx:1.28").await;
+
+        // The Stack itself says the new commit failed, and why (not only the page).
+        self.h
+            .wait_for("shop's Stack to show the failed commit", |h| {
+                h.status("shop", "shop").is_some_and(|s| {
+                    s.last_attempted_revision.as_deref() == Some(bad.as_str())
+                        && s.phase == Some(StackPhase::Failure)
+                })
+            })
+            .await;
+        let status = self.h.status("shop", "shop").unwrap();
+        assert_eq!(
+            status.last_applied_revision.as_deref(),
+            Some(first.as_str())
+        );
+        let condition = |kind: &str| {
+            let c = status.conditions.iter().find(|c| c.type_ == kind).unwrap();
+            (c.status.clone(), c.reason.clone())
+        };
+        let (ready, reason) = condition("Ready");
+        assert_eq!(ready, "False");
+        assert!(
+            ["LoadFailed", "RenderFailed"].contains(&reason.as_str()),
+            "{reason}"
+        );
+        assert_eq!(condition("Stalled"), ("True".to_string(), reason.clone()));
+        let page = self.h.handles.state.stack("shop", "shop").unwrap();
+        assert_eq!(page.reason.map(|r| r.as_str().to_string()), Some(reason));
+        assert_eq!(page.last_error, status.last_error);
 
         // Untouched: same objects, same resource versions, nothing deleted.
         assert_eq!(self.snapshot("shop"), before);

@@ -298,19 +298,21 @@ impl Live {
         };
         let (source, mut events) =
             Source::spawn(vec![settings], data_dir.clone(), options).unwrap();
-        let sync = Arc::new(GitSync::default());
+        let sync = Arc::new(GitSync::new(
+            h.handles.state.clone(),
+            h.handles.failures.clone(),
+        ));
         let leading = CancellationToken::new();
         tokio::spawn({
             let (sync, client) = (sync.clone(), h.client.clone());
             let (secrets, leading) = (h.handles.secrets.clone(), leading.clone());
             async move { sync.run(client, secrets, leading).await }
         });
-        let state = h.handles.state.clone();
         tokio::spawn(async move {
             let policy: RepositoryPolicy = serde_json::from_value(json!({})).unwrap();
             while let Some(event) = events.recv().await {
                 if let SourceEvent::Updated(update) = event {
-                    sync.offer(&update, &policy, &state);
+                    sync.offer(&update, &policy);
                 }
             }
         });

@@ -116,7 +116,14 @@ fn seed(state: &SharedState, metrics: &Metrics) {
         last_error: Some("services.web.ports[0]: port 70000 is out of range".into()),
         ..StackView::default()
     });
-    metrics.set_stack("shop", "shop", StackPhase::Progressing, 1, 2);
+    metrics.set_stack(
+        "shop",
+        "shop",
+        StackPhase::Progressing,
+        stackd::reason::Reason::Progressing,
+        1,
+        2,
+    );
     metrics
         .reconcile_total
         .with_label_values(&["shop", "shop", "success"])

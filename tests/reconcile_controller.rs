@@ -561,7 +561,9 @@ async fn transient_500s_and_429s_are_retried_until_they_succeed() {
     assert!(failed.len() >= 4, "{failed:?}");
     let metrics = h.handles.metrics.render();
     assert!(
-        metrics.contains(r#"stackd_reconcile_total{namespace="shop",result="apply",stack="shop"}"#),
+        metrics.contains(
+            r#"stackd_reconcile_total{namespace="shop",result="apply_failed",stack="shop"}"#
+        ),
         "{metrics}"
     );
 }
@@ -698,4 +700,98 @@ async fn a_new_published_service_type_reconciles_every_stack() {
         service_type(h) == Some(serde_json::json!("NodePort"))
     })
     .await;
+}
+
+/// The Ready reason, and the Reconciling and Stalled conditions as (status, reason).
+fn conditions(h: &Harness) -> Option<Vec<(String, String, String)>> {
+    let status = h.status(NS, "shop")?;
+    Some(
+        status
+            .conditions
+            .into_iter()
+            .map(|c| (c.type_, c.status, c.reason))
+            .collect(),
+    )
+}
+
+fn own(kind: &str, status: &str, reason: &str) -> (String, String, String) {
+    (kind.into(), status.into(), reason.into())
+}
+
+#[tokio::test]
+async fn a_rejected_object_stalls_and_a_failing_server_is_retried() {
+    let h = harness!(test_options());
+    deployed(&h, web_and_db(), "r1").await;
+
+    // A 422 cannot pass by retrying: ApplyFailed and Stalled, until a change.
+    h.fake.fail(Method::PATCH, "/deployments/web", 422, 1000);
+    h.sync(
+        vec![desired(
+            NS,
+            "shop",
+            with_image(web_and_db(), "web", "nginx:1.28"),
+            "r2",
+        )],
+        PRUNE,
+    )
+    .await
+    .unwrap();
+    let stalled = vec![
+        own("Ready", "False", "ApplyFailed"),
+        own("Reconciling", "False", "ApplyFailed"),
+        own("Stalled", "True", "ApplyFailed"),
+    ];
+    h.wait_for("ApplyFailed and Stalled", |h| {
+        conditions(h) == Some(stalled.clone())
+    })
+    .await;
+    let status = h.status(NS, "shop").unwrap();
+    assert_eq!(status.phase, Some(StackPhase::Failure));
+    assert_eq!(status.last_applied_revision.as_deref(), Some("r1"));
+    assert_eq!(status.last_attempted_revision.as_deref(), Some("r2"));
+    let view = h.handles.state.stack(NS, "shop").unwrap();
+    assert_eq!(view.reason, Some(stackd::reason::Reason::ApplyFailed));
+    let metrics = h.handles.metrics.render();
+    assert!(
+        metrics.contains(
+            r#"stackd_stack_ready{namespace="shop",reason="ApplyFailed",stack="shop"} 1"#
+        ),
+        "{metrics}"
+    );
+
+    // A server answering 500 may recover: Reconciling with retries, not Stalled.
+    // (Not 503: kube's client retries those itself, with its own backoff.)
+    h.fake.clear_faults();
+    h.fake.fail(Method::PATCH, "/deployments/web", 500, 1000);
+    h.sync(
+        vec![desired(
+            NS,
+            "shop",
+            with_image(web_and_db(), "web", "nginx:1.29"),
+            "r3",
+        )],
+        PRUNE,
+    )
+    .await
+    .unwrap();
+    let retrying = vec![
+        own("Ready", "False", "ApplyFailed"),
+        own("Reconciling", "True", "ProgressingWithRetry"),
+        own("Stalled", "False", "ApplyFailed"),
+    ];
+    h.wait_for("ApplyFailed while retrying", |h| {
+        conditions(h) == Some(retrying.clone())
+    })
+    .await;
+
+    // The server recovers: the stack does too.
+    h.fake.clear_faults();
+    h.wait_for("r3 applied", |h| {
+        h.status(NS, "shop").and_then(|s| s.last_applied_revision) == Some("r3".into())
+    })
+    .await;
+    assert_eq!(
+        conditions(&h).unwrap()[0],
+        own("Ready", "False", "Progressing")
+    );
 }

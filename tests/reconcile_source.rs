@@ -390,3 +390,55 @@ fn offline_dry_run_plans_every_object_as_a_create() {
             .contains("needs an image")
     );
 }
+
+/// One Stack the API server refuses (over etcd's request limit) fails that
+/// stack alone: the stacks before and after it are applied, and the refusal
+/// says what the server said. Runs against `KUBECONFIG_E2E` too (a real
+/// server refuses such a Stack as well).
+#[tokio::test]
+async fn a_refused_stack_fails_alone_and_the_others_are_applied() {
+    let cluster = fake_api::test_client().await;
+    let secrets = stackd::reconcile::SecretStore::new();
+    let mut huge = web_and_db();
+    // 2 MiB: over etcd's 1.5 MiB, under the API server's 3 MiB body limit.
+    huge["services"]["web"]["labels"] = json!({"padding": "x".repeat(2 * 1024 * 1024)});
+    let stacks = vec![
+        desired("refuse-a", "refuse-a", web_and_db(), "r1"),
+        desired("refuse-b", "refuse-b", huge, "r1"),
+        desired("refuse-c", "refuse-c", web_and_db(), "r1"),
+    ];
+    let repository = format!("refused-{}", rand::random::<u32>());
+    let report = stackd::reconcile::sync_repository(
+        &cluster.client,
+        &secrets,
+        &repository,
+        &stacks,
+        SyncPolicy::default(),
+    )
+    .await
+    .expect("a refused Stack is that stack's failure, not the sync's");
+    assert_eq!(report.applied, ["refuse-a/refuse-a", "refuse-c/refuse-c"]);
+    let refused: Vec<_> = report
+        .refused
+        .iter()
+        .map(|r| (r.namespace.as_str(), r.name.as_str()))
+        .collect();
+    assert_eq!(refused, [("refuse-b", "refuse-b")]);
+    let message = &report.refused[0].message;
+    assert!(
+        message.starts_with("applying Stack refuse-b/refuse-b: "),
+        "{message}"
+    );
+    assert!(message.contains("request is too large"), "{message}");
+    if let Some(fake) = cluster.fake_or_skip("the stored objects") {
+        assert!(
+            fake.object("stackd.dev/v1alpha1", "Stack", "refuse-c", "refuse-c")
+                .is_some()
+        );
+        assert!(
+            fake.object("stackd.dev/v1alpha1", "Stack", "refuse-b", "refuse-b")
+                .is_none()
+        );
+        assert!(!report.refused[0].transient);
+    }
+}

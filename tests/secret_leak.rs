@@ -407,7 +407,7 @@ async fn wait_for_first_apply(cluster: &TestCluster, namespaces: &[String], head
             let events = list(cluster, namespaces, "events.k8s.io", "v1", "Event").await;
             events
                 .iter()
-                .any(|e| e["reason"] == "ReconcileFailed")
+                .any(|e| e["reason"] == "ApplyFailed" && e["type"] == "Warning")
                 .then_some(())
         })
         .await;

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::Client;
 use tokio::sync::Notify;
@@ -13,12 +13,18 @@ use tracing::{info, warn};
 
 use crate::config::RepositoryPolicy;
 use crate::crd::StackPhase;
-use crate::git::source::RepositoryUpdate;
+use crate::git::source::{PollResult, RepositoryState, RepositoryUpdate};
 use crate::reconcile::{DesiredStack, SecretStore, SyncPolicy, sync_repository};
 use crate::state::{SharedState, StackView};
 
-use super::stacks::{LoadedStack, load_stacks};
+use super::stacks::{LoadedStack, load_reason, load_stacks};
+use crate::reason::Reason;
+use crate::reconcile::source::stack_object;
+use crate::reconcile::status::Failure;
+use crate::reconcile::{GitFailure, GitFailures};
 use crate::render::LoadError;
+use crate::render::{self, RenderOptions};
+use tokio::sync::watch;
 
 /// How long to wait before retrying a repository whose sync failed.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
@@ -28,6 +34,13 @@ const RETRY_AFTER: Duration = Duration::from_secs(10);
 pub struct GitSync {
     inner: Mutex<Pending>,
     changed: Notify,
+    /// Shown at once for stacks that fail on the Git side.
+    state: SharedState,
+    /// The same failures, for the controller to write into each Stack.
+    failures: GitFailures,
+    /// The renderer settings, to try each new commit's stacks before their
+    /// Stack is written; `None` uses the defaults.
+    render: Option<watch::Receiver<RenderOptions>>,
 }
 
 #[derive(Default)]
@@ -42,6 +55,9 @@ struct Pending {
 struct Offer {
     update: RepositoryUpdate,
     policy: RepositoryPolicy,
+    /// Stacks of this commit that load but do not render: their Stacks keep
+    /// the last good spec, as for a stack that does not load.
+    unrenderable: BTreeSet<(String, String)>,
 }
 
 /// The stacks of a commit that load, and how to sync them. Each stack that
@@ -82,32 +98,70 @@ fn desired_stacks(
 }
 
 impl GitSync {
+    pub fn new(state: SharedState, failures: GitFailures) -> Self {
+        GitSync {
+            state,
+            failures,
+            ..GitSync::default()
+        }
+    }
+
+    /// Renders with the configuration's settings (the controller's).
+    pub fn with_render_options(mut self, render: watch::Receiver<RenderOptions>) -> Self {
+        self.render = Some(render);
+        self
+    }
+
     /// Loads a new commit's stacks and queues the commit. A stack that fails to
-    /// load is shown as failed and keeps its current Stack: with any failure,
-    /// the sync prunes nothing, so a broken stack never looks like a deleted one.
-    pub fn offer(&self, update: &RepositoryUpdate, policy: &RepositoryPolicy, state: &SharedState) {
-        desired_stacks(update, policy, |stack, error| {
+    /// load is shown as failed and keeps its current Stack spec; the controller
+    /// writes the failure into its status. With any failure the sync prunes
+    /// nothing, so a broken stack never looks like a deleted one.
+    pub fn offer(&self, update: &RepositoryUpdate, policy: &RepositoryPolicy) {
+        let (desired, _) = desired_stacks(update, policy, |stack, error| {
             warn!(stack = %stack.name, error = %error, "stack does not load; its Stack is left as it is");
-            let base = state
-                .stack(&stack.namespace, &stack.name)
-                .unwrap_or_default();
-            state.put_stack(StackView {
-                namespace: stack.namespace.clone(),
-                name: stack.name.clone(),
-                repository: Some(update.repository.clone()),
-                path: Some(stack.source.path.clone()),
-                phase: StackPhase::Failure,
-                message: Some(format!(
-                    "commit {} does not load; the last applied objects stay",
-                    short(&update.commit)
-                )),
-                last_error: Some(error.to_string()),
-                ..base
-            });
+            let failure = Failure::new(load_reason(error), error.to_string(), false);
+            self.show_failure(
+                &stack.namespace,
+                &stack.name,
+                &update.repository,
+                Some(&stack.source.path),
+                &update.commit,
+                failure,
+            );
         });
+        // A stack that loads but does not render would fail in the controller,
+        // after its Stack's spec had moved to this commit: try it here instead,
+        // so the spec stays at the last good revision.
+        let options = self
+            .render
+            .as_ref()
+            .map(|r| r.borrow().clone())
+            .unwrap_or_default();
+        let mut unrenderable = BTreeSet::new();
+        for stack in &desired {
+            let object = stack_object(&update.repository, stack);
+            match render::render(&object, &stack.secrets, &options) {
+                Ok(_) => self.failures.clear_stack(&stack.namespace, &stack.name),
+                Err(error) => {
+                    let id = format!("{}/{}", stack.namespace, stack.name);
+                    warn!(stack = %id, %error, "stack does not render; its Stack is left as it is");
+                    let message = format!("Stack {id}: {error}");
+                    self.show_failure(
+                        &stack.namespace,
+                        &stack.name,
+                        &update.repository,
+                        Some(&stack.source.path),
+                        &update.commit,
+                        Failure::new(Reason::RenderFailed, message, false),
+                    );
+                    unrenderable.insert((stack.namespace.clone(), stack.name.clone()));
+                }
+            }
+        }
         let offer = Offer {
             update: update.clone(),
             policy: policy.clone(),
+            unrenderable,
         };
         let mut pending = self.lock();
         pending
@@ -116,6 +170,40 @@ impl GitSync {
         pending.dirty.insert(update.repository.clone());
         drop(pending);
         self.changed.notify_one();
+    }
+
+    /// A stack that failed on the Git side, for the page at once and for the
+    /// controller to write into its Stack.
+    fn show_failure(
+        &self,
+        namespace: &str,
+        name: &str,
+        repository: &str,
+        path: Option<&str>,
+        commit: &str,
+        failure: Failure,
+    ) {
+        let base = self.state.stack(namespace, name).unwrap_or_default();
+        self.state.put_stack(StackView {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            repository: Some(repository.to_string()),
+            path: path.map(str::to_string).or(base.path.clone()),
+            phase: StackPhase::Failure,
+            reason: Some(failure.reason),
+            last_attempted_revision: Some(commit.to_string()),
+            message: Some(failure.message.clone()),
+            last_error: Some(failure.message.clone()),
+            ..base
+        });
+        self.failures.set_stack(
+            namespace,
+            name,
+            GitFailure {
+                revision: Some(commit.to_string()),
+                failure,
+            },
+        );
     }
 
     /// Forgets repositories that are no longer configured.
@@ -151,14 +239,59 @@ impl GitSync {
                     return;
                 }
                 // Failures were shown when the commit was offered.
-                let (stacks, policy) = desired_stacks(&offer.update, &offer.policy, |_, _| {});
+                let (mut stacks, mut policy) =
+                    desired_stacks(&offer.update, &offer.policy, |_, _| {});
+                if !offer.unrenderable.is_empty() {
+                    stacks.retain(|s| {
+                        !offer
+                            .unrenderable
+                            .contains(&(s.namespace.clone(), s.name.clone()))
+                    });
+                    // As with a stack that does not load: prune nothing.
+                    policy.prune = false;
+                }
                 match sync_repository(&client, &secrets, &repository, &stacks, policy).await {
-                    Ok(report) => info!(
-                        %repository,
-                        applied = report.applied.len(),
-                        unchanged = report.unchanged.len(),
-                        "stacks synced from Git"
-                    ),
+                    Ok(report) => {
+                        info!(
+                            %repository,
+                            applied = report.applied.len(),
+                            unchanged = report.unchanged.len(),
+                            refused = report.refused.len(),
+                            "stacks synced from Git"
+                        );
+                        // Stored now: a refusal an earlier try recorded is over.
+                        for id in report.applied.iter().chain(&report.unchanged) {
+                            if let Some((namespace, name)) = id.split_once('/') {
+                                self.failures.clear_stack_if(
+                                    namespace,
+                                    name,
+                                    Reason::ApplyFailed,
+                                    &offer.update.commit,
+                                );
+                            }
+                        }
+                        let mut again = false;
+                        for refused in report.refused {
+                            again |= refused.transient;
+                            let failure = Failure::new(
+                                Reason::ApplyFailed,
+                                refused.message,
+                                refused.transient,
+                            );
+                            self.show_failure(
+                                &refused.namespace,
+                                &refused.name,
+                                &repository,
+                                None,
+                                &offer.update.commit,
+                                failure,
+                            );
+                        }
+                        if again {
+                            self.lock().dirty.insert(repository);
+                            retry = true;
+                        }
+                    }
                     Err(error) => {
                         warn!(%repository, %error, "syncing stacks from Git failed; retrying");
                         self.lock().dirty.insert(repository);
@@ -184,8 +317,88 @@ impl GitSync {
     }
 }
 
-fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(8)]
+/// How many poll intervals a repository may fail before its Stacks say
+/// `SourceUnavailable`: one failed poll is often a blip.
+pub const SOURCE_UNAVAILABLE_AFTER_INTERVALS: u32 = 3;
+
+/// Marks the Stacks of a repository whose polls keep failing
+/// `SourceUnavailable`, and clears that once a poll succeeds. Nothing is
+/// pruned or changed in the cluster: the last good commit stays applied.
+#[derive(Default)]
+pub struct SourceWatch {
+    failing_since: BTreeMap<String, Instant>,
+}
+
+/// A repository's last poll, as [`SourceWatch`] needs it.
+pub struct Poll<'a> {
+    pub name: &'a str,
+    pub result: Option<PollResult>,
+    pub error: Option<&'a str>,
+    /// The repository's poll interval.
+    pub interval: Duration,
+}
+
+impl<'a> Poll<'a> {
+    pub fn of(state: &'a RepositoryState, interval: Duration) -> Self {
+        Poll {
+            name: &state.name,
+            result: state.last_result,
+            error: state.last_error.as_deref(),
+            interval,
+        }
+    }
+}
+
+impl SourceWatch {
+    /// Looks at each repository's last poll.
+    pub fn update<'a>(
+        &mut self,
+        failures: &GitFailures,
+        polls: impl IntoIterator<Item = Poll<'a>>,
+        now: Instant,
+    ) {
+        for poll in polls {
+            let name = poll.name;
+            if poll.result != Some(PollResult::Failed) {
+                if poll.result.is_some() {
+                    self.failing_since.remove(name);
+                    failures.clear_repository(name);
+                }
+                continue;
+            }
+            let since = *self.failing_since.entry(name.to_string()).or_insert(now);
+            let limit = poll
+                .interval
+                .saturating_mul(SOURCE_UNAVAILABLE_AFTER_INTERVALS);
+            if now.duration_since(since) >= limit {
+                let error = poll.error.unwrap_or("the poll failed");
+                let message = format!(
+                    "repository {name} could not be fetched for more than {SOURCE_UNAVAILABLE_AFTER_INTERVALS} poll intervals; the last good commit stays applied: {error}"
+                );
+                failures.set_repository(
+                    name,
+                    GitFailure {
+                        revision: None,
+                        failure: Failure::new(Reason::SourceUnavailable, message, true),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Forgets repositories that are no longer configured.
+    pub fn retain(&mut self, failures: &GitFailures, repositories: &BTreeSet<String>) {
+        let gone: Vec<String> = self
+            .failing_since
+            .keys()
+            .filter(|name| !repositories.contains(*name))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.failing_since.remove(&name);
+            failures.clear_repository(&name);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -219,7 +432,7 @@ mod tests {
             reader,
         };
         let sync = GitSync::default();
-        sync.offer(&update, policy, &SharedState::new());
+        sync.offer(&update, policy);
         let pending = sync.lock();
         let offer = &pending.latest["apps"];
         let (stacks, _) = desired_stacks(&offer.update, &offer.policy, |_, error| {
@@ -227,6 +440,41 @@ mod tests {
         });
         assert_eq!(stacks.len(), 1);
         stack_object("apps", &stacks[0])
+    }
+
+    fn polled(result: PollResult) -> Poll<'static> {
+        Poll {
+            name: "apps",
+            result: Some(result),
+            error: (result == PollResult::Failed).then_some("fetch origin: connection refused"),
+            interval: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn a_repository_failing_for_three_intervals_is_source_unavailable() {
+        let failures = GitFailures::new();
+        let mut watch = SourceWatch::default();
+        let start = Instant::now();
+        let failed = || [polled(PollResult::Failed)];
+        watch.update(&failures, failed(), start);
+        watch.update(&failures, failed(), start + Duration::from_secs(179));
+        assert!(!failures.repository_failed("apps"));
+        watch.update(&failures, failed(), start + Duration::from_secs(180));
+        let shown = failures.for_stack("web", "web", Some("apps")).unwrap();
+        assert_eq!(shown.failure.reason, Reason::SourceUnavailable);
+        assert!(shown.failure.retrying);
+        assert!(
+            shown.failure.message.contains("connection refused"),
+            "{}",
+            shown.failure.message
+        );
+        // One good poll clears it, and the count starts again.
+        let good = [polled(PollResult::Unchanged)];
+        watch.update(&failures, good, start + Duration::from_secs(181));
+        assert!(!failures.repository_failed("apps"));
+        watch.update(&failures, failed(), start + Duration::from_secs(182));
+        assert!(!failures.repository_failed("apps"));
     }
 
     #[test]

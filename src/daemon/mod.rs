@@ -29,6 +29,8 @@ use crate::git::source::{
 };
 use crate::http::{AppState, SourceControl, metrics_router, router, serve};
 use crate::metrics::Metrics;
+use crate::reason::Reason;
+use crate::reconcile::GitFailures;
 use crate::reconcile::leader::{LeaderElection, LeaseTiming};
 use crate::reconcile::{CacheSync, ControllerHandles, ControllerOptions, SecretStore};
 use crate::render::{self, RenderOptions};
@@ -36,7 +38,7 @@ use crate::state::{RepositoryView, SharedState, StackView};
 use kube::Client;
 
 use self::dry_run::{DryRunCluster, planned_view};
-use self::live::GitSync;
+use self::live::{GitSync, SourceWatch};
 use self::readiness::ControllerRole;
 use self::stacks::load_stacks;
 
@@ -136,10 +138,7 @@ impl SourceControl for CurrentSource {
 /// What turns a new commit into work: a plan only, or Stacks for the controller.
 enum Reconciler {
     DryRun(DryRunReconciler),
-    Live {
-        sync: Arc<GitSync>,
-        state: SharedState,
-    },
+    Live { sync: Arc<GitSync> },
 }
 
 impl Reconciler {
@@ -150,9 +149,9 @@ impl Reconciler {
                 .entered();
         match self {
             Reconciler::DryRun(reconciler) => reconciler.apply_update(update, policy),
-            Reconciler::Live { sync, state } => {
+            Reconciler::Live { sync } => {
                 info!(repository = %update.repository, commit = %update.commit, stacks = update.stacks.len(), "new commit");
-                sync.offer(update, policy, state);
+                sync.offer(update, policy);
             }
         }
     }
@@ -218,6 +217,9 @@ pub async fn run(
         (Some(_), None) => ControllerRole::Always,
         (Some(_), Some(_)) => ControllerRole::WhenLeading,
     };
+    // What the Git side finds wrong, for the controller to write into each Stack.
+    let failures = GitFailures::new();
+    let mut source_watch = SourceWatch::default();
     let mut reconciler = match client {
         None => Reconciler::DryRun(DryRunReconciler {
             state: state.clone(),
@@ -227,12 +229,16 @@ pub async fn run(
             stacks_of: BTreeMap::new(),
         }),
         Some(client) => {
-            let sync = Arc::new(GitSync::default());
+            let sync = Arc::new(
+                GitSync::new(state.clone(), failures.clone())
+                    .with_render_options(render_receiver.clone()),
+            );
             let handles = ControllerHandles {
                 secrets: SecretStore::new(),
                 state: state.clone(),
                 metrics: metrics.clone(),
                 caches: caches.clone(),
+                failures: failures.clone(),
             };
             let controller_options = ControllerOptions {
                 render: render_receiver,
@@ -280,10 +286,7 @@ pub async fn run(
                     tokio::spawn(work(stop))
                 }
             });
-            Reconciler::Live {
-                sync,
-                state: state.clone(),
-            }
+            Reconciler::Live { sync }
         }
     };
 
@@ -338,6 +341,7 @@ pub async fn run(
                         if let Reconciler::Live { sync, .. } = &reconciler {
                             sync.retain(&names);
                         }
+                        source_watch.retain(&failures, &names);
                         // The controller reconciles every stack when these change; dry
                         // runs render each new commit, and the new source polls at once.
                         let settings = render_options(&new);
@@ -360,6 +364,8 @@ pub async fn run(
                 for repository in &states {
                     publish_repository(&state, &metrics, repository, &mut polls_seen);
                 }
+                let polls = states.iter().map(|r| live::Poll::of(r, interval_of(&config, &r.name)));
+                source_watch.update(&failures, polls, std::time::Instant::now());
                 readiness.set_missing(readiness::missing(&readiness::unpolled(&states), &caches.state(), role));
             }
         }
@@ -466,6 +472,14 @@ fn render_options(config: &Config) -> RenderOptions {
         allow_host_path: config.settings.allow_host_path,
         published_service_type: config.settings.published_service_type.into(),
     }
+}
+
+fn interval_of(config: &Config, repository: &str) -> Duration {
+    config
+        .repositories
+        .iter()
+        .find(|r| r.source.name == repository)
+        .map_or(Duration::from_secs(60), |r| r.source.interval)
 }
 
 fn policy_of(config: &Config, repository: &str) -> RepositoryPolicy {
@@ -631,7 +645,7 @@ impl DryRunReconciler {
             };
             let outcome = stack
                 .result
-                .map_err(|e| (e.label(), e.to_string()))
+                .map_err(|e| (stacks::load_reason(&e), e.to_string()))
                 .and_then(|(project, secrets)| {
                     let services = project.services.len() as u32;
                     let object = render::stack_for(
@@ -642,11 +656,12 @@ impl DryRunReconciler {
                     );
                     render::render(&object, &secrets, &self.render_options)
                         .map(|rendered| (rendered, services))
-                        .map_err(|e| (e.label(), e.to_string()))
+                        .map_err(|e| (Reason::RenderFailed, e.to_string()))
                 });
             let view = match outcome {
                 _ if stack.suspended => StackView {
                     message: Some("suspended: not reconciled".into()),
+                    reason: Some(Reason::Suspended),
                     ..base
                 },
                 Ok((rendered, services)) => {
@@ -668,6 +683,7 @@ impl DryRunReconciler {
                     planned_view(
                         StackView {
                             services_total: services,
+                            reason: None,
                             ..base
                         },
                         &rendered,
@@ -676,14 +692,14 @@ impl DryRunReconciler {
                     )
                 }
                 // A failed render keeps the last plan and objects: nothing is pruned.
-                Err((label, message)) => {
+                Err((reason, message)) => {
                     warn!(stack = %stack.name, namespace = %stack.namespace, error = %message, "render failed");
                     self.metrics
-                        .reconcile_total
-                        .with_label_values(&[stack.name.as_str(), stack.namespace.as_str(), label])
-                        .inc();
+                        .reconcile_result(&stack.namespace, &stack.name, reason.label());
                     StackView {
                         phase: StackPhase::Failure,
+                        reason: Some(reason),
+                        last_attempted_revision: Some(update.commit.clone()),
                         message: Some(
                             "the stack does not render; the last applied objects stay".into(),
                         ),
@@ -693,10 +709,15 @@ impl DryRunReconciler {
                     }
                 }
             };
+            let reason = view.reason.unwrap_or(match view.phase {
+                StackPhase::Available => Reason::Available,
+                _ => Reason::Progressing,
+            });
             self.metrics.set_stack(
                 &view.namespace,
                 &view.name,
                 view.phase,
+                reason,
                 view.services_ready,
                 view.services_total,
             );

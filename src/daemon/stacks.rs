@@ -8,6 +8,7 @@ use crate::config::RepositoryPolicy;
 use crate::crd::SourceRef;
 use crate::git::DiscoveredStack;
 use crate::git::source::RepositoryUpdate;
+use crate::reason::Reason;
 use crate::render::compose::At;
 use crate::render::model::{Project, SecretValues};
 use crate::render::{self, LoadError, LoadOptions};
@@ -35,6 +36,23 @@ fn invalid_name(name: &str, stack: &DiscoveredStack) -> Option<LoadError> {
             stack.name
         ),
     })
+}
+
+/// The Ready reason for a stack that does not load: a secret whose file or
+/// variable is missing is `SecretsUnavailable`, anything else `LoadFailed`.
+pub fn load_reason(error: &LoadError) -> Reason {
+    let at = match error {
+        LoadError::File { at, .. }
+        | LoadError::Path { at, .. }
+        | LoadError::InvalidValue { at, .. }
+        | LoadError::Interpolation { at, .. } => at,
+        _ => return Reason::LoadFailed,
+    };
+    if at.path.starts_with("secrets.") {
+        Reason::SecretsUnavailable
+    } else {
+        Reason::LoadFailed
+    }
 }
 
 /// Loads every stack of `update`.

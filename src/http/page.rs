@@ -6,6 +6,7 @@ use std::fmt::Write;
 use chrono::{DateTime, Utc};
 
 use crate::crd::StackPhase;
+use crate::reason::Reason;
 use crate::state::{RepositoryView, StackView};
 
 /// Escapes text for HTML element content and quoted attribute values.
@@ -133,6 +134,20 @@ fn phase_badge(phase: StackPhase) -> String {
     format!("<span class=\"phase phase-{name}\">{name}</span>")
 }
 
+/// The phase, and the Ready reason when it says more than the phase: a
+/// failure's stage (`LoadFailed`, `ApplyFailed`, ...) or `Suspended`, the same
+/// word `kubectl get stack` shows.
+fn phase_and_reason(stack: &StackView) -> String {
+    match stack.reason {
+        Some(reason) if reason.is_failure() || reason == Reason::Suspended => format!(
+            "{} <span class=\"reason\">{}</span>",
+            phase_badge(stack.phase),
+            reason.as_str()
+        ),
+        _ => phase_badge(stack.phase),
+    }
+}
+
 fn optional(text: Option<&str>) -> String {
     text.map(escape).unwrap_or_else(|| "—".to_string())
 }
@@ -231,7 +246,7 @@ pub fn overview(
             escape(&stack.name),
             optional(stack.path.as_deref()),
             short_sha(stack.revision.as_deref()),
-            phase_badge(stack.phase),
+            phase_and_reason(stack),
             stack.services_ready,
             stack.services_total,
             warnings,
@@ -256,13 +271,24 @@ pub fn stack_detail(stack: &StackView, refresh: Refresh) -> String {
         body,
         "<p><a href=\"/\">← all stacks</a></p>\n<h1>{}</h1>\n<p class=\"meta\">{} · revision {} · {} services ready of {} · last sync {} · {}</p>\n",
         escape(&title),
-        phase_badge(stack.phase),
+        phase_and_reason(stack),
         short_sha(stack.revision.as_deref()),
         stack.services_ready,
         stack.services_total,
         time(stack.last_sync),
         refresh_control(refresh, &here),
     );
+    if let Some(attempted) = stack
+        .last_attempted_revision
+        .as_deref()
+        .filter(|a| Some(*a) != stack.revision.as_deref())
+    {
+        let _ = writeln!(
+            body,
+            "<p>Last attempted revision: {}</p>",
+            short_sha(Some(attempted))
+        );
+    }
     if let Some(message) = &stack.message {
         let _ = writeln!(body, "<p>{}</p>", escape(message));
     }

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::crd::{FIELD_MANAGER, InventoryEntry, SERVICE_LABEL, STACK_LABEL, Stack, StackStatus};
 use crate::metrics::Metrics;
+use crate::reason::Reason;
 use crate::reconcile::apply::{
     Action as StepAction, Applier, ApplyError, ApplyOptions, ApplyReport, Outcome, Plan, StackRef,
     entry_for,
@@ -33,10 +34,12 @@ use crate::reconcile::caches::CacheSync;
 use crate::reconcile::compact::Compact;
 use crate::reconcile::drift;
 use crate::reconcile::error::ReconcileError;
+use crate::reconcile::failures::{GitFailure, GitFailures};
 use crate::reconcile::health;
 use crate::reconcile::live::{self, LiveStores};
 use crate::reconcile::secrets::{self, SecretStore};
-use crate::reconcile::status::{self, Observed};
+use crate::reconcile::source::REPOSITORY_ANNOTATION;
+use crate::reconcile::status::{self, Failure, Observed};
 use crate::render::model::Project;
 use crate::render::object::{Object, Rendered};
 use crate::render::{RenderOptions, render};
@@ -95,6 +98,8 @@ pub struct ControllerHandles {
     pub metrics: Metrics,
     /// Where the watch caches are, for `/readyz`.
     pub caches: CacheSync,
+    /// What the Git side found wrong with each stack's newest commit.
+    pub failures: GitFailures,
 }
 
 /// Everything one reconcile needs.
@@ -179,6 +184,7 @@ pub async fn run(
     };
 
     let (stack_store, stack_writer) = reflector::store::<Stack>();
+    let git_failed = git_failures_changed(handles.failures.clone(), stack_store.clone());
     let listings = vec![
         listed(&stack_store),
         listed(&live.config_maps),
@@ -249,6 +255,7 @@ pub async fn run(
         .owns_stream(ingress_stream)
         .with_config(config)
         .reconcile_all_on(settings_changed)
+        .reconcile_on(git_failed)
         .graceful_shutdown_on(cancel.cancelled_owned())
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -259,6 +266,40 @@ pub async fn run(
         .await;
     listing.abort();
     caches.stopped();
+}
+
+/// The Stacks to reconcile when the Git side found (or no longer finds) a
+/// failure: the stack itself, or every Stack of a repository.
+fn git_failures_changed(
+    failures: GitFailures,
+    stacks: Store<Stack>,
+) -> impl Stream<Item = reflector::ObjectRef<Stack>> + Send + 'static {
+    futures::stream::unfold(failures, move |failures| {
+        let stacks = stacks.clone();
+        async move {
+            failures.changed().await;
+            let changed = failures.take_changed();
+            let mut refs: Vec<reflector::ObjectRef<Stack>> = changed
+                .stacks
+                .iter()
+                .map(|(namespace, name)| reflector::ObjectRef::new(name).within(namespace))
+                .collect();
+            if !changed.repositories.is_empty() {
+                refs.extend(
+                    stacks
+                        .state()
+                        .iter()
+                        .filter(|stack| {
+                            annotation(stack, REPOSITORY_ANNOTATION)
+                                .is_some_and(|r| changed.repositories.contains(&r))
+                        })
+                        .map(|stack| reflector::ObjectRef::from_obj(stack.as_ref())),
+                );
+            }
+            Some((futures::stream::iter(refs), failures))
+        }
+    })
+    .flatten()
 }
 
 /// Records a failed list or watch for `/readyz`; the watch retries on its own
@@ -344,12 +385,9 @@ async fn reconcile(stack: Arc<Stack>, context: Arc<Context>) -> Result<Action, R
     let metrics = &context.handles.metrics;
     let label = match &result {
         Ok(done) => done.result,
-        Err(error) => error.label(),
+        Err(error) => error.reason().map_or(error.label(), Reason::label),
     };
-    metrics
-        .reconcile_total
-        .with_label_values(&[&name, &namespace, label])
-        .inc();
+    metrics.reconcile_result(&namespace, &name, label);
     metrics
         .reconcile_duration_seconds
         .with_label_values(&[&name, &namespace])
@@ -375,23 +413,6 @@ impl Done {
     fn new(action: Action, result: &'static str) -> Self {
         Done { action, result }
     }
-}
-
-/// The status page says a suspended stack is suspended; the cluster is not touched.
-fn publish_suspended(stack: &Stack, context: &Context) {
-    let (namespace, name) = key_of(stack);
-    let previous = context.handles.state.stack(&namespace, &name);
-    let status = StackStatus {
-        message: Some("reconciliation is suspended".to_string()),
-        ..stack.status.clone().unwrap_or_default()
-    };
-    let view = status::view(
-        stack,
-        &status,
-        previous.as_ref().and_then(|v| v.last_sync),
-        previous.and_then(|v| v.last_plan),
-    );
-    context.handles.state.put_stack(view);
 }
 
 /// Transient errors back off exponentially per stack; invalid input waits for a change.
@@ -430,17 +451,65 @@ fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
+/// The failure the Git side found for this Stack's newest commit, or its
+/// repository: shown on the Stack while its spec stays at the last good revision.
+fn git_failure(stack: &Stack, context: &Context) -> Option<GitFailure> {
+    let (namespace, name) = key_of(stack);
+    let repository = annotation(stack, REPOSITORY_ANNOTATION);
+    context
+        .handles
+        .failures
+        .for_stack(&namespace, &name, repository.as_deref())
+}
+
+/// What the status says when this reconcile applies nothing: everything as the
+/// previous status had it, with `failure` (or suspended).
+fn unchanged_observed(
+    previous: &StackStatus,
+    failure: Option<Failure>,
+    attempted_revision: Option<String>,
+    suspended: bool,
+) -> Observed {
+    Observed {
+        services: previous_services(previous),
+        warnings: previous.warnings.clone(),
+        inventory: previous.inventory.clone(),
+        kept: previous.kept.clone(),
+        failure,
+        applied_revision: None,
+        attempted_revision,
+        handled_request: None,
+        suspended,
+    }
+}
+
+/// The `result` label of a reconcile that ended with `status`.
+fn result_of(status: &StackStatus) -> &'static str {
+    health::ready_reason(&status.conditions).map_or("success", Reason::label)
+}
+
 async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, ReconcileError> {
     let (namespace, name) = key_of(stack);
     let stack_name = format!("{namespace}/{name}");
     if stack.metadata.deletion_timestamp.is_some() {
         return Ok(Done::new(Action::await_change(), "deleting"));
     }
+    let previous = stack.status.clone().unwrap_or_default();
     if is_suspended(stack) {
+        // The cluster is not touched; the Stack says it is suspended.
         tracing::debug!(stack = %stack_name, "suspended");
-        publish_suspended(stack, context);
-        return Ok(Done::new(Action::await_change(), "suspended"));
+        let observed = unchanged_observed(&previous, None, None, true);
+        let new_status = status::build(stack, observed, now());
+        finish(stack, context, new_status, None, false).await?;
+        return Ok(Done::new(Action::await_change(), Reason::Suspended.label()));
     }
+    let git_failure = git_failure(stack, context);
+    let spec_revision = stack.spec.source.as_ref().map(|s| s.revision.clone());
+    // The commit tried: a newer one that failed on the Git side, else the spec's.
+    let attempted = git_failure
+        .as_ref()
+        .and_then(|f| f.revision.clone())
+        .or_else(|| spec_revision.clone());
     let secret_values = match &stack.spec.source {
         Some(source) => match context
             .handles
@@ -448,8 +517,23 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
             .get(&namespace, &name, &source.revision)
         {
             Some(values) => values,
-            // Rendering now would drop (and prune) the Secrets: wait for the Git source.
+            // Rendering now would drop (and prune) the Secrets: wait for the Git
+            // source. When the Git side failed, say so meanwhile.
             None if secrets::needs_values(&stack.spec.project) => {
+                if let Some(failed) = &git_failure {
+                    let observed = unchanged_observed(
+                        &previous,
+                        Some(failed.failure.clone()),
+                        attempted,
+                        false,
+                    );
+                    let new_status = status::build(stack, observed, now());
+                    finish(stack, context, new_status, None, false).await?;
+                    return Ok(Done::new(
+                        Action::requeue(context.options.secrets_wait),
+                        failed.failure.reason.label(),
+                    ));
+                }
                 return Ok(Done::new(
                     Action::requeue(context.options.secrets_wait),
                     "waiting_for_secrets",
@@ -466,7 +550,6 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
         ));
     }
 
-    let previous = stack.status.clone().unwrap_or_default();
     let render_options = context.options.render.borrow().clone();
     let rendered = match render(stack, &secret_values, &render_options) {
         Ok(rendered) => rendered,
@@ -476,18 +559,14 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
                 source,
             };
             // The last good objects stay: no apply, no prune, no retry until the Stack changes.
-            let observed = Observed {
-                services: previous_services(&previous),
-                warnings: previous.warnings.clone(),
-                inventory: previous.inventory.clone(),
-                kept: previous.kept.clone(),
-                error: Some(error.to_string()),
-                applied_revision: None,
-                handled_request: None,
-            };
+            let failure = git_failure
+                .map(|f| f.failure)
+                .unwrap_or_else(|| Failure::new(Reason::RenderFailed, error.to_string(), false));
+            let observed = unchanged_observed(&previous, Some(failure), attempted, false);
             let new_status = status::build(stack, observed, now());
+            let result = result_of(&new_status);
             finish(stack, context, new_status, None, false).await?;
-            return Ok(Done::new(Action::await_change(), error.label()));
+            return Ok(Done::new(Action::await_change(), result));
         }
     };
 
@@ -570,6 +649,16 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
         .map(|w| health::service_health(&w))
         .collect();
     let applied_ok = apply_error.is_none();
+    let apply_error = apply_error.map(|source| ReconcileError::Apply {
+        stack: stack_name,
+        source,
+    });
+    // A newer commit that failed on the Git side is the news; else this apply's failure.
+    let failure = git_failure.map(|f| f.failure).or_else(|| {
+        apply_error
+            .as_ref()
+            .map(|e| Failure::new(Reason::ApplyFailed, e.to_string(), e.is_transient()))
+    });
     let observed = Observed {
         services,
         warnings: rendered.warnings.clone(),
@@ -578,36 +667,23 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
             .map(|r| r.inventory.clone())
             .unwrap_or_else(|| previous.inventory.clone()),
         kept,
-        error: apply_error
-            .as_ref()
-            .map(|e| format!("Stack {stack_name}: {e}")),
-        applied_revision: applied_ok
-            .then(|| stack.spec.source.as_ref().map(|s| s.revision.clone()))
-            .flatten(),
+        failure,
+        applied_revision: applied_ok.then_some(spec_revision).flatten(),
+        attempted_revision: attempted,
         handled_request: (forced && applied_ok).then(|| requested.clone()).flatten(),
+        suspended: false,
     };
     let new_status = status::build(stack, observed, now());
+    let result = result_of(&new_status);
     let summary = report
         .as_ref()
         .map(|r| status::summary(&r.plan, Some(r), false));
     finish(stack, context, new_status, summary, applied_ok).await?;
 
     match apply_error {
-        Some(source) => {
-            let error = ReconcileError::Apply {
-                stack: stack_name,
-                source,
-            };
-            if error.is_transient() {
-                Err(error)
-            } else {
-                Ok(Done::new(Action::await_change(), error.label()))
-            }
-        }
-        None => Ok(Done::new(
-            Action::requeue(context.options.resync),
-            "success",
-        )),
+        Some(error) if error.is_transient() => Err(error),
+        Some(_) => Ok(Done::new(Action::await_change(), result)),
+        None => Ok(Done::new(Action::requeue(context.options.resync), result)),
     }
 }
 
@@ -785,7 +861,7 @@ async fn finish(
             source,
         })?;
     }
-    publish_events(stack, context, changed, &new_status, summary.as_ref()).await;
+    publish_events(stack, context, &new_status, summary.as_ref()).await;
 
     let metrics = &context.handles.metrics;
     let ready = new_status
@@ -797,6 +873,7 @@ async fn finish(
         &namespace,
         &name,
         new_status.phase.unwrap_or_default(),
+        health::ready_reason(&new_status.conditions).unwrap_or(Reason::Progressing),
         u32::try_from(ready).unwrap_or(u32::MAX),
         u32::try_from(new_status.services.len()).unwrap_or(u32::MAX),
     );
@@ -818,12 +895,12 @@ async fn finish(
     Ok(())
 }
 
-/// Apply and prune Events whenever objects were written; a failure Event when
-/// the failure is new (the status changed), so a stuck stack does not spam.
+/// Apply and prune Events whenever objects were written; one Warning per
+/// (stack, commit, reason), so a stuck stack does not spam; a Normal
+/// `Recovered` when a failing stack stops failing.
 async fn publish_events(
     stack: &Stack,
     context: &Context,
-    status_changed: bool,
     status: &StackStatus,
     summary: Option<&crate::state::PlanSummary>,
 ) {
@@ -873,15 +950,7 @@ async fn publish_events(
             });
         }
     }
-    if let Some(error) = status.last_error.as_ref().filter(|_| status_changed) {
-        events.push(Event {
-            type_: EventType::Warning,
-            reason: "ReconcileFailed".into(),
-            note: Some(truncate(error, 1000)),
-            action: "Reconcile".into(),
-            secondary: None,
-        });
-    }
+    events.extend(outcome_event(stack.status.as_ref(), status));
     let reference = stack.object_ref(&());
     for event in events {
         if context.cancel.is_cancelled() {
@@ -891,6 +960,48 @@ async fn publish_events(
             tracing::warn!(%error, "publishing an Event");
         }
     }
+}
+
+/// The failure or recovery Event between two statuses: a Warning named after
+/// the Ready reason when (attempted revision, reason) is new, a Normal
+/// `Recovered` when a failure ends. Pure, so a stuck stack is easy to test.
+fn outcome_event(previous: Option<&StackStatus>, status: &StackStatus) -> Option<Event> {
+    let reason = health::ready_reason(&status.conditions)?;
+    let before = previous.and_then(|p| health::ready_reason(&p.conditions));
+    let revision = status.last_attempted_revision.as_deref();
+    let same_attempt = previous.and_then(|p| p.last_attempted_revision.as_deref()) == revision;
+    if reason.is_failure() {
+        if before == Some(reason) && same_attempt {
+            return None;
+        }
+        let message = status.last_error.as_deref().unwrap_or_default();
+        let note = match revision {
+            Some(revision) => format!("commit {}: {message}", short_revision(revision)),
+            None => message.to_string(),
+        };
+        return Some(Event {
+            type_: EventType::Warning,
+            reason: reason.as_str().into(),
+            note: Some(truncate(&note, 1000)),
+            action: "Reconcile".into(),
+            secondary: None,
+        });
+    }
+    let recovered = before.is_some_and(Reason::is_failure) && reason != Reason::Suspended;
+    recovered.then(|| Event {
+        type_: EventType::Normal,
+        reason: "Recovered".into(),
+        note: Some(match revision {
+            Some(revision) => format!("commit {}: {}", short_revision(revision), reason.as_str()),
+            None => reason.as_str().to_string(),
+        }),
+        action: "Reconcile".into(),
+        secondary: None,
+    })
+}
+
+fn short_revision(revision: &str) -> &str {
+    revision.get(..8).unwrap_or(revision)
 }
 
 fn truncate(text: &str, limit: usize) -> String {
@@ -903,6 +1014,67 @@ fn truncate(text: &str, limit: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn status(reason: Reason, attempted: &str) -> StackStatus {
+        let failure = reason.is_failure();
+        StackStatus {
+            conditions: health::conditions(
+                reason,
+                false,
+                "m",
+                None,
+                &[],
+                Time(k8s_openapi::jiff::Timestamp::from_second(1).unwrap()),
+            ),
+            last_attempted_revision: Some(attempted.into()),
+            last_error: failure.then(|| "app/compose.yaml:3:12: invalid YAML".into()),
+            ..StackStatus::default()
+        }
+    }
+
+    fn shown(event: Option<Event>) -> Option<(String, String)> {
+        event.map(|e| {
+            let kind = match e.type_ {
+                EventType::Normal => "Normal",
+                EventType::Warning => "Warning",
+            };
+            (kind.to_string(), e.reason)
+        })
+    }
+
+    #[test]
+    fn one_warning_per_commit_and_reason_and_one_recovery() {
+        let ok = status(Reason::Available, "aaaa");
+        let broken = status(Reason::LoadFailed, "bbbbbbbbbbbb");
+        let warning = Some(("Warning".to_string(), "LoadFailed".to_string()));
+        assert_eq!(shown(outcome_event(Some(&ok), &broken)), warning);
+        let event = outcome_event(Some(&ok), &broken).unwrap();
+        assert_eq!(
+            event.note.as_deref(),
+            Some("commit bbbbbbbb: app/compose.yaml:3:12: invalid YAML")
+        );
+        // The same commit failing the same way again (each poll, each resync): nothing.
+        assert_eq!(shown(outcome_event(Some(&broken), &broken)), None);
+        // Another commit, or another reason: a new Warning.
+        let other_commit = status(Reason::LoadFailed, "cccc");
+        assert_eq!(shown(outcome_event(Some(&broken), &other_commit)), warning);
+        let other_reason = status(Reason::ApplyFailed, "bbbbbbbbbbbb");
+        assert_eq!(
+            shown(outcome_event(Some(&broken), &other_reason)),
+            Some(("Warning".into(), "ApplyFailed".into()))
+        );
+        // Fixed: one Normal event; progressing and available stay quiet after that.
+        let fixed = status(Reason::Progressing, "dddd");
+        assert_eq!(
+            shown(outcome_event(Some(&broken), &fixed)),
+            Some(("Normal".into(), "Recovered".into()))
+        );
+        assert_eq!(shown(outcome_event(Some(&fixed), &ok)), None);
+        assert_eq!(shown(outcome_event(None, &ok)), None);
+        // Suspending a failing stack is not a recovery.
+        let suspended = status(Reason::Suspended, "bbbbbbbbbbbb");
+        assert_eq!(shown(outcome_event(Some(&broken), &suspended)), None);
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {

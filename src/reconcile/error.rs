@@ -1,5 +1,6 @@
 //! What can go wrong while reconciling, and which failures are worth a retry.
 
+use crate::reason::Reason;
 use crate::reconcile::apply::ApplyError;
 use crate::render::RenderError;
 
@@ -11,12 +12,12 @@ pub enum ReconcileError {
     Apply { stack: String, source: ApplyError },
     #[error("writing the status of Stack {stack}: {source}")]
     WriteStatus { stack: String, source: kube::Error },
-    #[error("applying namespace {namespace}: {source}")]
+    #[error("applying namespace {namespace}: {}", server_says(source))]
     ApplyNamespace {
         namespace: String,
         source: kube::Error,
     },
-    #[error("applying Stack {stack}: {source}")]
+    #[error("applying Stack {stack}: {}", server_says(source))]
     ApplyStack { stack: String, source: kube::Error },
     #[error("listing the Stacks of repository {repository}: {source}")]
     ListStacks {
@@ -52,6 +53,18 @@ impl ReconcileError {
         }
     }
 
+    /// The Stack's Ready reason for this failure, when it is one of a stack's
+    /// (not of the daemon: a lost lease, a failed status write).
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            ReconcileError::Render { .. } => Some(Reason::RenderFailed),
+            ReconcileError::Apply { .. }
+            | ReconcileError::ApplyStack { .. }
+            | ReconcileError::ApplyNamespace { .. } => Some(Reason::ApplyFailed),
+            _ => None,
+        }
+    }
+
     /// Worth retrying with backoff: the cluster may answer differently later.
     /// Invalid input is not: it waits for the next change of the Stack.
     pub fn is_transient(&self) -> bool {
@@ -67,6 +80,16 @@ impl ReconcileError {
             | ReconcileError::ListStacks { source, .. }
             | ReconcileError::DeleteStack { source, .. } => is_transient(source),
         }
+    }
+}
+
+/// What the API server said, in one line: `422 Invalid: <its message>`.
+pub fn server_says(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => {
+            format!("{} {}: {}", status.code, status.reason, status.message)
+        }
+        other => other.to_string(),
     }
 }
 

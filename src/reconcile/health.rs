@@ -7,6 +7,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{SERVICE_LABEL, ServiceStatus, StackPhase};
+use crate::reason::Reason;
 
 /// A live workload of the stack.
 #[derive(Clone, Debug)]
@@ -185,20 +186,30 @@ pub fn phase(services: &[ServiceHealth]) -> (StackPhase, String) {
     }
 }
 
-/// kstatus conditions for `phase`, keeping each condition's transition time while
-/// its status does not change.
+/// kstatus conditions for a stack whose `Ready` reason is `reason`, keeping each
+/// condition's transition time while its status does not change. A failure
+/// that a retry may fix (`retrying`) keeps `Reconciling=True` with reason
+/// `ProgressingWithRetry`, as Flux does; one that only a change (a new commit,
+/// an edited Stack) can fix is `Stalled=True`.
 pub fn conditions(
-    phase: StackPhase,
+    reason: Reason,
+    retrying: bool,
     message: &str,
     generation: Option<i64>,
     previous: &[Condition],
     now: Time,
 ) -> Vec<Condition> {
-    let (ready, reconciling, stalled, reason) = match phase {
-        StackPhase::Available => ("True", "False", "False", "Available"),
-        StackPhase::Progressing => ("False", "True", "False", "Progressing"),
-        StackPhase::ReconciliationPending => ("False", "True", "False", "ReconciliationPending"),
-        StackPhase::Failure => ("False", "False", "True", "Failure"),
+    let name = reason.as_str();
+    let (ready, reconciling, stalled) = match reason {
+        Reason::Available => (("True", name), ("False", name), ("False", name)),
+        Reason::Progressing => (("False", name), ("True", name), ("False", name)),
+        Reason::Suspended => (("False", name), ("False", name), ("False", name)),
+        _ if retrying => (
+            ("False", name),
+            ("True", "ProgressingWithRetry"),
+            ("False", name),
+        ),
+        _ => (("False", name), ("False", name), ("True", name)),
     };
     [
         ("Ready", ready),
@@ -206,7 +217,7 @@ pub fn conditions(
         ("Stalled", stalled),
     ]
     .into_iter()
-    .map(|(kind, status)| {
+    .map(|(kind, (status, reason))| {
         let unchanged = previous
             .iter()
             .find(|c| c.type_ == kind && c.status == status);
@@ -222,6 +233,14 @@ pub fn conditions(
         }
     })
     .collect()
+}
+
+/// The `Ready` condition's reason in `conditions`, if it names one of ours.
+pub fn ready_reason(conditions: &[Condition]) -> Option<Reason> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .and_then(|c| Reason::parse(&c.reason))
 }
 
 #[cfg(test)]
@@ -333,7 +352,7 @@ mod tests {
 
         let t0 = Time(k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap());
         let t1 = Time(k8s_openapi::jiff::Timestamp::from_second(2_000).unwrap());
-        let first = conditions(StackPhase::Progressing, "m", Some(1), &[], t0.clone());
+        let first = conditions(Reason::Progressing, false, "m", Some(1), &[], t0.clone());
         let summary: Vec<_> = first
             .iter()
             .map(|c| (c.type_.as_str(), c.status.as_str()))
@@ -346,7 +365,7 @@ mod tests {
                 ("Stalled", "False")
             ]
         );
-        let second = conditions(StackPhase::Available, "ok", Some(2), &first, t1.clone());
+        let second = conditions(Reason::Available, false, "ok", Some(2), &first, t1.clone());
         let ready = &second[0];
         assert_eq!(
             (ready.status.as_str(), &ready.last_transition_time),
@@ -355,5 +374,56 @@ mod tests {
         // Stalled stayed False: its transition time is kept.
         assert_eq!(second[2].last_transition_time, t0);
         assert!(second.iter().all(|c| c.observed_generation == Some(2)));
+        assert_eq!(ready_reason(&second), Some(Reason::Available));
+    }
+
+    #[test]
+    fn stalled_only_when_a_retry_cannot_help() {
+        let t0 = Time(k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap());
+        let show = |conditions: Vec<Condition>| -> Vec<(String, String, String)> {
+            conditions
+                .into_iter()
+                .map(|c| (c.type_, c.status, c.reason))
+                .collect()
+        };
+        let own = |t: &str, s: &str, r: &str| (t.to_string(), s.to_string(), r.to_string());
+        assert_eq!(
+            show(conditions(
+                Reason::LoadFailed,
+                false,
+                "m",
+                None,
+                &[],
+                t0.clone()
+            )),
+            [
+                own("Ready", "False", "LoadFailed"),
+                own("Reconciling", "False", "LoadFailed"),
+                own("Stalled", "True", "LoadFailed"),
+            ]
+        );
+        assert_eq!(
+            show(conditions(
+                Reason::ApplyFailed,
+                true,
+                "m",
+                None,
+                &[],
+                t0.clone()
+            )),
+            [
+                own("Ready", "False", "ApplyFailed"),
+                own("Reconciling", "True", "ProgressingWithRetry"),
+                own("Stalled", "False", "ApplyFailed"),
+            ]
+        );
+        assert_eq!(
+            show(conditions(Reason::Suspended, false, "m", None, &[], t0)),
+            [
+                own("Ready", "False", "Suspended"),
+                own("Reconciling", "False", "Suspended"),
+                own("Stalled", "False", "Suspended"),
+            ]
+        );
     }
 }

@@ -55,6 +55,31 @@ pub struct SyncReport {
     pub deleted: Vec<String>,
     /// Vanished from Git but kept (pruning off, or `stackd.dev/prune: disabled`).
     pub kept: Vec<String>,
+    /// Stacks the API server refused (or failed) to store; the others went on.
+    pub refused: Vec<RefusedStack>,
+}
+
+/// A Stack (or its Namespace) the API server did not store: that stack's
+/// failure (`ApplyFailed`), not the whole repository's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefusedStack {
+    pub namespace: String,
+    pub name: String,
+    /// What the server said, e.g. `422 Invalid: ...`, `413 RequestEntityTooLarge: ...`.
+    pub message: String,
+    /// A 5xx, 429, conflict or transport error: worth another try.
+    pub transient: bool,
+}
+
+impl RefusedStack {
+    fn new(desired: &DesiredStack, error: &ReconcileError) -> Self {
+        RefusedStack {
+            namespace: desired.namespace.clone(),
+            name: desired.name.clone(),
+            message: error.to_string(),
+            transient: error.is_transient(),
+        }
+    }
 }
 
 pub fn repository_label_value(repository: &str) -> String {
@@ -181,6 +206,8 @@ pub async fn sync_repository(
     let mut report = SyncReport::default();
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut namespaces_done = Vec::<String>::new();
+    // A namespace the server refused fails each of its new stacks, once asked.
+    let mut namespaces_refused = BTreeMap::<String, RefusedStack>::new();
     for desired in stacks {
         let id = key(&desired.namespace, &desired.name);
         let object = stack_object(repository, desired);
@@ -203,18 +230,40 @@ pub async fn sync_repository(
             &desired.source.revision,
             desired.secrets.clone(),
         );
-        if !live.contains_key(&id) && !namespaces_done.contains(&desired.namespace) {
-            apply_namespace(client, &desired.namespace).await?;
-            namespaces_done.push(desired.namespace.clone());
+        if !live.contains_key(&id) {
+            if let Some(refused) = namespaces_refused.get(&desired.namespace) {
+                report.refused.push(RefusedStack {
+                    name: desired.name.clone(),
+                    ..refused.clone()
+                });
+                continue;
+            }
+            if !namespaces_done.contains(&desired.namespace) {
+                // One refused namespace or Stack fails that stack alone; the rest go on.
+                if let Err(error) = apply_namespace(client, &desired.namespace).await {
+                    let refused = RefusedStack::new(desired, &error);
+                    namespaces_refused.insert(desired.namespace.clone(), refused.clone());
+                    report.refused.push(refused);
+                    continue;
+                }
+                namespaces_done.push(desired.namespace.clone());
+            }
         }
         let api: Api<Stack> = Api::namespaced(client.clone(), &desired.namespace);
-        api.patch(&desired.name, &params, &Patch::Apply(&object))
+        let applied = api
+            .patch(&desired.name, &params, &Patch::Apply(&object))
             .await
             .map_err(|source| ReconcileError::ApplyStack {
                 stack: id.clone(),
                 source,
-            })?;
-        report.applied.push(id);
+            });
+        match applied {
+            Ok(_) => report.applied.push(id),
+            Err(error) => {
+                tracing::warn!(stack = %id, %error, "the API server did not store the Stack; the other stacks go on");
+                report.refused.push(RefusedStack::new(desired, &error));
+            }
+        }
     }
 
     for (id, stack) in vanished {

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::crd::{InventoryEntry, Stack, StackPhase, StackStatus};
+use crate::reason::Reason;
 use crate::reconcile::apply::{Action, ApplyReport, Outcome, Plan};
 use crate::reconcile::health::{self, ServiceHealth};
 use crate::state::{PlanSummary, StackView};
@@ -17,37 +18,107 @@ pub struct Observed {
     pub inventory: Vec<InventoryEntry>,
     /// No longer rendered, kept because pruning is off (`Kind/name`).
     pub kept: Vec<String>,
-    /// Set when this reconcile failed (render or apply): the phase is Failure.
-    pub error: Option<String>,
-    /// The revision now applied; `None` keeps the previous one (failed render).
+    /// Set when this reconcile failed, or the Git side failed on a newer
+    /// commit of this stack: the phase is Failure, with this reason.
+    pub failure: Option<Failure>,
+    /// The revision now applied; `None` keeps the previous one (a failure).
     pub applied_revision: Option<String>,
+    /// The commit tried: the spec's, or a newer one that failed before it
+    /// reached the spec. `None` keeps the previous one.
+    pub attempted_revision: Option<String>,
     pub handled_request: Option<String>,
+    /// Reconciling is suspended: nothing was applied.
+    pub suspended: bool,
+}
+
+/// Why the attempted revision is not running.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: Reason,
+    /// `file:line: field: reason` where the failure has a place, else the
+    /// server's or the source's message. Never a secret value.
+    pub message: String,
+    /// A retry with backoff may fix it (a 503, a conflict): `Reconciling`
+    /// stays True. Otherwise only a change fixes it: `Stalled=True`.
+    pub retrying: bool,
+}
+
+impl Failure {
+    pub fn new(reason: Reason, message: impl Into<String>, retrying: bool) -> Self {
+        Failure {
+            reason,
+            message: message.into(),
+            retrying,
+        }
+    }
+}
+
+/// The phase, Ready reason, message and whether a retry is under way.
+fn outcome(
+    observed: &Observed,
+    previous: &StackStatus,
+) -> (StackPhase, Reason, String, Option<String>, bool) {
+    if observed.suspended {
+        // The phase stays what it was: nothing changed in the cluster.
+        let phase = previous.phase.unwrap_or_default();
+        let message = "reconciliation is suspended".to_string();
+        return (phase, Reason::Suspended, message, None, false);
+    }
+    if let Some(failure) = &observed.failure {
+        let message = failure.message.clone();
+        return (
+            StackPhase::Failure,
+            failure.reason,
+            message.clone(),
+            Some(message),
+            failure.retrying,
+        );
+    }
+    let (phase, message) = health::phase(&observed.services);
+    match phase {
+        StackPhase::Available => (phase, Reason::Available, message, None, false),
+        StackPhase::Failure => (
+            phase,
+            Reason::HealthFailed,
+            message.clone(),
+            Some(message),
+            false,
+        ),
+        _ => (phase, Reason::Progressing, message, None, false),
+    }
 }
 
 /// The new status. Transition times and anything unchanged stay as they were,
 /// so an unchanged situation gives an equal status (and no write).
 pub fn build(stack: &Stack, observed: Observed, now: Time) -> StackStatus {
     let previous = stack.status.clone().unwrap_or_default();
-    let (phase, message) = match &observed.error {
-        Some(error) => (StackPhase::Failure, error.clone()),
-        None => health::phase(&observed.services),
-    };
+    let (phase, reason, message, error, retrying) = outcome(&observed, &previous);
     let generation = stack.metadata.generation;
     let ready = observed.services.iter().filter(|s| s.complete).count();
     let total = observed.services.len();
     StackStatus {
         observed_generation: generation,
         phase: Some(phase),
-        conditions: health::conditions(phase, &message, generation, &previous.conditions, now),
+        conditions: health::conditions(
+            reason,
+            retrying,
+            &message,
+            generation,
+            &previous.conditions,
+            now,
+        ),
         message: Some(message),
         last_applied_revision: observed.applied_revision.or(previous.last_applied_revision),
+        last_attempted_revision: observed
+            .attempted_revision
+            .or(previous.last_attempted_revision),
         service_count: Some(i32::try_from(total).unwrap_or(i32::MAX)),
         ready: Some(format!("{ready}/{total}")),
         services: observed.services.into_iter().map(|s| s.status).collect(),
         warnings: observed.warnings,
         inventory: observed.inventory,
         kept: observed.kept,
-        last_error: observed.error,
+        last_error: error,
         last_handled_reconcile_at: observed
             .handled_request
             .or(previous.last_handled_reconcile_at),
@@ -121,6 +192,8 @@ pub fn view(
             .clone()
             .or(source.map(|s| s.revision.clone())),
         phase: status.phase.unwrap_or_default(),
+        reason: health::ready_reason(&status.conditions),
+        last_attempted_revision: status.last_attempted_revision.clone(),
         message: status.message.clone(),
         services_ready: u32::try_from(ready).unwrap_or(u32::MAX),
         services_total: u32::try_from(status.services.len()).unwrap_or(u32::MAX),
@@ -163,9 +236,11 @@ mod tests {
             warnings: vec![],
             inventory: vec![],
             kept: vec![],
-            error: error.map(str::to_string),
-            applied_revision: Some("abc".into()),
+            failure: error.map(|e| Failure::new(Reason::RenderFailed, e, false)),
+            applied_revision: error.is_none().then(|| "abc".into()),
+            attempted_revision: Some("abc".into()),
             handled_request: None,
+            suspended: false,
         }
     }
 
@@ -188,8 +263,46 @@ mod tests {
         assert_eq!(status.phase, Some(StackPhase::Failure));
         assert_eq!(status.message.as_deref(), Some("bad port"));
         assert_eq!(status.last_error.as_deref(), Some("bad port"));
+        assert_eq!(status.last_attempted_revision.as_deref(), Some("abc"));
+        assert_eq!(status.last_applied_revision, None);
         let stalled = status.conditions.iter().find(|c| c.type_ == "Stalled");
         assert_eq!(stalled.map(|c| c.status.as_str()), Some("True"));
+        assert_eq!(
+            health::ready_reason(&status.conditions),
+            Some(Reason::RenderFailed)
+        );
+        let view = view(&stack, &status, None, None);
+        assert_eq!(view.reason, Some(Reason::RenderFailed));
+        assert_eq!(view.phase, StackPhase::Failure);
+    }
+
+    #[test]
+    fn a_retried_failure_is_not_stalled_and_suspend_keeps_the_phase() {
+        let mut stack = Stack::new("shop", StackSpec::default());
+        let mut failing = observed(None);
+        failing.failure = Some(Failure::new(Reason::ApplyFailed, "503", true));
+        let status = build(&stack, failing, time(10));
+        let of = |kind: &str| {
+            let c = status.conditions.iter().find(|c| c.type_ == kind).unwrap();
+            (c.status.clone(), c.reason.clone())
+        };
+        assert_eq!(of("Stalled"), ("False".into(), "ApplyFailed".into()));
+        assert_eq!(
+            of("Reconciling"),
+            ("True".into(), "ProgressingWithRetry".into())
+        );
+        stack.status = Some(status);
+        let suspended = Observed {
+            suspended: true,
+            ..observed(None)
+        };
+        let status = build(&stack, suspended, time(20));
+        assert_eq!(status.phase, Some(StackPhase::Failure));
+        assert_eq!(
+            health::ready_reason(&status.conditions),
+            Some(Reason::Suspended)
+        );
+        assert_eq!(status.last_error, None);
     }
 
     #[test]

@@ -126,6 +126,15 @@ impl ApiError {
         )
     }
 
+    /// An object over etcd's request limit (the real server's message).
+    pub fn too_large() -> Self {
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            "etcdserver: request is too large",
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message)
     }

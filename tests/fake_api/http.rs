@@ -47,7 +47,12 @@ fn take_slot(shared: &Shared, limit: usize) -> Option<InFlight<'_>> {
 }
 
 pub fn router(shared: Arc<Shared>) -> axum::Router {
-    axum::Router::new().fallback(handle).with_state(shared)
+    // The fake's own limit answers with a `Status`, as the real server does;
+    // axum's smaller default would answer 413 in plain text first.
+    axum::Router::new()
+        .fallback(handle)
+        .layer(axum::extract::DefaultBodyLimit::max(4 * MAX_OBJECT_BYTES))
+        .with_state(shared)
 }
 
 /// A parsed request path.
@@ -125,6 +130,10 @@ fn route(path: &str) -> Result<Route, ApiError> {
     }
 }
 
+/// etcd's default request limit (`--max-request-bytes`, 1.5 MiB): a larger
+/// object is refused, whatever its kind.
+pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
+
 async fn handle(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -153,7 +162,9 @@ async fn handle(
             take_fault(&mut rules, &method, &path)
         }
     };
+    let too_large = method != Method::GET && body.len() > MAX_OBJECT_BYTES;
     let response = match fault {
+        _ if too_large => ApiError::too_large().into_response(),
         Some(FaultAction::Fail(code)) => {
             let mut error = ApiError::internal("injected fault");
             error.code = code;

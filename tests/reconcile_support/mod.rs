@@ -100,6 +100,7 @@ impl Harness {
                 state: SharedState::new(),
                 metrics: Metrics::new(),
                 caches: CacheSync::default(),
+                failures: Default::default(),
             },
             cancel: CancellationToken::new(),
             task: None,

@@ -1,0 +1,200 @@
+//! A real `stackd run` against the in-process API server (or the cluster named
+//! by `KUBECONFIG_E2E`) and a Git repository over smart HTTP, with readers for
+//! every surface that reports a stack: the page, `/api/v1/stacks`, the Stack,
+//! its Events and `/metrics`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, ListParams};
+use serde_json::Value;
+use stackd::crd::Stack;
+
+use crate::common;
+use crate::fake_api::{TestCluster, test_client};
+use crate::git_support;
+
+pub struct Live {
+    pub cluster: TestCluster,
+    pub upstream: git_support::Upstream,
+    pub git: git_support::HttpServer,
+    pub daemon: common::Daemon,
+    /// `http://127.0.0.1:<port>` of the daemon.
+    pub base: String,
+    pub port: u16,
+    /// Distinguishes this run's stacks (and so namespaces) on a shared cluster.
+    pub run: String,
+    pub http: reqwest::Client,
+    pub log: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+/// The kubeconfig the daemon uses: the fake's, or `KUBECONFIG_E2E` itself.
+fn kubeconfig(cluster: &TestCluster, dir: &Path) -> PathBuf {
+    match (&cluster.fake, std::env::var_os("KUBECONFIG_E2E")) {
+        (Some(fake), _) => common::write_kubeconfig(dir, fake.url()),
+        (None, Some(path)) => PathBuf::from(path),
+        (None, None) => unreachable!("test_client gives the fake without KUBECONFIG_E2E"),
+    }
+}
+
+impl Live {
+    /// Commits `files` (paths under `stacks/`, `{run}` replaced by the run's
+    /// prefix) and starts `stackd run` following the repository every second.
+    /// `gone` is a second repository's files, if any (named `gone`).
+    pub async fn start(files: &[(&str, &str)], gone: &[(&str, &str)]) -> Live {
+        let cluster = test_client().await;
+        let dir = tempfile::tempdir().unwrap();
+        let run = format!("t{:06x}", rand::random::<u32>() & 0xff_ffff);
+        let upstream = git_support::Upstream::new(dir.path(), "apps");
+        for (path, content) in files {
+            upstream.write(&path.replace("{run}", &run), content);
+        }
+        upstream.commit("first");
+        let mut extra_config = String::new();
+        let git = git_support::HttpServer::start(dir.path(), None).await;
+        if !gone.is_empty() {
+            let second = git_support::Upstream::new(dir.path(), "gone");
+            for (path, content) in gone {
+                second.write(&path.replace("{run}", &run), content);
+            }
+            second.commit("first");
+            extra_config = format!(
+                "  - name: gone\n    url: {}\n    ref: main\n    paths: [\"stacks/*\"]\n    interval: 1s\n",
+                git.url("gone")
+            );
+        }
+        let config = dir.path().join("stackd.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "repositories:\n  - name: apps\n    url: {}\n    ref: main\n    paths: [\"stacks/*\"]\n    interval: 1s\n{extra_config}",
+                git.url("apps")
+            ),
+        )
+        .unwrap();
+        let port = common::free_port();
+        let log = dir.path().join("stackd.log");
+        let child = common::stackd_run(
+            env!("CARGO_BIN_EXE_stackd").as_ref(),
+            &config,
+            &dir.path().join("data"),
+            port,
+            &kubeconfig(&cluster, dir.path()),
+        )
+        // A file, not a pipe: nobody reads it while the test runs.
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+        Live {
+            cluster,
+            upstream,
+            git,
+            daemon: common::Daemon(child),
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            run,
+            http: reqwest::Client::new(),
+            log,
+            dir,
+        }
+    }
+
+    /// `stacks/{run}-<name>`'s stack name (and namespace).
+    pub fn stack(&self, name: &str) -> String {
+        format!("{}-{name}", self.run)
+    }
+
+    pub fn write(&self, path: &str, content: &str) {
+        self.upstream
+            .write(&path.replace("{run}", &self.run), content);
+    }
+
+    pub async fn text(&self, path: &str) -> Option<String> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        response.text().await.ok()
+    }
+
+    pub async fn json(&self, path: &str) -> Option<Value> {
+        serde_json::from_str(&self.text(path).await?).ok()
+    }
+
+    /// The stack as `/api/v1/stacks` lists it.
+    pub async fn api_stack(&self, name: &str) -> Option<Value> {
+        let all = self.json("/api/v1/stacks").await?;
+        let list = all
+            .get("stacks")
+            .and_then(Value::as_array)
+            .or(all.as_array())?;
+        list.iter()
+            .find(|s| s["name"] == name && s["namespace"] == name)
+            .cloned()
+    }
+
+    pub async fn stack_object(&self, name: &str) -> Option<Stack> {
+        let api: Api<Stack> = Api::namespaced(self.cluster.client.clone(), name);
+        api.get_opt(name).await.ok().flatten()
+    }
+
+    /// The Events about the Stack `name`: (type, reason, note).
+    pub async fn events(&self, name: &str) -> Vec<(String, String, String)> {
+        let api: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.cluster.client.clone(), name);
+        let Ok(list) = api.list(&ListParams::default()).await else {
+            return Vec::new();
+        };
+        list.items
+            .into_iter()
+            .filter(|e| {
+                e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some("Stack") && r.name.as_deref() == Some(name)
+                })
+            })
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// The Stack's `Ready` condition reason.
+pub fn ready_reason(stack: &Stack) -> Option<String> {
+    stack
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.reason.clone())
+}
+
+pub async fn eventually<T>(
+    what: &str,
+    seconds: u64,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

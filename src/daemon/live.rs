@@ -104,6 +104,16 @@ impl GitSync {
                 last_error: Some(error.to_string()),
                 ..base
             });
+            state.observe(crate::notify::Observation {
+                repository: update.repository.clone(),
+                namespace: stack.namespace.clone(),
+                stack: stack.name.clone(),
+                revision: update.commit.clone(),
+                state: crate::notify::CommitState::Failure,
+                reason: "LoadFailed".to_string(),
+                message: error.to_string(),
+                at: chrono::Utc::now(),
+            });
         });
         let offer = Offer {
             update: update.clone(),

@@ -214,6 +214,7 @@ pub async fn run(
         (Some(_), None) => ControllerRole::Always,
         (Some(_), Some(_)) => ControllerRole::WhenLeading,
     };
+    let mut notifier = None;
     let mut reconciler = match client {
         None => Reconciler::DryRun(DryRunReconciler {
             state: state.clone(),
@@ -223,6 +224,8 @@ pub async fn run(
             stacks_of: BTreeMap::new(),
         }),
         Some(client) => {
+            let observer = start_notifier(&config, &metrics, &state);
+            notifier = Some(observer.clone());
             let sync = Arc::new(GitSync::default());
             let handles = ControllerHandles {
                 secrets: SecretStore::new(),
@@ -248,7 +251,10 @@ pub async fn run(
                         handles.clone(),
                         controller_options.clone(),
                     );
+                    let observer = observer.clone();
                     async move {
+                        // Only the replica that reconciles reports outcomes.
+                        observer.set_active(true);
                         let git = {
                             let (client, secrets, leading) =
                                 (client.clone(), handles.secrets.clone(), leading.clone());
@@ -256,6 +262,7 @@ pub async fn run(
                         };
                         crate::reconcile::run(client, controller_options, handles, leading).await;
                         let _ = git.await;
+                        observer.set_active(false);
                     }
                 }
             };
@@ -345,6 +352,9 @@ pub async fn run(
                         if let Reconciler::DryRun(dry_run) = &mut reconciler {
                             dry_run.render_options = settings;
                         }
+                        if let Some(observer) = &notifier {
+                            observer.configure(crate::notify::Settings::of(&new).unwrap_or_default());
+                        }
                         info!(repositories = names.len(), "configuration reloaded");
                         state.set_config_error(None);
                         config = new;
@@ -374,6 +384,25 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Starts sending commit statuses and notifications, and points the shared
+/// state's outcome hook at them. Inactive until this replica reconciles.
+fn start_notifier(
+    config: &Config,
+    metrics: &Metrics,
+    state: &SharedState,
+) -> crate::notify::Observer {
+    // The configuration was validated when loaded: this cannot fail.
+    let settings = crate::notify::Settings::of(config).unwrap_or_default();
+    let observer = crate::notify::spawn(
+        settings,
+        metrics.clone(),
+        crate::notify::send::SendPolicy::default(),
+    );
+    observer.set_active(false);
+    state.set_observer(observer.clone());
+    observer
 }
 
 /// A client for the cluster kube finds (KUBECONFIG, ~/.kube/config or in-cluster),

@@ -279,3 +279,63 @@ fn a_full_configuration_resolves() {
         Some("https://stackd.example.com/stacks/shop/web")
     );
 }
+
+fn stack_at(revision: &str) -> crate::crd::Stack {
+    let mut stack = crate::render::stack_for(
+        "web",
+        "shop",
+        crate::render::model::Project::default(),
+        Some(crate::crd::SourceRef {
+            repository: "https://github.com/acme/apps.git".into(),
+            path: "web".into(),
+            revision: revision.into(),
+        }),
+    );
+    stack.metadata.annotations = Some(
+        [(
+            crate::reconcile::source::REPOSITORY_ANNOTATION.to_string(),
+            "apps".to_string(),
+        )]
+        .into(),
+    );
+    stack
+}
+
+#[test]
+fn a_stack_status_becomes_an_observation() {
+    let status = |phase, applied: Option<&str>| StackStatus {
+        phase: Some(phase),
+        last_applied_revision: applied.map(str::to_string),
+        message: Some("waiting for web".into()),
+        last_error: Some("web/compose.yaml:3:12: invalid YAML\nmore".into()),
+        ..StackStatus::default()
+    };
+    let stack = stack_at("b");
+    let seen = |phase, applied| observation_of(&stack, &status(phase, applied)).unwrap();
+    let available = seen(StackPhase::Available, Some("b"));
+    assert_eq!(
+        (
+            available.repository.as_str(),
+            available.namespace.as_str(),
+            available.stack.as_str()
+        ),
+        ("apps", "shop", "web")
+    );
+    assert_eq!(
+        (available.state, available.revision.as_str()),
+        (Success, "b")
+    );
+    // Available, but still at the previous commit: the new one is pending.
+    assert_eq!(seen(StackPhase::Available, Some("a")).state, Pending);
+    assert_eq!(seen(StackPhase::Progressing, Some("a")).state, Pending);
+    let failed = seen(StackPhase::Failure, Some("a"));
+    assert_eq!((failed.state, failed.revision.as_str()), (Failure, "b"));
+    assert_eq!(failed.message, "web/compose.yaml:3:12: invalid YAML");
+    // A hand-written Stack without a source names no commit.
+    let mut manual = stack_at("b");
+    manual.spec.source = None;
+    assert_eq!(
+        observation_of(&manual, &status(StackPhase::Available, None)),
+        None
+    );
+}

@@ -453,3 +453,40 @@ fn hmac_sha256_hex(key: &[u8], body: &[u8]) -> String {
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
 }
+
+#[tokio::test]
+async fn a_reload_switches_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = Server::start(Answer::Status(200)).await;
+    let after = Server::start(Answer::Status(200)).await;
+    let before_url = secret_file(dir.path(), "before", &format!("{}/hook", before.url));
+    let after_url = secret_file(dir.path(), "after", &format!("{}/hook", after.url));
+    let hour = Duration::from_secs(3600);
+    let observer = spawn(
+        notify_settings(vec![channel(
+            "before",
+            ChannelKind::Webhook,
+            &before_url,
+            None,
+            hour,
+        )]),
+        Metrics::new(),
+        quick(),
+    );
+    observer.configure(notify_settings(vec![channel(
+        "after",
+        ChannelKind::Webhook,
+        &after_url,
+        None,
+        hour,
+    )]));
+    observer.observe(observation(CommitState::Failure, SHA));
+    let seen = after.wait_for(1, 10).await;
+    assert_eq!(seen[0].json()["event"], "failure");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        before.seen().is_empty(),
+        "the removed target still got {:?}",
+        before.seen()
+    );
+}

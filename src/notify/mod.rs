@@ -331,8 +331,9 @@ enum Message {
 
 /// The input queue's size: observations beyond it are dropped (and logged).
 const INPUT_QUEUE: usize = 4096;
-/// Each target's queue: messages beyond it are dropped and counted.
-const TARGET_QUEUE: usize = 256;
+/// Each target's queue: messages beyond it are dropped and counted. Room for
+/// a restart, which posts every stack's current state once more.
+const TARGET_QUEUE: usize = 1024;
 
 /// The cheap, cloneable hook the reconcilers call. The default one drops
 /// everything (dry runs, tests).

@@ -23,6 +23,7 @@ struct Seen {
     path: String,
     headers: HeaderMap,
     body: Vec<u8>,
+    at: Instant,
 }
 
 impl Seen {
@@ -44,6 +45,8 @@ enum Answer {
     Status(u16),
     /// Never answers.
     Hang,
+    /// 429 with `Retry-After: 1` the first time, then 201.
+    RateLimitedOnce,
 }
 
 #[derive(Clone)]
@@ -60,15 +63,28 @@ impl Server {
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                 let recorded = recorded.clone();
                 async move {
-                    recorded.lock().unwrap().push(Seen {
-                        method,
-                        path: uri.path().to_string(),
-                        headers,
-                        body: body.to_vec(),
-                    });
+                    let count = {
+                        let mut recorded = recorded.lock().unwrap();
+                        recorded.push(Seen {
+                            method,
+                            path: uri.path().to_string(),
+                            headers,
+                            body: body.to_vec(),
+                            at: Instant::now(),
+                        });
+                        recorded.len()
+                    };
                     match answer {
-                        Answer::Status(code) => StatusCode::from_u16(code).unwrap(),
+                        Answer::Status(code) => {
+                            (StatusCode::from_u16(code).unwrap(), HeaderMap::new())
+                        }
                         Answer::Hang => std::future::pending().await,
+                        Answer::RateLimitedOnce if count == 1 => {
+                            let mut headers = HeaderMap::new();
+                            headers.insert("retry-after", "1".parse().unwrap());
+                            (StatusCode::TOO_MANY_REQUESTS, headers)
+                        }
+                        Answer::RateLimitedOnce => (StatusCode::CREATED, HeaderMap::new()),
                     }
                 }
             },
@@ -489,4 +505,30 @@ async fn a_reload_switches_targets() {
         "the removed target still got {:?}",
         before.seen()
     );
+}
+
+#[tokio::test]
+async fn rate_limits_are_waited_out_as_the_server_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Answer::RateLimitedOnce).await;
+    let token = secret_file(dir.path(), "token", "ghp_test");
+    let metrics = Metrics::new();
+    let observer = spawn(
+        forge_settings(Provider::GitHub, &server.url, "acme/shop", &token),
+        metrics.clone(),
+        SendPolicy {
+            max_wait: Duration::from_secs(5),
+            ..quick()
+        },
+    );
+    observer.observe(observation(CommitState::Success, SHA));
+    let seen = server.wait_for(2, 10).await;
+    let waited = seen[1].at.duration_since(seen[0].at);
+    // The backoff alone would be 20 ms; Retry-After asked for a second.
+    assert!(
+        waited >= Duration::from_millis(900),
+        "retried after {waited:?}"
+    );
+    wait_until(5, || count(&metrics, "status", "apps", "sent") == 1).await;
+    assert_eq!(seen[0].body, seen[1].body, "the same status again");
 }

@@ -133,6 +133,9 @@ impl SharedState {
     }
 
     pub fn remove_stack(&self, namespace: &str, name: &str) -> Option<StackView> {
+        if let Some(observer) = self.observer.get() {
+            observer.forget(namespace, name);
+        }
         self.write()
             .stacks
             .remove(&(namespace.to_string(), name.to_string()))

@@ -293,6 +293,13 @@ impl Reminders {
         }
     }
 
+    /// Forgets a deleted stack.
+    pub fn forget(&mut self, namespace: &str, stack: &str) {
+        let key = (namespace.to_string(), stack.to_string());
+        self.failing.remove(&key);
+        self.sent.retain(|(_, stack), _| *stack != key);
+    }
+
     pub fn sent(&mut self, channel: &str, namespace: &str, stack: &str, at: Instant) {
         self.sent.insert(
             (
@@ -327,6 +334,8 @@ impl Reminders {
 enum Message {
     Observe(Box<Observation>),
     Configure(Box<Settings>),
+    /// A stack was deleted: no more reminders about it.
+    Forget(String, String),
 }
 
 /// The input queue's size: observations beyond it are dropped (and logged).
@@ -362,6 +371,13 @@ impl Observer {
             .is_err()
         {
             warn!("commit status and notification queue full; an observation was dropped");
+        }
+    }
+
+    /// Forgets a deleted stack, so a failing one is not reminded of forever.
+    pub fn forget(&self, namespace: &str, stack: &str) {
+        if let Some(sender) = &self.sender {
+            let _ = sender.try_send(Message::Forget(namespace.to_string(), stack.to_string()));
         }
     }
 
@@ -425,6 +441,10 @@ impl Dispatcher {
                 message = receiver.recv() => match message {
                     None => return,
                     Some(Message::Observe(observation)) => self.observe(&observation),
+                    Some(Message::Forget(namespace, stack)) => {
+                        self.tracker.forget(&namespace, &stack);
+                        self.reminders.forget(&namespace, &stack);
+                    }
                     Some(Message::Configure(settings)) => {
                         self.configure(*settings);
                         tick = tokio::time::interval(self.tick());

@@ -339,3 +339,27 @@ fn a_stack_status_becomes_an_observation() {
         None
     );
 }
+
+#[test]
+fn a_deleted_stack_is_not_reminded_of() {
+    let channels = [channel("fast", Duration::from_secs(60))];
+    let mut reminders = Reminders::default();
+    let start = Instant::now();
+    reminders.record(&notice(Event::Failure));
+    reminders.sent("fast", "shop", "web", start);
+    reminders.forget("shop", "web");
+    assert!(
+        reminders
+            .due(&channels, start + Duration::from_secs(600))
+            .is_empty()
+    );
+    // Without the deletion it would have been due.
+    reminders.record(&notice(Event::Failure));
+    reminders.sent("fast", "shop", "web", start);
+    assert_eq!(
+        reminders
+            .due(&channels, start + Duration::from_secs(600))
+            .len(),
+        1
+    );
+}

@@ -532,3 +532,23 @@ async fn rate_limits_are_waited_out_as_the_server_asks() {
     wait_until(5, || count(&metrics, "status", "apps", "sent") == 1).await;
     assert_eq!(seen[0].body, seen[1].body, "the same status again");
 }
+
+#[tokio::test]
+async fn an_inactive_replica_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Answer::Status(201)).await;
+    let token = secret_file(dir.path(), "token", "ghp_test");
+    let observer = spawn(
+        forge_settings(Provider::GitHub, &server.url, "acme/shop", &token),
+        Metrics::new(),
+        quick(),
+    );
+    // A standby replica under leader election.
+    observer.set_active(false);
+    observer.observe(observation(CommitState::Failure, SHA));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(server.seen().is_empty(), "{:?}", server.seen());
+    observer.set_active(true);
+    observer.observe(observation(CommitState::Failure, SHA));
+    assert_eq!(server.wait_for(1, 10).await[0].json()["state"], "failure");
+}

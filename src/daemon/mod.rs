@@ -225,6 +225,8 @@ pub async fn run(
         }),
         Some(client) => {
             let observer = start_notifier(&config, &metrics, &state);
+            // Without an election this replica reconciles from the start.
+            observer.set_active(options.leader_election.is_none());
             notifier = Some(observer.clone());
             let sync = Arc::new(GitSync::default());
             let handles = ControllerHandles {

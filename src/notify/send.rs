@@ -86,16 +86,26 @@ pub enum Verdict {
     Retry(Option<Duration>),
 }
 
-/// Classifies an answer: 2xx done, 429 and 5xx retried (with `Retry-After` in
-/// seconds when given), other codes refused.
-pub fn verdict(status: u16, retry_after: Option<&str>) -> Verdict {
+/// Classifies an answer: 2xx done, 429 and 5xx retried (after `Retry-After`,
+/// in seconds or as an HTTP date, when given), other codes refused.
+pub fn verdict(
+    status: u16,
+    retry_after: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Verdict {
     match status {
         200..=299 => Verdict::Done,
-        429 | 500..=599 => Verdict::Retry(
-            retry_after
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs),
-        ),
+        429 | 500..=599 => Verdict::Retry(retry_after.and_then(|value| {
+            let value = value.trim();
+            match value.parse::<u64>() {
+                Ok(seconds) => Some(Duration::from_secs(seconds)),
+                Err(_) => chrono::DateTime::parse_from_rfc2822(value).ok().map(|at| {
+                    (at.with_timezone(&chrono::Utc) - now)
+                        .to_std()
+                        .unwrap_or_default()
+                }),
+            }
+        })),
         _ => Verdict::Refused,
     }
 }
@@ -146,7 +156,7 @@ impl Sender {
                     Err(_) => (None, format!("no answer within {:?}", self.policy.timeout)),
                     Ok(Err(problem)) => (None, problem),
                     Ok(Ok((status, retry_after))) => {
-                        match verdict(status, retry_after.as_deref()) {
+                        match verdict(status, retry_after.as_deref(), chrono::Utc::now()) {
                             Verdict::Done => return Outcome::Sent,
                             Verdict::Refused => return Outcome::Refused(status),
                             Verdict::Retry(asked) => (asked, format!("HTTP {status}")),
@@ -215,19 +225,27 @@ mod tests {
 
     #[test]
     fn answers_are_classified() {
-        assert_eq!(verdict(201, None), Verdict::Done);
-        assert_eq!(verdict(401, None), Verdict::Refused);
-        assert_eq!(verdict(422, None), Verdict::Refused);
-        assert_eq!(verdict(500, None), Verdict::Retry(None));
+        let now = chrono::DateTime::parse_from_rfc3339("2015-10-21T07:27:30Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(verdict(201, None, now), Verdict::Done);
+        assert_eq!(verdict(401, None, now), Verdict::Refused);
+        assert_eq!(verdict(422, None, now), Verdict::Refused);
+        assert_eq!(verdict(500, None, now), Verdict::Retry(None));
         assert_eq!(
-            verdict(429, Some("7")),
+            verdict(429, Some("7"), now),
             Verdict::Retry(Some(Duration::from_secs(7)))
         );
-        // An HTTP date is not understood: the backoff applies.
         assert_eq!(
-            verdict(503, Some("Wed, 21 Oct 2015 07:28:00 GMT")),
-            Verdict::Retry(None)
+            verdict(503, Some("Wed, 21 Oct 2015 07:28:00 GMT"), now),
+            Verdict::Retry(Some(Duration::from_secs(30)))
         );
+        // A date in the past: retry after the backoff alone; garbage is ignored.
+        assert_eq!(
+            verdict(503, Some("Wed, 21 Oct 2015 07:00:00 GMT"), now),
+            Verdict::Retry(Some(Duration::ZERO))
+        );
+        assert_eq!(verdict(503, Some("soon"), now), Verdict::Retry(None));
     }
 
     #[test]

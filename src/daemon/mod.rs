@@ -224,9 +224,9 @@ pub async fn run(
             stacks_of: BTreeMap::new(),
         }),
         Some(client) => {
-            let observer = start_notifier(&config, &metrics, &state);
             // Without an election this replica reconciles from the start.
-            observer.set_active(options.leader_election.is_none());
+            let observer =
+                start_notifier(&config, &metrics, &state, options.leader_election.is_none());
             notifier = Some(observer.clone());
             let sync = Arc::new(GitSync::default());
             let handles = ControllerHandles {
@@ -389,11 +389,13 @@ pub async fn run(
 }
 
 /// Starts sending commit statuses and notifications, and points the shared
-/// state's outcome hook at them. Inactive until this replica reconciles.
+/// state's outcome hook at them. Unless `active`, nothing is sent until this
+/// replica leads.
 fn start_notifier(
     config: &Config,
     metrics: &Metrics,
     state: &SharedState,
+    active: bool,
 ) -> crate::notify::Observer {
     // The configuration was validated when loaded: this cannot fail.
     let settings = crate::notify::Settings::of(config).unwrap_or_default();
@@ -402,7 +404,7 @@ fn start_notifier(
         metrics.clone(),
         crate::notify::send::SendPolicy::default(),
     );
-    observer.set_active(false);
+    observer.set_active(active);
     state.set_observer(observer.clone());
     observer
 }

@@ -36,6 +36,12 @@ pub struct DaemonSettings {
     /// controller should not reach into nodes unless the operator says so.
     #[serde(default)]
     pub allow_host_path: bool,
+    // Commit statuses and notifications (src/notify).
+    /// Where the status page is reachable; links in statuses and notifications.
+    #[serde(default)]
+    pub external_url: Option<String>,
+    #[serde(default)]
+    pub notifications: Vec<crate::notify::webhook::NotificationConfig>,
 }
 
 impl Default for DaemonSettings {
@@ -44,6 +50,8 @@ impl Default for DaemonSettings {
             api_token_file: None,
             published_service_type: ServiceTypeSetting::LoadBalancer,
             allow_host_path: false,
+            external_url: None,
+            notifications: Vec::new(),
         }
     }
 }
@@ -93,6 +101,9 @@ pub struct RepositoryPolicy {
     /// Per-stack settings, by stack name.
     #[serde(default)]
     pub stacks: BTreeMap<String, StackSettings>,
+    /// Post each stack's outcome as a commit status on the forge (src/notify).
+    #[serde(default)]
+    pub commit_status: Option<crate::notify::forge::CommitStatusConfig>,
 }
 
 /// Settings of one stack.
@@ -120,7 +131,14 @@ fn yes() -> bool {
 }
 
 /// The policy keys, split off a repository entry before the source settings are read.
-const POLICY_KEYS: &[&str] = &["prune", "allowEmpty", "suspend", "variables", "stacks"];
+const POLICY_KEYS: &[&str] = &[
+    "prune",
+    "allowEmpty",
+    "suspend",
+    "variables",
+    "stacks",
+    "commitStatus",
+];
 
 /// Why a configuration is not usable.
 #[derive(Debug, thiserror::Error)]
@@ -278,6 +296,8 @@ impl Config {
         if let Some(file) = &self.settings.api_token_file {
             readable(file).map_err(|m| ("apiTokenFile".to_string(), m))?;
         }
+        // commitStatus, externalUrl and notifications.
+        crate::notify::Settings::of(self)?;
         Ok(())
     }
 }

@@ -12,6 +12,7 @@ pub mod git;
 pub mod http;
 pub mod local;
 pub mod metrics;
+pub mod notify;
 pub mod reason;
 pub mod reconcile;
 pub mod render;

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub webhook_requests_total: IntCounterVec,
     pub last_successful_sync_timestamp_seconds: GaugeVec,
     pub build_info: IntGaugeVec,
+    pub commit_status_total: IntCounterVec,
+    pub notifications_total: IntCounterVec,
     /// The phase and reason labels each stack's `stack_info` and
     /// `stack_ready` series currently have.
     phases: Arc<Mutex<BTreeMap<(String, String), StackLabels>>>,
@@ -159,6 +161,16 @@ impl Metrics {
                 "stackd_build_info",
                 "Build information; always 1.",
                 &["version"],
+            ),
+            commit_status_total: counter(
+                "stackd_commit_status_total",
+                "Commit statuses by repository and result (sent, refused, failed, dropped).",
+                &["repository", "result"],
+            ),
+            notifications_total: counter(
+                "stackd_notifications_total",
+                "Notifications by notification name and result (sent, refused, failed, dropped).",
+                &["name", "result"],
             ),
             phases: Arc::default(),
             registry,

@@ -84,6 +84,8 @@ pub struct Snapshot {
 #[derive(Clone, Debug, Default)]
 pub struct SharedState {
     inner: Arc<RwLock<Snapshot>>,
+    /// Where stack outcomes go for commit statuses and notifications.
+    observer: Arc<std::sync::OnceLock<crate::notify::Observer>>,
 }
 
 impl SharedState {
@@ -136,9 +138,25 @@ impl SharedState {
     }
 
     pub fn remove_stack(&self, namespace: &str, name: &str) -> Option<StackView> {
+        if let Some(observer) = self.observer.get() {
+            observer.forget(namespace, name);
+        }
         self.write()
             .stacks
             .remove(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// Sets where [`observe`](Self::observe) sends; once, at start.
+    pub fn set_observer(&self, observer: crate::notify::Observer) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// Reports a stack's outcome for commit statuses and notifications; never
+    /// waits. The one hook every reconciler calls when it learns an outcome.
+    pub fn observe(&self, observation: crate::notify::Observation) {
+        if let Some(observer) = self.observer.get() {
+            observer.observe(observation);
+        }
     }
 
     // A poisoned lock only means a writer panicked mid-update of plain data;

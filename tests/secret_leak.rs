@@ -7,13 +7,16 @@
 //! (which become Kubernetes Secrets), the Git password (right, and a wrong one
 //! for a second repository), the webhook secret (right and wrong signatures),
 //! the API token (right and wrong bearer), a failed Secret apply, and a commit
-//! whose `.env` files fail to load right next to the secret values. Then
+//! whose `.env` files fail to load right next to the secret values. The forge
+//! token of `commitStatus` (refused by the mock forge), and the URLs and HMAC
+//! secret of `notifications` travel with every status and notification. Then
 //! everything a reader could see is collected: the daemon's logs (JSON at debug
 //! in one run, text at trace in the other), every API object except the data of
 //! the Secrets stackd created, `/metrics`, the page, every stack page and every
 //! JSON route, and the HTTP answers. No value may appear in any of them, plain,
 //! URL-encoded or base64 at any alignment. The Secrets' data is the positive
-//! control: it holds the values, and the same search finds them there.
+//! control: it holds the values, and the same search finds them there; so are
+//! the token, URLs and signatures the mock forge and webhook server received.
 
 mod common;
 #[path = "fake_api/mod.rs"]
@@ -158,6 +161,10 @@ struct Scenario {
     wrong_webhook_secret: Known,
     api_token: Known,
     wrong_api_token: Known,
+    forge_token: Known,
+    hook_url: Known,
+    hook_secret: Known,
+    slack_url: Known,
 }
 
 impl Scenario {
@@ -172,6 +179,10 @@ impl Scenario {
             wrong_webhook_secret: Known::new("wronghook"),
             api_token: Known::new("token"),
             wrong_api_token: Known::new("wrongtoken"),
+            forge_token: Known::new("forgetoken"),
+            hook_url: Known::new("hookurl"),
+            hook_secret: Known::new("hooksecret"),
+            slack_url: Known::new("slackurl"),
         }
     }
 
@@ -186,6 +197,10 @@ impl Scenario {
             &self.wrong_webhook_secret,
             &self.api_token,
             &self.wrong_api_token,
+            &self.forge_token,
+            &self.hook_url,
+            &self.hook_secret,
+            &self.slack_url,
         ]
     }
 
@@ -197,7 +212,7 @@ impl Scenario {
         format!("{name}-{}", self.run)
     }
 
-    fn config(&self, dir: &Path, git: &git_support::HttpServer) -> String {
+    fn config(&self, dir: &Path, git: &git_support::HttpServer, forge: &Forge) -> String {
         let file = |name: &str, content: &str| {
             git_support::secret_file(dir, name, &format!("{content}\n"))
                 .display()
@@ -207,15 +222,29 @@ impl Scenario {
         let password = file("git-password", &self.git_password.value);
         let wrong_password = file("wrong-git-password", &self.wrong_git_password.value);
         let hook = file("webhook-secret", &self.webhook_secret.value);
+        let forge_token = file("forge-token", &self.forge_token.value);
+        let hook_url = file(
+            "hook-url",
+            &format!("{}/hooks/{}", forge.url, self.hook_url.value),
+        );
+        let hook_secret = file("hook-secret", &self.hook_secret.value);
+        let slack_url = file(
+            "slack-url",
+            &format!("{}/slack/{}", forge.url, self.slack_url.value),
+        );
+        let notifications = format!(
+            "externalUrl: https://stackd.example.com\nnotifications:\n  - {{name: ops, type: webhook, urlFile: {hook_url}, secretFile: {hook_secret}}}\n  - {{name: chat, type: slack, urlFile: {slack_url}}}\n"
+        );
         let stacks = ["vault", "counter", "interp"]
             .map(|s| format!("      {s}: {{namespace: {}}}\n", self.namespace(s)))
             .concat();
         format!(
-            "apiTokenFile: {token}\nrepositories:\n  - name: {apps}\n    url: {apps_url}\n    paths: [\"stacks/*\"]\n    interval: 1h\n    auth: {{type: https, username: stackd, passwordFile: {password}}}\n    webhookSecretFile: {hook}\n    stacks:\n{stacks}  - name: {locked}\n    url: {locked_url}\n    interval: 1h\n    auth: {{type: https, username: stackd, passwordFile: {wrong_password}}}\n",
+            "{notifications}apiTokenFile: {token}\nrepositories:\n  - name: {apps}\n    url: {apps_url}\n    paths: [\"stacks/*\"]\n    interval: 1h\n    auth: {{type: https, username: stackd, passwordFile: {password}}}\n    webhookSecretFile: {hook}\n    commitStatus: {{provider: gitea, tokenFile: {forge_token}, apiUrl: \"{forge_url}\", repository: team/apps}}\n    stacks:\n{stacks}  - name: {locked}\n    url: {locked_url}\n    interval: 1h\n    auth: {{type: https, username: stackd, passwordFile: {wrong_password}}}\n",
             apps = self.repository("apps"),
             apps_url = git.url("apps"),
             locked = self.repository("locked"),
             locked_url = git.url("locked"),
+            forge_url = forge.url,
         )
     }
 
@@ -287,8 +316,9 @@ async fn secrets_stay_secret(log_format: &str, rust_log: &str) {
     }
     let secrets_dir = dir.path().join("secrets");
     std::fs::create_dir_all(&secrets_dir).unwrap();
+    let forge = Forge::start().await;
     let config_file = dir.path().join("stackd.yaml");
-    std::fs::write(&config_file, scenario.config(&secrets_dir, &git)).unwrap();
+    std::fs::write(&config_file, scenario.config(&secrets_dir, &git, &forge)).unwrap();
 
     let port = common::free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -318,6 +348,7 @@ async fn secrets_stay_secret(log_format: &str, rust_log: &str) {
     scenario.write_broken_commit(&upstream);
     post_syncs(&http, &base, &scenario, &mut surfaces).await;
     let load_errors = wait_for_load_errors(&http, &base).await;
+    let received = wait_for_notifications(&forge).await;
 
     collect_http(&http, &base, &mut surfaces).await;
     let secret_data = collect_objects(&cluster, &namespaces, &mut surfaces).await;
@@ -333,6 +364,14 @@ async fn secrets_stay_secret(log_format: &str, rust_log: &str) {
 
     // Positive controls: the search finds the values where they belong, and
     // what is searched is real, verbose output about these very stacks.
+    assert_forge_saw_the_secrets(&received, &scenario);
+    for request in &received {
+        surfaces.add(format!("{} body", request.path), request.body.clone());
+    }
+    assert!(
+        stderr.contains("commit status refused"),
+        "the refused forge token is not logged"
+    );
     let found = found_in(&secret_data, &[&scenario.file_secret, &scenario.env_secret]);
     for label in ["file (base64 at offset 0)", "env (base64 at offset 0)"] {
         assert!(
@@ -697,4 +736,114 @@ async fn cleanup(cluster: &TestCluster, namespaces: &[String]) {
     for namespace in namespaces {
         let _ = api.delete(namespace, &DeleteParams::default()).await;
     }
+}
+
+/// One request the mock forge and webhook server received.
+#[derive(Clone, Debug)]
+struct Received {
+    path: String,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+/// A mock Gitea that refuses the token (401), and a webhook and Slack
+/// endpoint that accept everything; it records what it received.
+struct Forge {
+    url: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl Forge {
+    async fn start() -> Forge {
+        let received: std::sync::Arc<std::sync::Mutex<Vec<Received>>> = Default::default();
+        let recorded = received.clone();
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: String| {
+                let recorded = recorded.clone();
+                async move {
+                    let path = uri.path().to_string();
+                    let refused = path.starts_with("/api/v1/");
+                    recorded.lock().unwrap().push(Received {
+                        path,
+                        headers,
+                        body,
+                    });
+                    if refused {
+                        axum::http::StatusCode::UNAUTHORIZED
+                    } else {
+                        axum::http::StatusCode::OK
+                    }
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Forge { url, received }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+/// The broken commit's failures reached the webhook.
+async fn wait_for_notifications(forge: &Forge) -> Vec<Received> {
+    eventually("the load failures as notifications", 30, async || {
+        let received = forge.received();
+        let failures = received
+            .iter()
+            .filter(|r| r.path.starts_with("/hooks/") && r.body.contains("LoadFailed"))
+            .count();
+        (failures >= 3).then_some(received)
+    })
+    .await
+}
+
+/// Positive controls: the token, the URLs and the signature reached the mock
+/// (so the same search would find them if they leaked).
+fn assert_forge_saw_the_secrets(received: &[Received], scenario: &Scenario) {
+    let header = |r: &Received, name: &str| {
+        r.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let statuses: Vec<&Received> = received
+        .iter()
+        .filter(|r| r.path.starts_with("/api/v1/repos/team/apps/statuses/"))
+        .collect();
+    assert!(
+        !statuses.is_empty(),
+        "no commit status posted: {received:?}"
+    );
+    let expected = format!("token {}", scenario.forge_token.value);
+    assert!(
+        statuses
+            .iter()
+            .all(|r| header(r, "authorization") == expected)
+    );
+    let hooks: Vec<&Received> = received
+        .iter()
+        .filter(|r| r.path.starts_with("/hooks/"))
+        .collect();
+    assert!(
+        hooks
+            .iter()
+            .all(|r| r.path == format!("/hooks/{}", scenario.hook_url.value)),
+        "{hooks:?}"
+    );
+    for hook in &hooks {
+        assert_eq!(
+            header(hook, "x-stackd-signature-256"),
+            sign_sha256(scenario.hook_secret.value.as_bytes(), hook.body.as_bytes())
+        );
+    }
+    assert!(
+        received
+            .iter()
+            .any(|r| r.path.starts_with("/slack/") && r.body.contains("failed")),
+        "no Slack message: {received:?}"
+    );
 }

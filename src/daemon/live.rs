@@ -196,6 +196,16 @@ impl GitSync {
             last_error: Some(failure.message.clone()),
             ..base
         });
+        self.state.observe(crate::notify::Observation {
+            repository: repository.to_string(),
+            namespace: namespace.to_string(),
+            stack: name.to_string(),
+            revision: commit.to_string(),
+            state: crate::notify::CommitState::Failure,
+            reason: failure.reason.as_str().to_string(),
+            message: failure.message.clone(),
+            at: chrono::Utc::now(),
+        });
         self.failures.set_stack(
             namespace,
             name,

@@ -220,6 +220,7 @@ pub async fn run(
     // What the Git side finds wrong, for the controller to write into each Stack.
     let failures = GitFailures::new();
     let mut source_watch = SourceWatch::default();
+    let mut notifier = None;
     let mut reconciler = match client {
         None => Reconciler::DryRun(DryRunReconciler {
             state: state.clone(),
@@ -229,6 +230,10 @@ pub async fn run(
             stacks_of: BTreeMap::new(),
         }),
         Some(client) => {
+            // Without an election this replica reconciles from the start.
+            let observer =
+                start_notifier(&config, &metrics, &state, options.leader_election.is_none());
+            notifier = Some(observer.clone());
             let sync = Arc::new(
                 GitSync::new(state.clone(), failures.clone())
                     .with_render_options(render_receiver.clone()),
@@ -258,7 +263,10 @@ pub async fn run(
                         handles.clone(),
                         controller_options.clone(),
                     );
+                    let observer = observer.clone();
                     async move {
+                        // Only the replica that reconciles reports outcomes.
+                        observer.set_active(true);
                         let git = {
                             let (client, secrets, leading) =
                                 (client.clone(), handles.secrets.clone(), leading.clone());
@@ -266,6 +274,7 @@ pub async fn run(
                         };
                         crate::reconcile::run(client, controller_options, handles, leading).await;
                         let _ = git.await;
+                        observer.set_active(false);
                     }
                 }
             };
@@ -353,6 +362,9 @@ pub async fn run(
                         if let Reconciler::DryRun(dry_run) = &mut reconciler {
                             dry_run.render_options = settings;
                         }
+                        if let Some(observer) = &notifier {
+                            observer.configure(crate::notify::Settings::of(&new).unwrap_or_default());
+                        }
                         info!(repositories = names.len(), "configuration reloaded");
                         state.set_config_error(None);
                         config = new;
@@ -384,6 +396,27 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Starts sending commit statuses and notifications, and points the shared
+/// state's outcome hook at them. Unless `active`, nothing is sent until this
+/// replica leads.
+fn start_notifier(
+    config: &Config,
+    metrics: &Metrics,
+    state: &SharedState,
+    active: bool,
+) -> crate::notify::Observer {
+    // The configuration was validated when loaded: this cannot fail.
+    let settings = crate::notify::Settings::of(config).unwrap_or_default();
+    let observer = crate::notify::spawn(
+        settings,
+        metrics.clone(),
+        crate::notify::send::SendPolicy::default(),
+    );
+    observer.set_active(active);
+    state.set_observer(observer.clone());
+    observer
 }
 
 /// A client for the cluster kube finds (KUBECONFIG, ~/.kube/config or in-cluster),

@@ -892,6 +892,9 @@ async fn finish(
         .handles
         .state
         .put_stack(status::view(stack, &new_status, last_sync, last_plan));
+    if let Some(observation) = crate::notify::observation_of(stack, &new_status) {
+        context.handles.state.observe(observation);
+    }
     Ok(())
 }
 

@@ -137,7 +137,7 @@ impl SourceControl for CurrentSource {
 
 /// What turns a new commit into work: a plan only, or Stacks for the controller.
 enum Reconciler {
-    DryRun(DryRunReconciler),
+    DryRun(Box<DryRunReconciler>),
     Live { sync: Arc<GitSync> },
 }
 
@@ -222,13 +222,13 @@ pub async fn run(
     let mut source_watch = SourceWatch::default();
     let mut notifier = None;
     let mut reconciler = match client {
-        None => Reconciler::DryRun(DryRunReconciler {
+        None => Reconciler::DryRun(Box::new(DryRunReconciler {
             state: state.clone(),
             metrics: metrics.clone(),
             cluster: DryRunCluster::default(),
             render_options: render_options(&config),
             stacks_of: BTreeMap::new(),
-        }),
+        })),
         Some(client) => {
             // Without an election this replica reconciles from the start.
             let observer =

@@ -101,7 +101,15 @@ pub fn observation_of(stack: &Stack, status: &StackStatus) -> Option<Observation
         repository,
         namespace: stack.metadata.namespace.clone().unwrap_or_default(),
         stack: stack.metadata.name.clone().unwrap_or_default(),
-        revision: source.revision.clone(),
+        // A Git-side failure leaves the spec at the last good commit; the
+        // failure is about the commit that was attempted.
+        revision: match state {
+            CommitState::Failure => status
+                .last_attempted_revision
+                .clone()
+                .unwrap_or_else(|| source.revision.clone()),
+            _ => source.revision.clone(),
+        },
         state,
         reason,
         message: one_line(&message, 1000),

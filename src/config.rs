@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::git::settings::RepoSettings;
-use crate::render::PublishedServiceType;
+use crate::render::{PodSecurity, PublishedServiceType};
 
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,6 +36,10 @@ pub struct DaemonSettings {
     /// controller should not reach into nodes unless the operator says so.
     #[serde(default)]
     pub allow_host_path: bool,
+    /// Tenancy: the ServiceAccount every repository without its own
+    /// `serviceAccountName` impersonates when writing a stack's objects.
+    #[serde(default)]
+    pub default_service_account_name: Option<String>,
 }
 
 impl Default for DaemonSettings {
@@ -44,6 +48,7 @@ impl Default for DaemonSettings {
             api_token_file: None,
             published_service_type: ServiceTypeSetting::LoadBalancer,
             allow_host_path: false,
+            default_service_account_name: None,
         }
     }
 }
@@ -93,6 +98,17 @@ pub struct RepositoryPolicy {
     /// Per-stack settings, by stack name.
     #[serde(default)]
     pub stacks: BTreeMap<String, StackSettings>,
+    // Tenancy: what the repository's stacks may do (README "What a repository may do").
+    /// Existing namespaces stackd did not create that stacks may use (globs);
+    /// `kube-*`, `default` and stackd's own only when listed by exact name.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Pod Security level of every stack (default `baseline`).
+    #[serde(default)]
+    pub pod_security: Option<PodSecurity>,
+    /// Write the stacks' objects impersonating this ServiceAccount of each stack's namespace.
+    #[serde(default)]
+    pub service_account_name: Option<String>,
 }
 
 /// Settings of one stack.
@@ -113,6 +129,9 @@ pub struct StackSettings {
     pub images: BTreeMap<String, String>,
     #[serde(default)]
     pub suspend: bool,
+    /// Pod Security level of this stack; overrides the repository's.
+    #[serde(default)]
+    pub pod_security: Option<PodSecurity>,
 }
 
 fn yes() -> bool {
@@ -120,7 +139,16 @@ fn yes() -> bool {
 }
 
 /// The policy keys, split off a repository entry before the source settings are read.
-const POLICY_KEYS: &[&str] = &["prune", "allowEmpty", "suspend", "variables", "stacks"];
+const POLICY_KEYS: &[&str] = &[
+    "prune",
+    "allowEmpty",
+    "suspend",
+    "variables",
+    "stacks",
+    "namespaces",
+    "podSecurity",
+    "serviceAccountName",
+];
 
 /// Why a configuration is not usable.
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +280,17 @@ impl Config {
             if let Some(file) = &source.webhook_secret_file {
                 readable(file).map_err(|m| (key("webhookSecretFile"), m))?;
             }
+            for (i, pattern) in repository.policy.namespaces.iter().enumerate() {
+                glob::Pattern::new(pattern).map_err(|e| {
+                    (
+                        key(&format!("namespaces[{i}]")),
+                        format!("invalid glob {pattern:?}: {e}"),
+                    )
+                })?;
+            }
+            if let Some(name) = &repository.policy.service_account_name {
+                service_account(name).map_err(|m| (key("serviceAccountName"), m))?;
+            }
             for (stack, settings) in &repository.policy.stacks {
                 if let Some(namespace) = &settings.namespace
                     && !is_dns_label(namespace)
@@ -262,6 +301,9 @@ impl Config {
                     ));
                 }
             }
+        }
+        if let Some(name) = &self.settings.default_service_account_name {
+            service_account(name).map_err(|m| ("defaultServiceAccountName".to_string(), m))?;
         }
         if let Some(file) = &self.settings.api_token_file {
             readable(file).map_err(|m| ("apiTokenFile".to_string(), m))?;
@@ -285,6 +327,15 @@ fn typed<T: for<'de> Deserialize<'de>>(
         };
         (key, e.into_inner().to_string())
     })
+}
+
+/// A ServiceAccount name: a DNS-1123 subdomain.
+fn service_account(name: &str) -> Result<(), String> {
+    let valid = name.len() <= 253 && name.split('.').all(is_dns_label);
+    match valid {
+        true => Ok(()),
+        false => Err(format!("{name:?} is not a valid ServiceAccount name")),
+    }
 }
 
 fn readable(file: &Path) -> Result<(), String> {
@@ -348,6 +399,41 @@ publishedServiceType: NodePort
             ServiceTypeSetting::NodePort
         );
         assert!(!config.settings.allow_host_path);
+        // Tenancy defaults: no foreign namespaces, baseline, no impersonation.
+        assert!(repo.policy.namespaces.is_empty());
+        assert_eq!(repo.policy.pod_security, None);
+        assert_eq!(repo.policy.service_account_name, None);
+        assert_eq!(config.settings.default_service_account_name, None);
+    }
+
+    #[test]
+    fn tenancy_keys_parse() {
+        let config = parse(
+            r#"
+repositories:
+  - name: apps
+    url: https://git.example.com/team/apps.git
+    namespaces: ["team-a-*", kube-system]
+    podSecurity: restricted
+    serviceAccountName: deployer
+    stacks:
+      agent: {podSecurity: privileged}
+defaultServiceAccountName: stackd-apply
+"#,
+        )
+        .unwrap();
+        let policy = &config.repositories[0].policy;
+        assert_eq!(policy.namespaces, ["team-a-*", "kube-system"]);
+        assert_eq!(policy.pod_security, Some(PodSecurity::Restricted));
+        assert_eq!(policy.service_account_name.as_deref(), Some("deployer"));
+        assert_eq!(
+            policy.stacks["agent"].pod_security,
+            Some(PodSecurity::Privileged)
+        );
+        assert_eq!(
+            config.settings.default_service_account_name.as_deref(),
+            Some("stackd-apply")
+        );
     }
 
     #[test]
@@ -379,6 +465,26 @@ publishedServiceType: NodePort
                 "config.yaml: apiTokenFile: cannot read /nonexistent/token",
             ),
             ("repositories: [\n", "config.yaml: invalid YAML"),
+            (
+                "repositories:\n  - name: apps\n    url: x\n    podSecurity: strict\n",
+                "config.yaml: repositories[0].podSecurity: unknown variant `strict`",
+            ),
+            (
+                "repositories:\n  - name: apps\n    url: x\n    stacks: {shop: {podSecurity: none}}\n",
+                "config.yaml: repositories[0].stacks.shop.podSecurity: unknown variant `none`",
+            ),
+            (
+                "repositories:\n  - name: apps\n    url: x\n    namespaces: [\"team-[\"]\n",
+                "config.yaml: repositories[0].namespaces[0]: invalid glob \"team-[\"",
+            ),
+            (
+                "repositories:\n  - name: apps\n    url: x\n    serviceAccountName: Deployer\n",
+                "config.yaml: repositories[0].serviceAccountName: \"Deployer\" is not a valid ServiceAccount name",
+            ),
+            (
+                "defaultServiceAccountName: \"a b\"\n",
+                "config.yaml: defaultServiceAccountName: \"a b\" is not a valid ServiceAccount name",
+            ),
         ];
         for (text, expected) in cases {
             let message = parse(text).unwrap_err().to_string();

@@ -15,3 +15,4 @@ pub mod metrics;
 pub mod reconcile;
 pub mod render;
 pub mod state;
+pub mod tenancy;

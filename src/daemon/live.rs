@@ -14,8 +14,10 @@ use tracing::{info, warn};
 use crate::config::RepositoryPolicy;
 use crate::crd::StackPhase;
 use crate::git::source::RepositoryUpdate;
+use crate::reconcile::error::NAMESPACE_NOT_ALLOWED;
 use crate::reconcile::{DesiredStack, SecretStore, SyncPolicy, sync_repository};
 use crate::state::{SharedState, StackView};
+use crate::tenancy::{NamespaceRules, Tenancy};
 
 use super::stacks::{LoadedStack, load_stacks};
 use crate::render::LoadError;
@@ -28,6 +30,10 @@ const RETRY_AFTER: Duration = Duration::from_secs(10);
 pub struct GitSync {
     inner: Mutex<Pending>,
     changed: Notify,
+    /// The namespace stackd runs in: refused to stacks unless listed exactly.
+    own_namespace: Option<String>,
+    /// Where stacks refused a namespace are shown (they get no Stack).
+    state: SharedState,
 }
 
 #[derive(Default)]
@@ -49,6 +55,7 @@ struct Offer {
 fn desired_stacks(
     update: &RepositoryUpdate,
     policy: &RepositoryPolicy,
+    own_namespace: Option<&str>,
     mut failed: impl FnMut(&LoadedStack, &LoadError),
 ) -> (Vec<DesiredStack>, SyncPolicy) {
     let mut desired = Vec::new();
@@ -65,6 +72,15 @@ fn desired_stacks(
                 secrets,
                 source: stack.source,
                 prune: policy.prune,
+                tenancy: Tenancy {
+                    pod_security: stack.pod_security,
+                    service_account_name: policy.service_account_name.clone(),
+                    namespaces: NamespaceRules {
+                        allowed: policy.namespaces.clone(),
+                        own_namespace: own_namespace.map(str::to_string),
+                    },
+                    file: stack.file.clone(),
+                },
             }),
             Err(ref error) => {
                 any_failed = true;
@@ -82,11 +98,19 @@ fn desired_stacks(
 }
 
 impl GitSync {
+    pub fn new(own_namespace: Option<String>, state: SharedState) -> Self {
+        GitSync {
+            own_namespace,
+            state,
+            ..GitSync::default()
+        }
+    }
+
     /// Loads a new commit's stacks and queues the commit. A stack that fails to
     /// load is shown as failed and keeps its current Stack: with any failure,
     /// the sync prunes nothing, so a broken stack never looks like a deleted one.
     pub fn offer(&self, update: &RepositoryUpdate, policy: &RepositoryPolicy, state: &SharedState) {
-        desired_stacks(update, policy, |stack, error| {
+        desired_stacks(update, policy, None, |stack, error| {
             warn!(stack = %stack.name, error = %error, "stack does not load; its Stack is left as it is");
             let base = state
                 .stack(&stack.namespace, &stack.name)
@@ -151,14 +175,19 @@ impl GitSync {
                     return;
                 }
                 // Failures were shown when the commit was offered.
-                let (stacks, policy) = desired_stacks(&offer.update, &offer.policy, |_, _| {});
+                let own = self.own_namespace.as_deref();
+                let (stacks, policy) = desired_stacks(&offer.update, &offer.policy, own, |_, _| {});
                 match sync_repository(&client, &secrets, &repository, &stacks, policy).await {
-                    Ok(report) => info!(
-                        %repository,
-                        applied = report.applied.len(),
-                        unchanged = report.unchanged.len(),
-                        "stacks synced from Git"
-                    ),
+                    Ok(report) => {
+                        info!(
+                            %repository,
+                            applied = report.applied.len(),
+                            unchanged = report.unchanged.len(),
+                            refused = report.refused.len(),
+                            "stacks synced from Git"
+                        );
+                        show_refused(&self.state, &repository, &report.refused);
+                    }
                     Err(error) => {
                         warn!(%repository, %error, "syncing stacks from Git failed; retrying");
                         self.lock().dirty.insert(repository);
@@ -181,6 +210,24 @@ impl GitSync {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A stack whose namespace is refused has no Stack to carry the failure: the
+/// status page and API show it instead.
+fn show_refused(state: &SharedState, repository: &str, refused: &[(String, String)]) {
+    for (id, message) in refused {
+        let (namespace, name) = id.split_once('/').unwrap_or_default();
+        let base = state.stack(namespace, name).unwrap_or_default();
+        state.put_stack(StackView {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            repository: Some(repository.to_string()),
+            phase: StackPhase::Failure,
+            message: Some(format!("{NAMESPACE_NOT_ALLOWED}: nothing is applied")),
+            last_error: Some(message.clone()),
+            ..base
+        });
     }
 }
 
@@ -222,7 +269,7 @@ mod tests {
         sync.offer(&update, policy, &SharedState::new());
         let pending = sync.lock();
         let offer = &pending.latest["apps"];
-        let (stacks, _) = desired_stacks(&offer.update, &offer.policy, |_, error| {
+        let (stacks, _) = desired_stacks(&offer.update, &offer.policy, None, |_, error| {
             panic!("the stack loads: {error}")
         });
         assert_eq!(stacks.len(), 1);

@@ -53,6 +53,8 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Run the writing loops only while holding this Lease.
     pub leader_election: Option<LeaderSettings>,
+    /// The namespace stackd runs in, which stacks may not use unless listed exactly.
+    pub own_namespace: Option<String>,
 }
 
 /// Where the leader-election Lease lives and who this replica is.
@@ -223,7 +225,7 @@ pub async fn run(
             stacks_of: BTreeMap::new(),
         }),
         Some(client) => {
-            let sync = Arc::new(GitSync::default());
+            let sync = Arc::new(GitSync::new(options.own_namespace.clone(), state.clone()));
             let handles = ControllerHandles {
                 secrets: SecretStore::new(),
                 state: state.clone(),
@@ -410,12 +412,16 @@ fn render_options(config: &Config) -> RenderOptions {
 }
 
 fn policy_of(config: &Config, repository: &str) -> RepositoryPolicy {
-    config
+    let mut policy = config
         .repositories
         .iter()
         .find(|r| r.source.name == repository)
         .map(|r| r.policy.clone())
-        .unwrap_or_else(default_policy)
+        .unwrap_or_else(default_policy);
+    if policy.service_account_name.is_none() {
+        policy.service_account_name = config.settings.default_service_account_name.clone();
+    }
+    policy
 }
 
 /// Watches the configuration file's directory: a mounted ConfigMap changes by

@@ -7,6 +7,7 @@ pub mod controller;
 pub mod drift;
 pub mod error;
 pub mod health;
+pub mod impersonate;
 pub mod leader;
 pub mod live;
 pub mod offline;

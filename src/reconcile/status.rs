@@ -54,6 +54,23 @@ pub fn build(stack: &Stack, observed: Observed, now: Time) -> StackStatus {
     }
 }
 
+/// `status` with `reason` on its failed conditions (`Ready=False`,
+/// `Stalled=True`), for a failure that has a reason of its own
+/// (`NamespaceNotAllowed`) rather than the phase.
+pub fn with_reason(mut status: StackStatus, reason: &str) -> StackStatus {
+    for condition in &mut status.conditions {
+        let failed = match condition.type_.as_str() {
+            "Ready" => condition.status == "False",
+            "Stalled" => condition.status == "True",
+            _ => false,
+        };
+        if failed {
+            condition.reason = reason.to_string();
+        }
+    }
+    status
+}
+
 /// `Kind/name`, as plans and the status name objects.
 pub fn describe(entry: &InventoryEntry) -> String {
     format!("{}/{}", entry.kind, entry.name)

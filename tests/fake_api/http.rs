@@ -24,6 +24,8 @@ pub struct Shared {
     pub store: Store,
     pub faults: Mutex<Vec<FaultRule>>,
     pub log: Mutex<Vec<LoggedRequest>>,
+    /// Impersonated users whose writes are refused, like a user without RBAC.
+    pub forbidden_users: Mutex<Vec<String>>,
 }
 
 pub fn router(shared: Arc<Shared>) -> axum::Router {
@@ -113,6 +115,10 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let query: HashMap<String, String> = Query::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
+    let impersonate_user = headers
+        .get("impersonate-user")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let path = uri.path().to_string();
     let watch = is_true(query.get("watch"));
     let dry_run = query.get("dryRun").is_some_and(|v| v == "All") || body_dry_run(&method, &body);
@@ -120,7 +126,19 @@ async fn handle(
         let mut rules = shared.faults.lock().unwrap_or_else(|p| p.into_inner());
         take_fault(&mut rules, &method, &path)
     };
+    let forbidden = method != Method::GET
+        && impersonate_user.as_ref().is_some_and(|user| {
+            let users = shared
+                .forbidden_users
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            users.contains(user)
+        });
     let response = match fault {
+        _ if forbidden => {
+            let user = impersonate_user.clone().unwrap_or_default();
+            ApiError::forbidden(&user, method.as_str(), &path).into_response()
+        }
         Some(FaultAction::Fail(code)) => {
             let mut error = ApiError::internal("injected fault");
             error.code = code;
@@ -157,6 +175,7 @@ async fn handle(
             watch,
             dry_run,
             status: response.status().as_u16(),
+            impersonate_user,
         });
     response
 }

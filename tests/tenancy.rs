@@ -369,3 +369,29 @@ async fn a_forbidden_write_is_the_stacks_apply_failure_with_the_servers_message(
     assert!(h.fake.objects_of("apps/v1", "Deployment").is_empty());
     assert_eq!(status.last_applied_revision, None);
 }
+
+#[tokio::test]
+async fn a_hand_written_stack_in_default_is_namespace_not_allowed() {
+    let h = harness!();
+    h.fake.seed_namespace("default");
+    let mut stack = stackd::render::stack_for(
+        "web",
+        "default",
+        serde_json::from_value(web_and_db()).unwrap(),
+        None,
+    );
+    stack.spec.pod_security = Some(PodSecurity::Privileged);
+    let api: Api<Stack> = Api::namespaced(h.client.clone(), "default");
+    api.create(&PostParams::default(), &stack).await.unwrap();
+    h.wait_for("Ready=False NamespaceNotAllowed", |h| {
+        ready_condition(h, "default").is_some_and(|(_, reason, _)| reason == "NamespaceNotAllowed")
+    })
+    .await;
+    let (status, _, message) = ready_condition(&h, "default").unwrap();
+    assert_eq!(status, "False");
+    assert!(
+        message.contains("the Stack: namespace \"default\" is not allowed"),
+        "{message}"
+    );
+    assert!(h.fake.objects_of("apps/v1", "Deployment").is_empty());
+}

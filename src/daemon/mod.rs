@@ -33,6 +33,7 @@ use crate::reconcile::leader::{LeaderElection, LeaseTiming};
 use crate::reconcile::{CacheSync, ControllerHandles, ControllerOptions, SecretStore};
 use crate::render::{self, RenderOptions};
 use crate::state::{RepositoryView, SharedState, StackView};
+use crate::tenancy;
 use kube::Client;
 
 use self::dry_run::{DryRunCluster, planned_view};
@@ -572,17 +573,25 @@ impl DryRunReconciler {
                 revision: Some(update.commit.clone()),
                 ..base
             };
-            let outcome = stack
-                .result
-                .map_err(|e| (e.label(), e.to_string()))
+            // Without a cluster only the fixed names of the namespace rule can be judged.
+            let namespace_check = tenancy::check_fixed(&stack.namespace, &policy.namespaces)
+                .map_err(|refusal| {
+                    (
+                        "namespace_not_allowed",
+                        format!("{}: {refusal}", stack.file),
+                    )
+                });
+            let outcome = namespace_check
+                .and(stack.result.map_err(|e| (e.label(), e.to_string())))
                 .and_then(|(project, secrets)| {
                     let services = project.services.len() as u32;
-                    let object = render::stack_for(
+                    let mut object = render::stack_for(
                         &stack.name,
                         &stack.namespace,
                         project,
                         Some(stack.source.clone()),
                     );
+                    object.spec.pod_security = stack.pod_security;
                     render::render(&object, &secrets, &self.render_options)
                         .map(|rendered| (rendered, services))
                         .map_err(|e| (e.label(), e.to_string()))

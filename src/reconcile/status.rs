@@ -210,6 +210,28 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_reason_goes_on_the_failed_conditions_only() {
+        let stack = Stack::new("shop", StackSpec::default());
+        let status = with_reason(
+            build(&stack, observed(Some("refused")), time(10)),
+            "NamespaceNotAllowed",
+        );
+        let reason = |kind: &str| {
+            let condition = status.conditions.iter().find(|c| c.type_ == kind).unwrap();
+            (condition.status.clone(), condition.reason.clone())
+        };
+        assert_eq!(
+            reason("Ready"),
+            ("False".into(), "NamespaceNotAllowed".into())
+        );
+        assert_eq!(
+            reason("Stalled"),
+            ("True".into(), "NamespaceNotAllowed".into())
+        );
+        assert_eq!(reason("Reconciling"), ("False".into(), "Failure".into()));
+    }
+
+    #[test]
     fn dry_run_summary_lists_the_plan() {
         let entry = |kind: &str, name: &str| InventoryEntry {
             api_version: "v1".into(),

@@ -369,7 +369,7 @@ fn one_repository_config(
 
 fn diff(args: RenderArgs) -> anyhow::Result<ExitCode> {
     let request = local_request(args)?;
-    let rendered = render_local(&request)?;
+    let mut rendered = render_local(&request)?;
     // The first object is the stack's Namespace, labelled with the stack's name.
     let namespace = rendered
         .objects
@@ -396,9 +396,13 @@ fn diff(args: RenderArgs) -> anyhow::Result<ExitCode> {
                 std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "stackd-system".to_string()),
             ),
         };
-        stackd::diff::check_namespace(&client, &namespace, &rules)
+        let access = stackd::diff::check_namespace(&client, &namespace, &rules)
             .await
-            .with_context(|| format!("{}", request.path.display()))?;
+            .map_err(|e| anyhow::anyhow!("{}: {e}", request.path.display()))?;
+        // As the daemon: someone else's namespace keeps its own Namespace object.
+        if !access.owns_namespace() {
+            rendered.objects.retain(|o| o.kind() != "Namespace");
+        }
         anyhow::Ok(stackd::diff::diff(&client, &stack, &namespace, &rendered).await?)
     })?;
     let mut changed = 0;

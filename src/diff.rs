@@ -74,7 +74,7 @@ pub async fn check_namespace(
                 source,
             })?;
     let labels = live.map(|n| n.metadata.labels.unwrap_or_default());
-    Ok(tenancy::admit(namespace, labels.as_ref(), rules)?)
+    Ok(tenancy::admit(namespace, labels.as_ref(), rules, None)?)
 }
 
 /// Compares `rendered` (the stack `stack` in `namespace`) with the live cluster.

@@ -13,6 +13,10 @@ use std::collections::BTreeMap;
 
 use crate::render::PodSecurity;
 
+/// Label on the namespaces stackd creates (as on the Stacks it writes): which
+/// repository's stack created it, as a hash of the repository name.
+pub const REPOSITORY_LABEL: &str = "stackd.dev/repository";
+
 /// Label stackd puts on the namespaces it creates.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "stackd";
@@ -73,6 +77,10 @@ pub enum NamespaceRefusal {
         "namespace {namespace:?} is not allowed: it exists and stackd did not create it; add it to the repository's namespaces list"
     )]
     Foreign { namespace: String },
+    #[error(
+        "namespace {namespace:?} is not allowed: stackd created it for another repository's stack; add it to this repository's namespaces list"
+    )]
+    OtherRepository { namespace: String },
 }
 
 /// `kube-*` and `default`: refused without looking at the cluster.
@@ -105,11 +113,14 @@ pub fn check_fixed(namespace: &str, allowed: &[String]) -> Result<(), NamespaceR
 }
 
 /// The whole rule. `existing` holds the namespace's labels, or `None` when it
-/// does not exist.
+/// does not exist. `repository` is this repository's [`REPOSITORY_LABEL`]
+/// value: a namespace stackd created for another repository is not this
+/// one's (`None`, e.g. `stackd diff`, does not tell them apart).
 pub fn admit(
     namespace: &str,
     existing: Option<&BTreeMap<String, String>>,
     rules: &NamespaceRules,
+    repository: Option<&str>,
 ) -> Result<Access, NamespaceRefusal> {
     if is_reserved(namespace, rules) {
         return match listed_exactly(namespace, &rules.allowed) {
@@ -123,11 +134,18 @@ pub fn admit(
     let Some(labels) = existing else {
         return Ok(Access::Create);
     };
-    if labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE) {
+    let stackds = labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE);
+    // Created before namespaces recorded their repository: stackd's, whoever's.
+    let owner = labels.get(REPOSITORY_LABEL).map(String::as_str);
+    let others = matches!((owner, repository), (Some(owner), Some(mine)) if owner != mine);
+    if stackds && !others {
         return Ok(Access::Stackd);
     }
     match glob_allows(namespace, &rules.allowed) {
         true => Ok(Access::Allowed),
+        false if stackds => Err(NamespaceRefusal::OtherRepository {
+            namespace: namespace.to_string(),
+        }),
         false => Err(NamespaceRefusal::Foreign {
             namespace: namespace.to_string(),
         }),
@@ -159,38 +177,71 @@ mod tests {
             for allowed in [&[][..], &["*"], &["kube-*"], &["*-system"]] {
                 assert!(
                     matches!(
-                        admit(namespace, Some(&none), &rules(allowed)),
+                        admit(namespace, Some(&none), &rules(allowed), None),
                         Err(NamespaceRefusal::Reserved { .. })
                     ),
                     "{namespace} with {allowed:?}"
                 );
             }
             assert_eq!(
-                admit(namespace, Some(&none), &rules(&[namespace])),
+                admit(namespace, Some(&none), &rules(&[namespace]), None),
                 Ok(Access::Allowed)
             );
         }
         // Even a kube-* namespace that does not exist yet.
-        assert!(admit("kube-new", None, &rules(&[])).is_err());
+        assert!(admit("kube-new", None, &rules(&[]), None).is_err());
     }
 
     #[test]
     fn new_and_stackd_namespaces_are_admitted_foreign_ones_need_the_list() {
         let ours = labels(&[(MANAGED_BY_LABEL, MANAGED_BY_VALUE)]);
         let theirs = labels(&[(MANAGED_BY_LABEL, "helm")]);
-        assert_eq!(admit("shop", None, &rules(&[])), Ok(Access::Create));
-        assert_eq!(admit("shop", Some(&ours), &rules(&[])), Ok(Access::Stackd));
+        assert_eq!(admit("shop", None, &rules(&[]), None), Ok(Access::Create));
         assert_eq!(
-            admit("shop", Some(&theirs), &rules(&[])),
+            admit("shop", Some(&ours), &rules(&[]), None),
+            Ok(Access::Stackd)
+        );
+        assert_eq!(
+            admit("shop", Some(&theirs), &rules(&[]), None),
             Err(NamespaceRefusal::Foreign {
                 namespace: "shop".into()
             })
         );
         assert_eq!(
-            admit("team-a-shop", Some(&theirs), &rules(&["team-a-*"])),
+            admit("team-a-shop", Some(&theirs), &rules(&["team-a-*"]), None),
             Ok(Access::Allowed)
         );
-        assert!(admit("team-b-shop", Some(&theirs), &rules(&["team-a-*"])).is_err());
+        assert!(admit("team-b-shop", Some(&theirs), &rules(&["team-a-*"]), None).is_err());
+    }
+
+    #[test]
+    fn a_namespace_stackd_created_for_another_repository_needs_the_list() {
+        let of = |repository: &str| {
+            labels(&[
+                (MANAGED_BY_LABEL, MANAGED_BY_VALUE),
+                (REPOSITORY_LABEL, repository),
+            ])
+        };
+        let mine = Some("aaaa");
+        assert_eq!(
+            admit("shop", Some(&of("aaaa")), &rules(&[]), mine),
+            Ok(Access::Stackd)
+        );
+        assert_eq!(
+            admit("shop", Some(&of("bbbb")), &rules(&[]), mine),
+            Err(NamespaceRefusal::OtherRepository {
+                namespace: "shop".into()
+            })
+        );
+        assert_eq!(
+            admit("shop", Some(&of("bbbb")), &rules(&["shop"]), mine),
+            Ok(Access::Allowed)
+        );
+        // Without a repository (stackd diff), any namespace stackd created passes.
+        assert_eq!(
+            admit("shop", Some(&of("bbbb")), &rules(&[]), None),
+            Ok(Access::Stackd)
+        );
     }
 
     #[test]

@@ -395,3 +395,36 @@ async fn a_hand_written_stack_in_default_is_namespace_not_allowed() {
     );
     assert!(h.fake.objects_of("apps/v1", "Deployment").is_empty());
 }
+
+#[tokio::test]
+async fn a_namespace_stackd_created_for_one_repository_is_refused_to_another() {
+    let h = harness!();
+    sync(&h.client, "team-a", vec![stack_in("shared", allowing(&[]))]).await;
+    h.wait_for("team-a's stack applied", |h| {
+        h.status("shared", "web")
+            .is_some_and(|s| s.last_applied_revision.as_deref() == Some("r1"))
+    })
+    .await;
+    h.settle().await;
+    // The controller's own apply of the Namespace keeps the repository label.
+    let labels = h.object("v1", "Namespace", "", "shared").unwrap()["metadata"]["labels"].clone();
+    assert!(labels["stackd.dev/repository"].is_string(), "{labels}");
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "stackd");
+
+    let other = DesiredStack {
+        name: "intruder".into(),
+        ..stack_in("shared", allowing(&[]))
+    };
+    let report = sync(&h.client, "team-b", vec![other]).await;
+    assert_eq!(report.refused.len(), 1, "{report:?}");
+    assert!(
+        report.refused[0]
+            .1
+            .contains("stackd created it for another repository"),
+        "{report:?}"
+    );
+    assert!(
+        h.object("stackd.dev/v1alpha1", "Stack", "shared", "intruder")
+            .is_none()
+    );
+}

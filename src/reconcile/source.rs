@@ -21,9 +21,11 @@ use crate::tenancy::{self, Access, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Tenancy};
 
 /// Label on every Stack stackd created from Git: a hash of the repository name
 /// (a URL is not a valid label value).
-pub const REPOSITORY_LABEL: &str = "stackd.dev/repository";
+pub const REPOSITORY_LABEL: &str = tenancy::REPOSITORY_LABEL;
 /// The repository name itself, for people.
 pub const REPOSITORY_ANNOTATION: &str = "stackd.dev/repository";
+/// Field manager of the namespaces the sync creates.
+const NAMESPACE_MANAGER: &str = "stackd-namespaces";
 /// How the sync admitted the Stack's namespace: `stackd` (stackd created it) or
 /// `allowed` (someone else's, admitted by the allow list). The controller
 /// never writes the Namespace object of an `allowed` one.
@@ -160,6 +162,7 @@ async fn namespaces(
 /// Admits (or refuses) a desired stack's namespace, and marks the Stack object
 /// with the decision for the controller.
 fn admit(
+    repository: &str,
     desired: &DesiredStack,
     existing: &BTreeMap<String, BTreeMap<String, String>>,
     object: &mut Stack,
@@ -168,6 +171,7 @@ fn admit(
         &desired.namespace,
         existing.get(&desired.namespace),
         &desired.tenancy.namespaces,
+        Some(&repository_label_value(repository)),
     );
     let annotations = object
         .metadata
@@ -271,7 +275,7 @@ pub async fn sync_repository(
         // Decided before any write: a refused stack that has no Stack yet gets
         // none (it would be a write into the refused namespace); one that has
         // is marked refused, so the controller applies nothing.
-        let access = admit(desired, &existing, &mut object);
+        let access = admit(repository, desired, &existing, &mut object);
         if let Err(message) = &access
             && !live.contains_key(&id)
         {
@@ -300,7 +304,7 @@ pub async fn sync_repository(
         );
         if access == Ok(Access::Create) && !namespaces_done.contains(&desired.namespace) {
             let level = desired.tenancy.pod_security.unwrap_or_default();
-            apply_namespace(client, &desired.namespace, level).await?;
+            apply_namespace(client, repository, &desired.namespace, level).await?;
             namespaces_done.push(desired.namespace.clone());
         }
         let api: Api<Stack> = Api::namespaced(client.clone(), &desired.namespace);
@@ -374,11 +378,16 @@ fn labels_include(
 /// Security level admission enforces (the renderer checked against the same).
 async fn apply_namespace(
     client: &Client,
+    repository: &str,
     name: &str,
     level: PodSecurity,
 ) -> Result<(), ReconcileError> {
     let labels = BTreeMap::from([
         (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
+        (
+            REPOSITORY_LABEL.to_string(),
+            repository_label_value(repository),
+        ),
         (ENFORCE_LABEL.to_string(), level.as_str().to_string()),
         (WARN_LABEL.to_string(), level.as_str().to_string()),
     ]);
@@ -391,9 +400,11 @@ async fn apply_namespace(
         ..Namespace::default()
     };
     let api: Api<Namespace> = Api::all(client.clone());
+    // A manager of its own: the controller's apply of the rendered Namespace (as
+    // `stackd`) does not carry the repository label, and would drop it otherwise.
     api.patch(
         name,
-        &PatchParams::apply(FIELD_MANAGER),
+        &PatchParams::apply(NAMESPACE_MANAGER),
         &Patch::Apply(&namespace),
     )
     .await

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::git::settings::RepoSettings;
-use crate::render::PublishedServiceType;
+use crate::render::{PodSecurity, PublishedServiceType};
 
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +42,10 @@ pub struct DaemonSettings {
     pub external_url: Option<String>,
     #[serde(default)]
     pub notifications: Vec<crate::notify::webhook::NotificationConfig>,
+    /// Tenancy: the ServiceAccount every repository without its own
+    /// `serviceAccountName` impersonates when writing a stack's objects.
+    #[serde(default)]
+    pub default_service_account_name: Option<String>,
 }
 
 impl Default for DaemonSettings {
@@ -52,6 +56,7 @@ impl Default for DaemonSettings {
             allow_host_path: false,
             external_url: None,
             notifications: Vec::new(),
+            default_service_account_name: None,
         }
     }
 }
@@ -104,6 +109,17 @@ pub struct RepositoryPolicy {
     /// Post each stack's outcome as a commit status on the forge (src/notify).
     #[serde(default)]
     pub commit_status: Option<crate::notify::forge::CommitStatusConfig>,
+    // Tenancy: what the repository's stacks may do (README "What a repository may do").
+    /// Existing namespaces stackd did not create that stacks may use (globs);
+    /// `kube-*`, `default` and stackd's own only when listed by exact name.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Pod Security level of every stack (default `baseline`).
+    #[serde(default)]
+    pub pod_security: Option<PodSecurity>,
+    /// Write the stacks' objects impersonating this ServiceAccount of each stack's namespace.
+    #[serde(default)]
+    pub service_account_name: Option<String>,
 }
 
 /// Settings of one stack.
@@ -124,6 +140,9 @@ pub struct StackSettings {
     pub images: BTreeMap<String, String>,
     #[serde(default)]
     pub suspend: bool,
+    /// Pod Security level of this stack; overrides the repository's.
+    #[serde(default)]
+    pub pod_security: Option<PodSecurity>,
 }
 
 fn yes() -> bool {
@@ -138,6 +157,9 @@ const POLICY_KEYS: &[&str] = &[
     "variables",
     "stacks",
     "commitStatus",
+    "namespaces",
+    "podSecurity",
+    "serviceAccountName",
 ];
 
 /// Why a configuration is not usable.
@@ -282,6 +304,17 @@ impl Config {
             if let Some(file) = &source.webhook_secret_file {
                 readable(file).map_err(|m| (key("webhookSecretFile"), m))?;
             }
+            for (i, pattern) in repository.policy.namespaces.iter().enumerate() {
+                glob::Pattern::new(pattern).map_err(|e| {
+                    (
+                        key(&format!("namespaces[{i}]")),
+                        format!("invalid glob {pattern:?}: {e}"),
+                    )
+                })?;
+            }
+            if let Some(name) = &repository.policy.service_account_name {
+                service_account(name).map_err(|m| (key("serviceAccountName"), m))?;
+            }
             for (stack, settings) in &repository.policy.stacks {
                 if let Some(namespace) = &settings.namespace
                     && !is_dns_label(namespace)
@@ -292,6 +325,9 @@ impl Config {
                     ));
                 }
             }
+        }
+        if let Some(name) = &self.settings.default_service_account_name {
+            service_account(name).map_err(|m| ("defaultServiceAccountName".to_string(), m))?;
         }
         if let Some(file) = &self.settings.api_token_file {
             readable(file).map_err(|m| ("apiTokenFile".to_string(), m))?;
@@ -317,6 +353,15 @@ fn typed<T: for<'de> Deserialize<'de>>(
         };
         (key, e.into_inner().to_string())
     })
+}
+
+/// A ServiceAccount name: a DNS-1123 subdomain.
+fn service_account(name: &str) -> Result<(), String> {
+    let valid = name.len() <= 253 && name.split('.').all(is_dns_label);
+    match valid {
+        true => Ok(()),
+        false => Err(format!("{name:?} is not a valid ServiceAccount name")),
+    }
 }
 
 fn readable(file: &Path) -> Result<(), String> {
@@ -380,6 +425,41 @@ publishedServiceType: NodePort
             ServiceTypeSetting::NodePort
         );
         assert!(!config.settings.allow_host_path);
+        // Tenancy defaults: no foreign namespaces, baseline, no impersonation.
+        assert!(repo.policy.namespaces.is_empty());
+        assert_eq!(repo.policy.pod_security, None);
+        assert_eq!(repo.policy.service_account_name, None);
+        assert_eq!(config.settings.default_service_account_name, None);
+    }
+
+    #[test]
+    fn tenancy_keys_parse() {
+        let config = parse(
+            r#"
+repositories:
+  - name: apps
+    url: https://git.example.com/team/apps.git
+    namespaces: ["team-a-*", kube-system]
+    podSecurity: restricted
+    serviceAccountName: deployer
+    stacks:
+      agent: {podSecurity: privileged}
+defaultServiceAccountName: stackd-apply
+"#,
+        )
+        .unwrap();
+        let policy = &config.repositories[0].policy;
+        assert_eq!(policy.namespaces, ["team-a-*", "kube-system"]);
+        assert_eq!(policy.pod_security, Some(PodSecurity::Restricted));
+        assert_eq!(policy.service_account_name.as_deref(), Some("deployer"));
+        assert_eq!(
+            policy.stacks["agent"].pod_security,
+            Some(PodSecurity::Privileged)
+        );
+        assert_eq!(
+            config.settings.default_service_account_name.as_deref(),
+            Some("stackd-apply")
+        );
     }
 
     #[test]
@@ -422,6 +502,26 @@ publishedServiceType: NodePort
             (
                 "repositories:\n  - {name: a, url: x, paths: [\"stacks/../../*\"]}\n",
                 "config.yaml: repositories[0].paths[0]: \"stacks/../../*\" is outside the repository",
+            ),
+            (
+                "repositories:\n  - name: apps\n    url: x\n    podSecurity: strict\n",
+                "config.yaml: repositories[0].podSecurity: unknown variant `strict`",
+            ),
+            (
+                "repositories:\n  - name: apps\n    url: x\n    stacks: {shop: {podSecurity: none}}\n",
+                "config.yaml: repositories[0].stacks.shop.podSecurity: unknown variant `none`",
+            ),
+            (
+                "repositories:\n  - name: apps\n    url: x\n    namespaces: [\"team-[\"]\n",
+                "config.yaml: repositories[0].namespaces[0]: invalid glob \"team-[\"",
+            ),
+            (
+                "repositories:\n  - name: apps\n    url: x\n    serviceAccountName: Deployer\n",
+                "config.yaml: repositories[0].serviceAccountName: \"Deployer\" is not a valid ServiceAccount name",
+            ),
+            (
+                "defaultServiceAccountName: \"a b\"\n",
+                "config.yaml: defaultServiceAccountName: \"a b\" is not a valid ServiceAccount name",
             ),
         ];
         for (text, expected) in cases {

@@ -6,6 +6,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::render::PodSecurity;
 use crate::render::model::Project;
 
 /// Label on every object stackd manages; its value is the stack name.
@@ -63,6 +64,14 @@ pub struct StackSpec {
     /// lists them as kept); a Stack from Git gets its repository's `prune`.
     #[serde(default = "prune_by_default")]
     pub prune: bool,
+    /// Pod Security level the renderer checks against and the namespace
+    /// enforces (`restricted`, `baseline` or `privileged`); absent: `baseline`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security: Option<PodSecurity>,
+    /// Objects of this stack are written impersonating this ServiceAccount of
+    /// the stack's namespace, so its RBAC bounds what the stack can do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
     /// The normalised compose model.
     #[serde(flatten)]
     pub project: Project,
@@ -79,6 +88,8 @@ impl Default for StackSpec {
             source: None,
             suspend: false,
             prune: prune_by_default(),
+            pod_security: None,
+            service_account_name: None,
             project: Project::default(),
         }
     }

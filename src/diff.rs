@@ -3,13 +3,15 @@
 
 use std::fmt;
 
+use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
-use kube::api::ListParams;
+use kube::api::{Api, ListParams};
 
 use crate::crd::{InventoryEntry, STACK_LABEL};
 use crate::reconcile::apply::{PRUNE_ANNOTATION, PRUNE_DISABLED, api_for, entry_for};
 use crate::reconcile::drift;
 use crate::render::object::{RENDERED_KINDS, Rendered};
+use crate::tenancy::{self, Access, NamespaceRefusal, NamespaceRules};
 
 /// One object's change.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +44,37 @@ impl fmt::Display for ObjectChange {
             Change::Delete => write!(f, "- delete {name}"),
         }
     }
+}
+
+/// Why `stackd diff` stops before comparing.
+#[derive(Debug, thiserror::Error)]
+pub enum NamespaceCheckError {
+    #[error("reading namespace {namespace}: {source}")]
+    Read {
+        namespace: String,
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Refused(#[from] NamespaceRefusal),
+}
+
+/// The daemon's namespace rule against the live cluster: whether a stack could
+/// use `namespace`, and how.
+pub async fn check_namespace(
+    client: &Client,
+    namespace: &str,
+    rules: &NamespaceRules,
+) -> Result<Access, NamespaceCheckError> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let live =
+        api.get_metadata_opt(namespace)
+            .await
+            .map_err(|source| NamespaceCheckError::Read {
+                namespace: namespace.to_string(),
+                source,
+            })?;
+    let labels = live.map(|n| n.metadata.labels.unwrap_or_default());
+    Ok(tenancy::admit(namespace, labels.as_ref(), rules, None)?)
 }
 
 /// Compares `rendered` (the stack `stack` in `namespace`) with the live cluster.

@@ -17,3 +17,4 @@ pub mod reason;
 pub mod reconcile;
 pub mod render;
 pub mod state;
+pub mod tenancy;

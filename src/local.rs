@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use crate::render::files::{DirSource, RepoPath};
 use crate::render::object::Rendered;
-use crate::render::{self, LoadError, LoadOptions, RenderError, RenderOptions};
+use crate::render::{self, LoadError, LoadOptions, PodSecurity, RenderError, RenderOptions};
+use crate::tenancy::{self, NamespaceRefusal};
 
 /// What to render.
 #[derive(Clone, Debug, Default)]
@@ -26,6 +27,10 @@ pub struct LocalRender {
     /// The repository root; default: the nearest ancestor with `.git`, else the stack directory.
     pub repository_root: Option<PathBuf>,
     pub options: RenderOptions,
+    /// The stack's Pod Security level (`None`: baseline).
+    pub pod_security: Option<PodSecurity>,
+    /// Namespaces the stack may use although reserved (`kube-*`, `default`).
+    pub allowed_namespaces: Vec<String>,
 }
 
 /// Why a local render failed.
@@ -40,6 +45,12 @@ pub enum LocalRenderError {
     Load { root: String, error: Box<LoadError> },
     #[error("{0}")]
     Render(Box<RenderError>),
+    /// Tenancy: `file` asks for a reserved namespace.
+    #[error("{file}: {refusal}")]
+    Namespace {
+        file: String,
+        refusal: NamespaceRefusal,
+    },
 }
 
 impl LocalRenderError {
@@ -49,6 +60,7 @@ impl LocalRenderError {
             LocalRenderError::Input { .. } => "input",
             LocalRenderError::Load { error, .. } => error.label(),
             LocalRenderError::Render(e) => e.label(),
+            LocalRenderError::Namespace { .. } => "namespace_not_allowed",
         }
     }
 }
@@ -130,7 +142,18 @@ pub fn render_local(request: &LocalRender) -> Result<Rendered, LocalRenderError>
         ),
     };
     let namespace = request.namespace.clone().unwrap_or_else(|| name.clone());
-    let stack = render::stack_for(&name, &namespace, loaded.project, None);
+    // Offline, only the fixed names can be judged; `stackd diff` checks the rest.
+    tenancy::check_fixed(&namespace, &request.allowed_namespaces).map_err(|refusal| {
+        LocalRenderError::Namespace {
+            file: match &first_file {
+                Some(file) => file.display().to_string(),
+                None => stack_dir.display().to_string(),
+            },
+            refusal,
+        }
+    })?;
+    let mut stack = render::stack_for(&name, &namespace, loaded.project, None);
+    stack.spec.pod_security = request.pod_security;
     render::render(&stack, &loaded.secrets, &request.options)
         .map_err(|e| LocalRenderError::Render(Box::new(e)))
 }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use stackd::local::{LocalRender, render_local};
-use stackd::render::{PublishedServiceType, RenderOptions};
+use stackd::render::{PodSecurity, PublishedServiceType, RenderOptions};
 
 /// GitOps for docker-compose on Kubernetes.
 #[derive(Parser)]
@@ -74,9 +74,16 @@ struct RenderArgs {
     /// Service type for published ports.
     #[arg(long, value_enum, default_value_t = ServiceType::LoadBalancer)]
     published_service_type: ServiceType,
-    /// Allow bind mounts of host paths (hostPath volumes).
+    /// Allow bind mounts of host paths (hostPath volumes; needs --pod-security privileged).
     #[arg(long)]
     allow_host_path: bool,
+    /// Pod Security level to render for (the repository key podSecurity).
+    #[arg(long, value_enum, default_value_t = PodSecurityLevel::Baseline)]
+    pod_security: PodSecurityLevel,
+    /// A namespace the stack may use although reserved or foreign (the
+    /// repository key namespaces; repeatable).
+    #[arg(long = "allow-namespace", value_name = "GLOB")]
+    allow_namespaces: Vec<String>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Yaml)]
     output: Format,
@@ -111,7 +118,8 @@ struct RunArgs {
     /// Write only while holding a Lease, so that several replicas can run.
     #[arg(long)]
     leader_election: bool,
-    /// Namespace of the leader-election Lease.
+    /// The namespace stackd runs in: its leader-election Lease lives there, and
+    /// stacks may not use it unless a repository lists it by exact name.
     #[arg(long, env = "POD_NAMESPACE", default_value = "stackd-system")]
     lease_namespace: String,
     /// This replica's name in the Lease.
@@ -120,6 +128,13 @@ struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PodSecurityLevel {
+    Restricted,
+    Baseline,
+    Privileged,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -273,6 +288,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         listen: args.listen,
         metrics_listen: args.metrics_listen,
         dry_run: args.dry_run,
+        own_namespace: Some(args.lease_namespace.clone()),
     };
     limit_malloc_arenas();
     let runtime = tokio::runtime::Runtime::new()?;
@@ -386,7 +402,8 @@ fn one_repository_config(
 }
 
 fn diff(args: RenderArgs) -> anyhow::Result<ExitCode> {
-    let rendered = render_local(&local_request(args)?)?;
+    let request = local_request(args)?;
+    let mut rendered = render_local(&request)?;
     // The first object is the stack's Namespace, labelled with the stack's name.
     let namespace = rendered
         .objects
@@ -406,6 +423,20 @@ fn diff(args: RenderArgs) -> anyhow::Result<ExitCode> {
         let client = kube::Client::try_default()
             .await
             .context("no Kubernetes cluster is reachable (stackd diff compares with a live cluster; `stackd render` works offline)")?;
+        // The whole namespace rule, as the daemon applies it.
+        let rules = stackd::tenancy::NamespaceRules {
+            allowed: request.allowed_namespaces.clone(),
+            own_namespace: Some(
+                std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "stackd-system".to_string()),
+            ),
+        };
+        let access = stackd::diff::check_namespace(&client, &namespace, &rules)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {e}", request.path.display()))?;
+        // As the daemon: someone else's namespace keeps its own Namespace object.
+        if !access.owns_namespace() {
+            rendered.objects.retain(|o| o.kind() != "Namespace");
+        }
         anyhow::Ok(stackd::diff::diff(&client, &stack, &namespace, &rendered).await?)
     })?;
     let mut changed = 0;
@@ -454,6 +485,12 @@ fn local_request(args: RenderArgs) -> anyhow::Result<LocalRender> {
         name: args.name,
         namespace: args.namespace,
         repository_root: None,
+        pod_security: Some(match args.pod_security {
+            PodSecurityLevel::Restricted => PodSecurity::Restricted,
+            PodSecurityLevel::Baseline => PodSecurity::Baseline,
+            PodSecurityLevel::Privileged => PodSecurity::Privileged,
+        }),
+        allowed_namespaces: args.allow_namespaces,
         options: RenderOptions {
             allow_host_path: args.allow_host_path,
             published_service_type: match args.published_service_type {

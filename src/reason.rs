@@ -53,6 +53,7 @@ reasons! {
     SourceUnavailable => "source_unavailable", "The repository could not be fetched for longer than 3 poll intervals.";
     ApplyFailed => "apply_failed", "The API server refused or failed a write (the Stack itself, or one of its objects).";
     HealthFailed => "health_failed", "A workload cannot become ready on its own (a Job failed).";
+    NamespaceNotAllowed => "namespace_not_allowed", "The stack's namespace is refused to its repository (README \"What a repository may do\"): nothing is applied.";
 }
 
 impl Reason {

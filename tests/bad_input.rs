@@ -359,6 +359,7 @@ impl Pipeline {
         let dir = tempfile::tempdir().unwrap();
         let upstream = Upstream::new(dir.path(), "apps");
         let sync = Arc::new(GitSync::new(
+            None,
             h.handles.state.clone(),
             h.handles.failures.clone(),
         ));

@@ -202,3 +202,44 @@ fn a_stack_is_named_after_its_directory_as_docker_compose_does() {
         assert_eq!(model["name"], "my_appv21");
     }
 }
+
+#[test]
+fn render_refuses_name_kube_system_and_a_privileged_host_pid_service() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join(".git")).unwrap();
+    let compose = dir.path().join("compose.yaml");
+    std::fs::write(
+        &compose,
+        "name: kube-system\nservices:\n  root:\n    image: alpine\n    privileged: true\n    pid: host\n",
+    )
+    .unwrap();
+    let path = compose.to_str().unwrap();
+
+    let output = stackd(&["render", path]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!("{path}: namespace \"kube-system\" is not allowed")),
+        "{stderr}"
+    );
+
+    // Listed by exact name, the namespace passes; the pod is still refused by
+    // Pod Security `baseline`, naming the service and the field.
+    let output = stackd(&["render", path, "--allow-namespace", "kube-system"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("service \"root\": pid: host: refused by Pod Security level \"baseline\""),
+        "{stderr}"
+    );
+
+    let output = stackd(&[
+        "render",
+        path,
+        "--namespace",
+        "ops",
+        "--pod-security",
+        "privileged",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+}

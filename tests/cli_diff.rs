@@ -80,3 +80,52 @@ async fn diff_reports_creates_updates_and_deletes_with_kubectl_exit_codes() {
     assert!(text.contains("- delete Service shop/old"), "{text}");
     assert!(text.contains("2 of 10 objects would change"), "{text}");
 }
+
+/// `stackd diff` with extra arguments, in examples/repo/shop.
+fn diff_with(kubeconfig: &std::path::Path, extra: &[&str]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_stackd"))
+        .args(["diff", "examples/repo/shop"])
+        .args(extra)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        stdout + &String::from_utf8_lossy(&output.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_checks_the_namespace_rule_against_the_cluster() {
+    let (api, _client) = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = common::write_kubeconfig(dir.path(), api.url());
+    // Someone else's namespace: stackd did not create it.
+    api.seed(&serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "legacy", "labels": {"team": "ops"}}}));
+    let run = |extra: &'static [&'static str]| {
+        let kubeconfig = kubeconfig.clone();
+        tokio::task::spawn_blocking(move || diff_with(&kubeconfig, extra))
+    };
+
+    let (code, text) = run(&["--namespace", "legacy"]).await.unwrap();
+    // An error, not a difference: exit codes above 1, as `kubectl diff`.
+    assert!(code > 1, "{text}");
+    assert!(
+        text.contains(
+            "namespace \"legacy\" is not allowed: it exists and stackd did not create it"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("examples/repo/shop"), "{text}");
+
+    let (code, text) = run(&["--namespace", "legacy", "--allow-namespace", "leg*"])
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{text}");
+    // Allowed, but not stackd's: its Namespace object is left alone.
+    assert!(text.contains("8 of 8 objects would change"), "{text}");
+    assert!(!text.contains("Namespace legacy"), "{text}");
+}

@@ -44,6 +44,8 @@ fn every_corpus_file_renders_or_fails_cleanly() {
                     // Render errors name the service, config, secret or volume.
                     LocalRenderError::Render(_) => message.contains('"') || message.contains('`'),
                     LocalRenderError::Input { .. } => message.contains(&relative),
+                    // Tenancy refusals name the file and the namespace.
+                    LocalRenderError::Namespace { .. } => message.contains("namespace \""),
                 };
                 if !names_place || message.trim().is_empty() {
                     unclear.push(format!("{relative}: {message}"));

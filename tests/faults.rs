@@ -299,6 +299,7 @@ impl Live {
         let (source, mut events) =
             Source::spawn(vec![settings], data_dir.clone(), options).unwrap();
         let sync = Arc::new(GitSync::new(
+            None,
             h.handles.state.clone(),
             h.handles.failures.clone(),
         ));

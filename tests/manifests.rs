@@ -129,4 +129,37 @@ fn cluster_role_covers_every_rendered_kind_and_nothing_more() {
     assert!(!claims.contains("delete"), "PVCs are never pruned");
     let stacks = &granted[&("stackd.dev".to_string(), "stacks/status".to_string())];
     assert!(stacks.contains("patch"));
+
+    // Impersonation: ServiceAccounts only, and nothing else may be done to them.
+    for ((group, resource), verbs) in &granted {
+        if verbs.contains("impersonate") {
+            assert_eq!(
+                (group.as_str(), resource.as_str()),
+                ("", "serviceaccounts"),
+                "impersonate is granted on {group}/{resource}"
+            );
+        }
+    }
+    let accounts = &granted[&("".to_string(), "serviceaccounts".to_string())];
+    assert_eq!(accounts.iter().collect::<Vec<_>>(), ["impersonate"]);
+
+    // Nothing more: every granted resource is a rendered kind or one the daemon
+    // needs for itself.
+    let mut expected: BTreeSet<(String, String)> = RENDERED_KINDS
+        .iter()
+        .map(|(_, kind)| resource_of(kind))
+        .map(|(group, plural)| (group.to_string(), plural.to_string()))
+        .collect();
+    for (group, resource) in [
+        ("stackd.dev", "stacks"),
+        ("stackd.dev", "stacks/status"),
+        ("", "persistentvolumeclaims"),
+        ("", "events"),
+        ("events.k8s.io", "events"),
+        ("", "serviceaccounts"),
+    ] {
+        expected.insert((group.to_string(), resource.to_string()));
+    }
+    let granted_resources: BTreeSet<(String, String)> = granted.keys().cloned().collect();
+    assert_eq!(granted_resources, expected);
 }

@@ -16,6 +16,7 @@ use crate::crd::StackPhase;
 use crate::git::source::{PollResult, RepositoryState, RepositoryUpdate};
 use crate::reconcile::{DesiredStack, SecretStore, SyncPolicy, sync_repository};
 use crate::state::{SharedState, StackView};
+use crate::tenancy::{NamespaceRules, Tenancy};
 
 use super::stacks::{LoadedStack, load_reason, load_stacks};
 use crate::reason::Reason;
@@ -34,6 +35,8 @@ const RETRY_AFTER: Duration = Duration::from_secs(10);
 pub struct GitSync {
     inner: Mutex<Pending>,
     changed: Notify,
+    /// The namespace stackd runs in: refused to stacks unless listed exactly.
+    own_namespace: Option<String>,
     /// Shown at once for stacks that fail on the Git side.
     state: SharedState,
     /// The same failures, for the controller to write into each Stack.
@@ -65,6 +68,7 @@ struct Offer {
 fn desired_stacks(
     update: &RepositoryUpdate,
     policy: &RepositoryPolicy,
+    own_namespace: Option<&str>,
     mut failed: impl FnMut(&LoadedStack, &LoadError),
 ) -> (Vec<DesiredStack>, SyncPolicy) {
     let mut desired = Vec::new();
@@ -81,6 +85,15 @@ fn desired_stacks(
                 secrets,
                 source: stack.source,
                 prune: policy.prune,
+                tenancy: Tenancy {
+                    pod_security: stack.pod_security,
+                    service_account_name: policy.service_account_name.clone(),
+                    namespaces: NamespaceRules {
+                        allowed: policy.namespaces.clone(),
+                        own_namespace: own_namespace.map(str::to_string),
+                    },
+                    file: stack.file.clone(),
+                },
             }),
             Err(ref error) => {
                 any_failed = true;
@@ -98,8 +111,9 @@ fn desired_stacks(
 }
 
 impl GitSync {
-    pub fn new(state: SharedState, failures: GitFailures) -> Self {
+    pub fn new(own_namespace: Option<String>, state: SharedState, failures: GitFailures) -> Self {
         GitSync {
+            own_namespace,
             state,
             failures,
             ..GitSync::default()
@@ -117,18 +131,23 @@ impl GitSync {
     /// writes the failure into its status. With any failure the sync prunes
     /// nothing, so a broken stack never looks like a deleted one.
     pub fn offer(&self, update: &RepositoryUpdate, policy: &RepositoryPolicy) {
-        let (desired, _) = desired_stacks(update, policy, |stack, error| {
-            warn!(stack = %stack.name, error = %error, "stack does not load; its Stack is left as it is");
-            let failure = Failure::new(load_reason(error), error.to_string(), false);
-            self.show_failure(
-                &stack.namespace,
-                &stack.name,
-                &update.repository,
-                Some(&stack.source.path),
-                &update.commit,
-                failure,
-            );
-        });
+        let (desired, _) = desired_stacks(
+            update,
+            policy,
+            self.own_namespace.as_deref(),
+            |stack, error| {
+                warn!(stack = %stack.name, error = %error, "stack does not load; its Stack is left as it is");
+                let failure = Failure::new(load_reason(error), error.to_string(), false);
+                self.show_failure(
+                    &stack.namespace,
+                    &stack.name,
+                    &update.repository,
+                    Some(&stack.source.path),
+                    &update.commit,
+                    failure,
+                );
+            },
+        );
         // A stack that loads but does not render would fail in the controller,
         // after its Stack's spec had moved to this commit: try it here instead,
         // so the spec stays at the last good revision.
@@ -249,8 +268,9 @@ impl GitSync {
                     return;
                 }
                 // Failures were shown when the commit was offered.
+                let own = self.own_namespace.as_deref();
                 let (mut stacks, mut policy) =
-                    desired_stacks(&offer.update, &offer.policy, |_, _| {});
+                    desired_stacks(&offer.update, &offer.policy, own, |_, _| {});
                 if !offer.unrenderable.is_empty() {
                     stacks.retain(|s| {
                         !offer
@@ -283,11 +303,8 @@ impl GitSync {
                         let mut again = false;
                         for refused in report.refused {
                             again |= refused.transient;
-                            let failure = Failure::new(
-                                Reason::ApplyFailed,
-                                refused.message,
-                                refused.transient,
-                            );
+                            let failure =
+                                Failure::new(refused.reason, refused.message, refused.transient);
                             self.show_failure(
                                 &refused.namespace,
                                 &refused.name,
@@ -445,7 +462,7 @@ mod tests {
         sync.offer(&update, policy);
         let pending = sync.lock();
         let offer = &pending.latest["apps"];
-        let (stacks, _) = desired_stacks(&offer.update, &offer.policy, |_, error| {
+        let (stacks, _) = desired_stacks(&offer.update, &offer.policy, None, |_, error| {
             panic!("the stack loads: {error}")
         });
         assert_eq!(stacks.len(), 1);

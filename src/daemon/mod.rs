@@ -35,6 +35,7 @@ use crate::reconcile::leader::{LeaderElection, LeaseTiming};
 use crate::reconcile::{CacheSync, ControllerHandles, ControllerOptions, SecretStore};
 use crate::render::{self, RenderOptions};
 use crate::state::{RepositoryView, SharedState, StackView};
+use crate::tenancy;
 use kube::Client;
 
 use self::dry_run::{DryRunCluster, planned_view};
@@ -55,6 +56,8 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Run the writing loops only while holding this Lease.
     pub leader_election: Option<LeaderSettings>,
+    /// The namespace stackd runs in, which stacks may not use unless listed exactly.
+    pub own_namespace: Option<String>,
 }
 
 /// Where the leader-election Lease lives and who this replica is.
@@ -235,8 +238,12 @@ pub async fn run(
                 start_notifier(&config, &metrics, &state, options.leader_election.is_none());
             notifier = Some(observer.clone());
             let sync = Arc::new(
-                GitSync::new(state.clone(), failures.clone())
-                    .with_render_options(render_receiver.clone()),
+                GitSync::new(
+                    options.own_namespace.clone(),
+                    state.clone(),
+                    failures.clone(),
+                )
+                .with_render_options(render_receiver.clone()),
             );
             let handles = ControllerHandles {
                 secrets: SecretStore::new(),
@@ -516,12 +523,16 @@ fn interval_of(config: &Config, repository: &str) -> Duration {
 }
 
 fn policy_of(config: &Config, repository: &str) -> RepositoryPolicy {
-    config
+    let mut policy = config
         .repositories
         .iter()
         .find(|r| r.source.name == repository)
         .map(|r| r.policy.clone())
-        .unwrap_or_else(default_policy)
+        .unwrap_or_else(default_policy);
+    if policy.service_account_name.is_none() {
+        policy.service_account_name = config.settings.default_service_account_name.clone();
+    }
+    policy
 }
 
 /// Watches the configuration file's directory: a mounted ConfigMap changes by
@@ -676,17 +687,29 @@ impl DryRunReconciler {
                 revision: Some(update.commit.clone()),
                 ..base
             };
-            let outcome = stack
-                .result
-                .map_err(|e| (stacks::load_reason(&e), e.to_string()))
+            // Without a cluster only the fixed names of the namespace rule can be judged.
+            let namespace_check = tenancy::check_fixed(&stack.namespace, &policy.namespaces)
+                .map_err(|refusal| {
+                    (
+                        Reason::NamespaceNotAllowed,
+                        format!("{}: {refusal}", stack.file),
+                    )
+                });
+            let outcome = namespace_check
+                .and(
+                    stack
+                        .result
+                        .map_err(|e| (stacks::load_reason(&e), e.to_string())),
+                )
                 .and_then(|(project, secrets)| {
                     let services = project.services.len() as u32;
-                    let object = render::stack_for(
+                    let mut object = render::stack_for(
                         &stack.name,
                         &stack.namespace,
                         project,
                         Some(stack.source.clone()),
                     );
+                    object.spec.pod_security = stack.pod_security;
                     render::render(&object, &secrets, &self.render_options)
                         .map(|rendered| (rendered, services))
                         .map_err(|e| (Reason::RenderFailed, e.to_string()))

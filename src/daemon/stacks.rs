@@ -11,7 +11,7 @@ use crate::git::source::RepositoryUpdate;
 use crate::reason::Reason;
 use crate::render::compose::At;
 use crate::render::model::{Project, SecretValues};
-use crate::render::{self, LoadError, LoadOptions};
+use crate::render::{self, LoadError, LoadOptions, PodSecurity};
 
 /// One stack of a repository, loaded or not.
 #[derive(Debug)]
@@ -21,6 +21,10 @@ pub struct LoadedStack {
     pub namespace: String,
     pub source: SourceRef,
     pub suspended: bool,
+    /// The stack's `podSecurity`, else the repository's.
+    pub pod_security: Option<PodSecurity>,
+    /// The main compose file (repository path), for messages.
+    pub file: String,
     pub result: Result<(Project, SecretValues), LoadError>,
 }
 
@@ -96,6 +100,10 @@ pub fn load_stacks(update: &RepositoryUpdate, policy: &RepositoryPolicy) -> Vec<
                     revision: update.commit.clone(),
                 },
                 suspended: policy.suspend || settings.is_some_and(|s| s.suspend),
+                pod_security: settings
+                    .and_then(|s| s.pod_security)
+                    .or(policy.pod_security),
+                file: stack.files.first().unwrap_or(&stack.dir).to_string(),
                 result,
             }
         })

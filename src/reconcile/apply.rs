@@ -322,6 +322,9 @@ fn is_not_found(error: &kube::Error) -> bool {
 
 pub struct Applier {
     client: Client,
+    /// Writes the stack's namespaced objects: `client`, or one impersonating
+    /// the repository's ServiceAccount. Namespaces stay the daemon's own writes.
+    writer: Client,
     options: ApplyOptions,
     /// The controller's watch caches: leftovers are found there instead of
     /// with a list request per kind.
@@ -331,9 +334,23 @@ pub struct Applier {
 impl Applier {
     pub fn new(client: Client, options: ApplyOptions) -> Self {
         Applier {
+            writer: client.clone(),
             client,
             options,
             live: None,
+        }
+    }
+
+    /// Writes namespaced objects with `writer` (e.g. an impersonating client).
+    pub fn with_writer(mut self, writer: Client) -> Self {
+        self.writer = writer;
+        self
+    }
+
+    fn writer_for(&self, entry: &InventoryEntry) -> &Client {
+        match is_cluster_scoped(&entry.kind) {
+            true => &self.client,
+            false => &self.writer,
         }
     }
 
@@ -467,7 +484,7 @@ impl Applier {
         if let Some(error) = self.cancelled(entry) {
             return Err(error);
         }
-        let api = api_for(&self.client, entry);
+        let api = api_for(self.writer_for(entry), entry);
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let body = object.to_json();
         match api.patch(&entry.name, &params, &Patch::Apply(&body)).await {
@@ -563,7 +580,8 @@ impl Applier {
             propagation_policy: Some(PropagationPolicy::Background),
             ..DeleteParams::default()
         };
-        match api.delete(&entry.name, &background).await {
+        let writer = api_for(self.writer_for(entry), entry);
+        match writer.delete(&entry.name, &background).await {
             Ok(_) => Ok(Outcome::Deleted),
             Err(error) if is_not_found(&error) => Ok(Outcome::AlreadyGone),
             Err(error) => Err(failed(error)),

@@ -36,14 +36,19 @@ use crate::reconcile::drift;
 use crate::reconcile::error::ReconcileError;
 use crate::reconcile::failures::{GitFailure, GitFailures};
 use crate::reconcile::health;
+use crate::reconcile::impersonate;
 use crate::reconcile::live::{self, LiveStores};
 use crate::reconcile::secrets::{self, SecretStore};
-use crate::reconcile::source::REPOSITORY_ANNOTATION;
+use crate::reconcile::source::{
+    ACCESS_ALLOWED, NAMESPACE_ACCESS_ANNOTATION, NAMESPACE_REFUSED_ANNOTATION,
+    REPOSITORY_ANNOTATION,
+};
 use crate::reconcile::status::{self, Failure, Observed};
 use crate::render::model::Project;
 use crate::render::object::{Object, Rendered};
 use crate::render::{RenderOptions, render};
 use crate::state::SharedState;
+use crate::tenancy::{self, Access, NamespaceRefusal};
 
 /// `stackd.dev/suspend: "true"` stops reconciling, like `spec.suspend`.
 pub const SUSPEND_ANNOTATION: &str = "stackd.dev/suspend";
@@ -113,6 +118,8 @@ pub struct Context {
     cancel: CancellationToken,
     /// Consecutive transient failures per stack, for the backoff.
     failures: Mutex<HashMap<(String, String), u32>>,
+    /// Clients impersonating a ServiceAccount, by user name.
+    impersonating: Mutex<HashMap<String, Client>>,
 }
 
 /// A reflector for one owned kind: its store, and the stream of touched objects
@@ -237,6 +244,7 @@ pub async fn run(
         live,
         cancel: cancel.clone(),
         failures: Mutex::default(),
+        impersonating: Mutex::default(),
     });
     // Each change of the renderer settings reconciles every stack.
     let settings_changed =
@@ -550,8 +558,23 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
         ));
     }
 
+    let access = match namespace_access(stack) {
+        Ok(access) => access,
+        Err(message) => {
+            let error = ReconcileError::NamespaceNotAllowed {
+                stack: stack_name,
+                message,
+            };
+            // Nothing is applied or pruned in a refused namespace; the status says why.
+            let failure = Failure::new(Reason::NamespaceNotAllowed, error.to_string(), false);
+            let observed = unchanged_observed(&previous, Some(failure), attempted, false);
+            let new_status = status::build(stack, observed, now());
+            finish(stack, context, new_status, None, false).await?;
+            return Ok(Done::new(Action::await_change(), error.label()));
+        }
+    };
     let render_options = context.options.render.borrow().clone();
-    let rendered = match render(stack, &secret_values, &render_options) {
+    let mut rendered = match render(stack, &secret_values, &render_options) {
         Ok(rendered) => rendered,
         Err(source) => {
             let error = ReconcileError::Render {
@@ -570,13 +593,20 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
         }
     };
 
+    let mut previous_inventory = previous.inventory.clone();
+    if access == Some(Access::Allowed) {
+        // Someone else's namespace: its Namespace object is never written (nor pruned).
+        rendered.objects.retain(|o| o.kind() != "Namespace");
+        previous_inventory.retain(|e| e.kind != "Namespace");
+    }
+
     let requested = annotation(stack, RECONCILE_REQUESTED_ANNOTATION);
     let forced = requested.is_some() && requested != previous.last_handled_reconcile_at;
     let (inventory, drifted) = mark_drift(
         stack,
         &namespace,
         &rendered,
-        &previous.inventory,
+        &previous_inventory,
         &context.live,
     );
     let prune = stack.spec.prune;
@@ -625,7 +655,8 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
                     ..ApplyOptions::default()
                 },
             )
-            .with_live_stores(context.live.clone());
+            .with_live_stores(context.live.clone())
+            .with_writer(writer(stack, context));
             let mut done = applier
                 .apply(
                     StackRef {
@@ -685,6 +716,54 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
         Some(_) => Ok(Done::new(Action::await_change(), result)),
         None => Ok(Done::new(Action::requeue(context.options.resync), result)),
     }
+}
+
+/// The client that writes the stack's objects: the daemon's own, or one
+/// impersonating `spec.serviceAccountName` of the stack's namespace.
+fn writer(stack: &Stack, context: &Context) -> Client {
+    let Some(account) = &stack.spec.service_account_name else {
+        return context.client.clone();
+    };
+    let namespace = stack.metadata.namespace.as_deref().unwrap_or_default();
+    let user = tenancy::service_account_user(namespace, account);
+    let mut clients = context
+        .impersonating
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(client) = clients.get(&user) {
+        return client.clone();
+    }
+    let client = impersonate::impersonating(&context.client, &user);
+    clients.insert(user, client.clone());
+    client
+}
+
+/// How the Git sync admitted the Stack's namespace (`None`: a Stack written by
+/// hand), or the refusal to report. Stacks from Git carry the sync's decision;
+/// any Stack in `kube-*` or `default` needs the sync's explicit admission.
+fn namespace_access(stack: &Stack) -> Result<Option<Access>, String> {
+    if let Some(message) = annotation(stack, NAMESPACE_REFUSED_ANNOTATION) {
+        return Err(message);
+    }
+    let access = match annotation(stack, NAMESPACE_ACCESS_ANNOTATION).as_deref() {
+        Some(ACCESS_ALLOWED) => Some(Access::Allowed),
+        Some(_) => Some(Access::Stackd),
+        None => None,
+    };
+    let namespace = stack.metadata.namespace.as_deref().unwrap_or_default();
+    if access != Some(Access::Allowed) && tenancy::is_fixed_reserved(namespace) {
+        let refusal = NamespaceRefusal::Reserved {
+            namespace: namespace.to_string(),
+        };
+        let file = stack
+            .spec
+            .source
+            .as_ref()
+            .map(|s| s.path.clone())
+            .unwrap_or_else(|| "the Stack".to_string());
+        return Err(format!("{file}: {refusal}"));
+    }
+    Ok(access)
 }
 
 fn annotation(stack: &Stack, key: &str) -> Option<String> {

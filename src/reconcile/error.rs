@@ -24,6 +24,8 @@ pub enum ReconcileError {
         repository: String,
         source: kube::Error,
     },
+    #[error("listing namespaces: {source}")]
+    ListNamespaces { source: kube::Error },
     #[error("deleting Stack {stack}: {source}")]
     DeleteStack { stack: String, source: kube::Error },
     #[error(
@@ -34,6 +36,10 @@ pub enum ReconcileError {
     MissingMetadata { stack: String, field: &'static str },
     #[error("not writing: this replica is not the leader (or is shutting down)")]
     NotLeader,
+    /// Tenancy: the stack's namespace is refused; nothing of it is applied.
+    /// `message` names the compose file and the namespace.
+    #[error("Stack {stack}: {message}")]
+    NamespaceNotAllowed { stack: String, message: String },
 }
 
 impl ReconcileError {
@@ -46,10 +52,12 @@ impl ReconcileError {
             ReconcileError::ApplyNamespace { .. } => "apply_namespace",
             ReconcileError::ApplyStack { .. } => "apply_stack",
             ReconcileError::ListStacks { .. } => "list_stacks",
+            ReconcileError::ListNamespaces { .. } => "list_namespaces",
             ReconcileError::DeleteStack { .. } => "delete_stack",
             ReconcileError::WouldDeleteAllStacks { .. } => "would_delete_all_stacks",
             ReconcileError::MissingMetadata { .. } => "missing_metadata",
             ReconcileError::NotLeader => "not_leader",
+            ReconcileError::NamespaceNotAllowed { .. } => "namespace_not_allowed",
         }
     }
 
@@ -72,12 +80,14 @@ impl ReconcileError {
             ReconcileError::Render { .. }
             | ReconcileError::WouldDeleteAllStacks { .. }
             | ReconcileError::MissingMetadata { .. }
-            | ReconcileError::NotLeader => false,
+            | ReconcileError::NotLeader
+            | ReconcileError::NamespaceNotAllowed { .. } => false,
             ReconcileError::Apply { source, .. } => apply_error_is_transient(source),
             ReconcileError::WriteStatus { source, .. }
             | ReconcileError::ApplyNamespace { source, .. }
             | ReconcileError::ApplyStack { source, .. }
             | ReconcileError::ListStacks { source, .. }
+            | ReconcileError::ListNamespaces { source }
             | ReconcileError::DeleteStack { source, .. } => is_transient(source),
         }
     }

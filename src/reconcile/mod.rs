@@ -8,6 +8,7 @@ pub mod drift;
 pub mod error;
 pub mod failures;
 pub mod health;
+pub mod impersonate;
 pub mod leader;
 pub mod live;
 pub mod offline;

@@ -10,18 +10,33 @@ use kube::{Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use crate::crd::{FIELD_MANAGER, SourceRef, Stack, StackSpec};
+use crate::reason::Reason;
 use crate::reconcile::apply::{PRUNE_ANNOTATION, PRUNE_DISABLED};
 use crate::reconcile::error::ReconcileError;
 use crate::reconcile::secrets::SecretStore;
 use crate::render::model::{Project, SecretValues};
 use crate::render::object::short_hash;
 use crate::render::stack_for;
+use crate::render::{ENFORCE_LABEL, PodSecurity, WARN_LABEL};
+use crate::tenancy::{self, Access, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Tenancy};
 
 /// Label on every Stack stackd created from Git: a hash of the repository name
 /// (a URL is not a valid label value).
-pub const REPOSITORY_LABEL: &str = "stackd.dev/repository";
+pub const REPOSITORY_LABEL: &str = tenancy::REPOSITORY_LABEL;
 /// The repository name itself, for people.
 pub const REPOSITORY_ANNOTATION: &str = "stackd.dev/repository";
+/// Field manager of the namespaces the sync creates.
+const NAMESPACE_MANAGER: &str = "stackd-namespaces";
+/// How the sync admitted the Stack's namespace: `stackd` (stackd created it) or
+/// `allowed` (someone else's, admitted by the allow list). The controller
+/// never writes the Namespace object of an `allowed` one.
+pub const NAMESPACE_ACCESS_ANNOTATION: &str = "stackd.dev/namespace-access";
+pub const ACCESS_STACKD: &str = "stackd";
+pub const ACCESS_ALLOWED: &str = "allowed";
+/// Set (to the refusal, naming the compose file) on an existing Stack whose
+/// namespace is now refused: the controller applies nothing and reports
+/// `Ready=False` reason `NamespaceNotAllowed`.
+pub const NAMESPACE_REFUSED_ANNOTATION: &str = "stackd.dev/namespace-refused";
 
 /// One stack as the Git source rendered it.
 #[derive(Clone, Debug)]
@@ -34,6 +49,8 @@ pub struct DesiredStack {
     /// Becomes `spec.prune`: whether the controller deletes objects that left
     /// the compose file (the repository's `prune`).
     pub prune: bool,
+    /// Namespace rules, Pod Security level and ServiceAccount from the configuration.
+    pub tenancy: Tenancy,
 }
 
 /// Which Stacks a sync may delete (object pruning inside a stack is the
@@ -69,6 +86,9 @@ pub struct RefusedStack {
     pub message: String,
     /// A 5xx, 429, conflict or transport error: worth another try.
     pub transient: bool,
+    /// `ApplyFailed`, or `NamespaceNotAllowed` for a stack refused its namespace
+    /// before any write (it gets no Stack).
+    pub reason: Reason,
 }
 
 impl RefusedStack {
@@ -78,6 +98,7 @@ impl RefusedStack {
             name: desired.name.clone(),
             message: error.to_string(),
             transient: error.is_transient(),
+            reason: Reason::ApplyFailed,
         }
     }
 }
@@ -95,6 +116,8 @@ pub fn stack_object(repository: &str, desired: &DesiredStack) -> Stack {
         Some(desired.source.clone()),
     );
     stack.spec.prune = desired.prune;
+    stack.spec.pod_security = desired.tenancy.pod_security;
+    stack.spec.service_account_name = desired.tenancy.service_account_name.clone();
     stack.metadata.labels = Some(BTreeMap::from([(
         REPOSITORY_LABEL.to_string(),
         repository_label_value(repository),
@@ -122,6 +145,8 @@ struct LiveStack {
     labels: BTreeMap<String, String>,
     /// Annotated `stackd.dev/prune: disabled`.
     protected: bool,
+    /// Its namespace annotations (access, refusal).
+    namespace_annotations: [Option<String>; 2],
 }
 
 impl LiveStack {
@@ -135,6 +160,68 @@ impl LiveStack {
                 .get(PRUNE_ANNOTATION)
                 .map(String::as_str)
                 == Some(PRUNE_DISABLED),
+            namespace_annotations: namespace_annotations(stack),
+        }
+    }
+}
+
+fn namespace_annotations(stack: &Stack) -> [Option<String>; 2] {
+    [NAMESPACE_ACCESS_ANNOTATION, NAMESPACE_REFUSED_ANNOTATION]
+        .map(|key| stack.annotations().get(key).cloned())
+}
+
+/// The labels and annotations of every namespace, by name: one request per
+/// sync rather than one per stack.
+async fn namespaces(
+    client: &Client,
+) -> Result<BTreeMap<String, BTreeMap<String, String>>, ReconcileError> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let list = api
+        .list_metadata(&ListParams::default())
+        .await
+        .map_err(|source| ReconcileError::ListNamespaces { source })?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|n| (n.name_any(), n.metadata.labels.unwrap_or_default()))
+        .collect())
+}
+
+/// Admits (or refuses) a desired stack's namespace, and marks the Stack object
+/// with the decision for the controller.
+fn admit(
+    repository: &str,
+    desired: &DesiredStack,
+    existing: &BTreeMap<String, BTreeMap<String, String>>,
+    object: &mut Stack,
+) -> Result<Access, String> {
+    let decision = tenancy::admit(
+        &desired.namespace,
+        existing.get(&desired.namespace),
+        &desired.tenancy.namespaces,
+        Some(&repository_label_value(repository)),
+    );
+    let annotations = object
+        .metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new);
+    match decision {
+        Ok(access) => {
+            let value = match access.owns_namespace() {
+                true => ACCESS_STACKD,
+                false => ACCESS_ALLOWED,
+            };
+            annotations.insert(NAMESPACE_ACCESS_ANNOTATION.to_string(), value.to_string());
+            Ok(access)
+        }
+        Err(refusal) => {
+            let file = match desired.tenancy.file.is_empty() {
+                true => desired.source.path.as_str(),
+                false => desired.tenancy.file.as_str(),
+            };
+            let message = format!("{file}: {refusal}");
+            annotations.insert(NAMESPACE_REFUSED_ANNOTATION.to_string(), message.clone());
+            Err(message)
         }
     }
 }
@@ -205,12 +292,33 @@ pub async fn sync_repository(
 
     let mut report = SyncReport::default();
     let params = PatchParams::apply(FIELD_MANAGER).force();
+    let existing = match stacks.is_empty() {
+        true => BTreeMap::new(),
+        false => namespaces(client).await?,
+    };
     let mut namespaces_done = Vec::<String>::new();
     // A namespace the server refused fails each of its new stacks, once asked.
     let mut namespaces_refused = BTreeMap::<String, RefusedStack>::new();
     for desired in stacks {
         let id = key(&desired.namespace, &desired.name);
-        let object = stack_object(repository, desired);
+        let mut object = stack_object(repository, desired);
+        // Decided before any write: a refused stack that has no Stack yet gets
+        // none (it would be a write into the refused namespace); one that has
+        // is marked refused, so the controller applies nothing.
+        let access = admit(repository, desired, &existing, &mut object);
+        if let Err(message) = &access
+            && !live.contains_key(&id)
+        {
+            tracing::warn!(stack = %id, error = %message, "namespace refused; no Stack is written");
+            report.refused.push(RefusedStack {
+                namespace: desired.namespace.clone(),
+                name: desired.name.clone(),
+                message: message.clone(),
+                transient: false,
+                reason: Reason::NamespaceNotAllowed,
+            });
+            continue;
+        }
         let kept_revision = live
             .get(&id)
             .and_then(|current| unchanged_revision(current, &object, secret_store, desired));
@@ -230,7 +338,7 @@ pub async fn sync_repository(
             &desired.source.revision,
             desired.secrets.clone(),
         );
-        if !live.contains_key(&id) {
+        if access == Ok(Access::Create) && !namespaces_done.contains(&desired.namespace) {
             if let Some(refused) = namespaces_refused.get(&desired.namespace) {
                 report.refused.push(RefusedStack {
                     name: desired.name.clone(),
@@ -238,16 +346,16 @@ pub async fn sync_repository(
                 });
                 continue;
             }
-            if !namespaces_done.contains(&desired.namespace) {
-                // One refused namespace or Stack fails that stack alone; the rest go on.
-                if let Err(error) = apply_namespace(client, &desired.namespace).await {
-                    let refused = RefusedStack::new(desired, &error);
-                    namespaces_refused.insert(desired.namespace.clone(), refused.clone());
-                    report.refused.push(refused);
-                    continue;
-                }
-                namespaces_done.push(desired.namespace.clone());
+            // One refused namespace or Stack fails that stack alone; the rest go on.
+            let level = desired.tenancy.pod_security.unwrap_or_default();
+            if let Err(error) = apply_namespace(client, repository, &desired.namespace, level).await
+            {
+                let refused = RefusedStack::new(desired, &error);
+                namespaces_refused.insert(desired.namespace.clone(), refused.clone());
+                report.refused.push(refused);
+                continue;
             }
+            namespaces_done.push(desired.namespace.clone());
         }
         let api: Api<Stack> = Api::namespaced(client.clone(), &desired.namespace);
         let applied = api
@@ -301,7 +409,8 @@ fn unchanged_revision(
 ) -> Option<String> {
     let revision = current.revision.clone()?;
     let labels_match = labels_include(Some(&current.labels), wanted.metadata.labels.as_ref());
-    if current.content != content_digest(&wanted.spec) || !labels_match {
+    let access_match = current.namespace_annotations == namespace_annotations(wanted);
+    if current.content != content_digest(&wanted.spec) || !labels_match || !access_match {
         return None;
     }
     // The spec holds only a short hash of each secret value: compare the values
@@ -322,18 +431,37 @@ fn labels_include(
         .all(|(k, v)| live.and_then(|l| l.get(k)) == Some(v))
 }
 
-async fn apply_namespace(client: &Client, name: &str) -> Result<(), ReconcileError> {
+/// Creates a namespace for a stack, labelled as stackd's and with the Pod
+/// Security level admission enforces (the renderer checked against the same).
+async fn apply_namespace(
+    client: &Client,
+    repository: &str,
+    name: &str,
+    level: PodSecurity,
+) -> Result<(), ReconcileError> {
+    let labels = BTreeMap::from([
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
+        (
+            REPOSITORY_LABEL.to_string(),
+            repository_label_value(repository),
+        ),
+        (ENFORCE_LABEL.to_string(), level.as_str().to_string()),
+        (WARN_LABEL.to_string(), level.as_str().to_string()),
+    ]);
     let namespace = Namespace {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
+            labels: Some(labels),
             ..ObjectMeta::default()
         },
         ..Namespace::default()
     };
     let api: Api<Namespace> = Api::all(client.clone());
+    // A manager of its own: the controller's apply of the rendered Namespace (as
+    // `stackd`) does not carry the repository label, and would drop it otherwise.
     api.patch(
         name,
-        &PatchParams::apply(FIELD_MANAGER),
+        &PatchParams::apply(NAMESPACE_MANAGER),
         &Patch::Apply(&namespace),
     )
     .await

@@ -306,6 +306,28 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_namespace_is_the_ready_and_stalled_reason() {
+        let stack = Stack::new("shop", StackSpec::default());
+        let refused = Observed {
+            failure: Some(Failure::new(Reason::NamespaceNotAllowed, "refused", false)),
+            ..observed(None)
+        };
+        let status = build(&stack, refused, time(10));
+        let reason = |kind: &str| {
+            let condition = status.conditions.iter().find(|c| c.type_ == kind).unwrap();
+            (condition.status.clone(), condition.reason.clone())
+        };
+        assert_eq!(
+            reason("Ready"),
+            ("False".into(), "NamespaceNotAllowed".into())
+        );
+        assert_eq!(
+            reason("Stalled"),
+            ("True".into(), "NamespaceNotAllowed".into())
+        );
+    }
+
+    #[test]
     fn dry_run_summary_lists_the_plan() {
         let entry = |kind: &str, name: &str| InventoryEntry {
             api_version: "v1".into(),

@@ -13,8 +13,8 @@ pub mod object;
 use ::kube::api::ObjectMeta;
 
 pub use self::kube::{
-    PublishedServiceType, RenderError, RenderOptions, project_name, render, sanitise_name,
-    stack_name_problem,
+    ENFORCE_LABEL, PodSecurity, PublishedServiceType, RenderError, RenderOptions, WARN_LABEL,
+    project_name, render, sanitise_name, stack_name_problem,
 };
 use crate::crd::{SourceRef, Stack, StackSpec};
 pub use compose::{LoadError, LoadOptions, Loaded, load};
@@ -37,6 +37,8 @@ pub fn stack_for(
             source,
             suspend: false,
             prune: true,
+            pod_security: None,
+            service_account_name: None,
             project,
         },
         status: None,

@@ -159,9 +159,27 @@ pub fn render_corpus_file(
 pub fn render_example(
     stack: &Path,
 ) -> Result<stackd::render::object::Rendered, stackd::local::LocalRenderError> {
+    render_example_at(stack, example_pod_security(stack))
+}
+
+/// The Pod Security level an example needs: the node agent in `monitoring`
+/// shares the host's PID namespace, which only `privileged` allows.
+pub fn example_pod_security(stack: &Path) -> stackd::render::PodSecurity {
+    match stack.file_name().and_then(|n| n.to_str()) {
+        Some("monitoring") => stackd::render::PodSecurity::Privileged,
+        _ => stackd::render::PodSecurity::Baseline,
+    }
+}
+
+/// An example stack rendered at Pod Security `level`.
+pub fn render_example_at(
+    stack: &Path,
+    level: stackd::render::PodSecurity,
+) -> Result<stackd::render::object::Rendered, stackd::local::LocalRenderError> {
     stackd::local::render_local(&stackd::local::LocalRender {
         path: stack.to_path_buf(),
         repository_root: Some(repo_dir().join("examples/repo")),
+        pod_security: Some(level),
         ..stackd::local::LocalRender::default()
     })
 }

@@ -135,6 +135,15 @@ impl ApiError {
         )
     }
 
+    /// What RBAC answers a user who may not do something.
+    pub fn forbidden(user: &str, verb: &str, path: &str) -> Self {
+        Self::new(
+            403,
+            "Forbidden",
+            format!("User \"{user}\" cannot {verb} {path}: RBAC: access denied"),
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message)
     }

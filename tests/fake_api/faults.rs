@@ -91,6 +91,8 @@ pub struct LoggedRequest {
     pub dry_run: bool,
     /// The status code the server answered (200 for a started watch).
     pub status: u16,
+    /// The `Impersonate-User` header: whom the client wrote as.
+    pub impersonate_user: Option<String>,
 }
 
 impl LoggedRequest {

@@ -27,6 +27,8 @@ pub struct Shared {
     pub settings: super::Settings,
     /// Requests being served now, watches excluded (as `--max-requests-inflight`).
     pub in_flight: std::sync::atomic::AtomicUsize,
+    /// Impersonated users whose writes are refused, like a user without RBAC.
+    pub forbidden_users: Mutex<Vec<String>>,
 }
 
 /// A slot among the requests in flight, given back when dropped.
@@ -142,6 +144,10 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let query: HashMap<String, String> = Query::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
+    let impersonate_user = headers
+        .get("impersonate-user")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let path = uri.path().to_string();
     let watch = is_true(query.get("watch"));
     let dry_run = query.get("dryRun").is_some_and(|v| v == "All") || body_dry_run(&method, &body);
@@ -163,8 +169,20 @@ async fn handle(
         }
     };
     let too_large = method != Method::GET && body.len() > MAX_OBJECT_BYTES;
+    let forbidden = method != Method::GET
+        && impersonate_user.as_ref().is_some_and(|user| {
+            let users = shared
+                .forbidden_users
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            users.contains(user)
+        });
     let response = match fault {
         _ if too_large => ApiError::too_large().into_response(),
+        _ if forbidden => {
+            let user = impersonate_user.clone().unwrap_or_default();
+            ApiError::forbidden(&user, method.as_str(), &path).into_response()
+        }
         Some(FaultAction::Fail(code)) => {
             let mut error = ApiError::internal("injected fault");
             error.code = code;
@@ -201,6 +219,7 @@ async fn handle(
             watch,
             dry_run,
             status: response.status().as_u16(),
+            impersonate_user,
         });
     response
 }

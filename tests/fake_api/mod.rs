@@ -209,6 +209,16 @@ impl FakeApiServer {
         self.shared.store.expire_watches();
     }
 
+    /// Refuses (403) every write made impersonating `user`, as RBAC would a
+    /// ServiceAccount with no role.
+    pub fn forbid_user(&self, user: &str) {
+        self.shared
+            .forbidden_users
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(user.to_string());
+    }
+
     pub fn inject(&self, rule: FaultRule) {
         self.shared
             .faults

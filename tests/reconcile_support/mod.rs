@@ -63,6 +63,7 @@ pub fn desired(namespace: &str, name: &str, project: Value, revision: &str) -> D
             revision: revision.to_string(),
         },
         prune: true,
+        tenancy: Default::default(),
     }
 }
 

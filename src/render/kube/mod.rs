@@ -9,6 +9,7 @@ mod names;
 mod placement;
 mod probes;
 mod quantity;
+mod security;
 mod services;
 mod storage;
 mod validate;
@@ -36,6 +37,7 @@ use self::workload::Kind;
 pub use self::labels::CONFIG_HASH;
 pub use self::names::project_name;
 pub use self::names::sanitise as sanitise_name;
+pub use self::security::{ENFORCE_LABEL, PodSecurity, WARN_LABEL};
 
 /// Why `name` cannot be a stack (and default namespace) name, or `None`.
 pub fn stack_name_problem(name: &str) -> Option<String> {
@@ -71,10 +73,16 @@ pub fn render(
     let project = &stack.spec.project;
     let mut names = NameRegistry::default();
     let mut warnings = Warnings::default();
+    let pod_security = stack.spec.pod_security.unwrap_or_default();
+    // Admission enforces the level the renderer checked against (and warns on it).
+    let mut namespace_labels = scope.labels(None);
+    for label in [ENFORCE_LABEL, WARN_LABEL] {
+        namespace_labels.insert(label.to_string(), pod_security.as_str().to_string());
+    }
     let mut objects = vec![Object::Namespace(Namespace {
         metadata: ObjectMeta {
             name: Some(scope.namespace.clone()),
-            labels: Some(scope.labels(None)),
+            labels: Some(namespace_labels),
             ..ObjectMeta::default()
         },
         ..Namespace::default()
@@ -162,6 +170,7 @@ pub fn render(
             kind,
             storage,
             service_name: (kind == Kind::StatefulSet).then_some(headless),
+            pod_security,
         }
         .render(&mut warnings)?;
         names.claim(workload.kind(), workload.name(), &origin)?;
@@ -260,6 +269,15 @@ pub enum RenderError {
     },
     #[error("service {service:?}: image: a service needs an image to run on a cluster")]
     MissingImage { service: String },
+    #[error(
+        "service {service:?}: {field}: refused by Pod Security level {level:?} ({reason}; the repository or stack key podSecurity sets the level)"
+    )]
+    PodSecurity {
+        service: String,
+        field: String,
+        level: &'static str,
+        reason: String,
+    },
 }
 
 impl RenderError {
@@ -276,6 +294,7 @@ impl RenderError {
             RenderError::InvalidContent { .. } => "invalid_content",
             RenderError::InvalidValue { .. } => "invalid_value",
             RenderError::MissingImage { .. } => "missing_image",
+            RenderError::PodSecurity { .. } => "pod_security",
         }
     }
 }

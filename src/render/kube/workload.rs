@@ -22,6 +22,7 @@ use super::names::label_problem;
 use super::placement;
 use super::probes;
 use super::quantity;
+use super::security::{self, PodSecurity};
 use super::services::container_ports;
 use super::storage::PodStorage;
 use super::warnings::Warnings;
@@ -119,6 +120,7 @@ pub struct WorkloadInput<'a> {
     pub storage: PodStorage,
     /// The headless Service, for a StatefulSet's `serviceName`.
     pub service_name: Option<String>,
+    pub pod_security: PodSecurity,
 }
 
 impl WorkloadInput<'_> {
@@ -334,7 +336,7 @@ impl WorkloadInput<'_> {
                 value: value.clone(),
             })
             .collect();
-        let spec = PodSpec {
+        let mut spec = PodSpec {
             containers: vec![container],
             restart_policy: Some(restart_policy.to_string()),
             hostname,
@@ -354,6 +356,7 @@ impl WorkloadInput<'_> {
             volumes: Some(self.storage.volumes.clone()).filter(|v| !v.is_empty()),
             ..PodSpec::default()
         };
+        security::enforce(self.pod_security, self.compose_name, &mut spec)?;
         Ok((
             PodTemplateSpec {
                 metadata: Some(ObjectMeta {

@@ -673,11 +673,22 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
         }
     }
 
+    // A workload this reconcile just wrote is judged from the cache, which has
+    // not seen the write yet: its old status would read as the new revision
+    // being Ready. It stays Progressing until the watch brings it.
+    let just_written = |o: &Object| report.as_ref().is_some_and(|r| was_written(r, o));
+    let mut awaiting_watch = false;
     let services: Vec<_> = rendered
         .objects
         .iter()
-        .filter_map(|o| context.live.workload(o, &namespace))
-        .map(|w| health::service_health(&w))
+        .filter_map(|o| {
+            let mut health = health::service_health(&context.live.workload(o, &namespace)?);
+            if just_written(o) {
+                health.complete = false;
+                awaiting_watch = true;
+            }
+            Some(health)
+        })
         .collect();
     let applied_ok = apply_error.is_none();
     let apply_error = apply_error.map(|source| ReconcileError::Apply {
@@ -714,8 +725,28 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
     match apply_error {
         Some(error) if error.is_transient() => Err(error),
         Some(_) => Ok(Done::new(Action::await_change(), result)),
+        // The watch event of a written workload reconciles again; the short
+        // requeue covers a write the server found to change nothing.
+        None if awaiting_watch => Ok(Done::new(Action::requeue(WRITTEN_RECHECK), result)),
         None => Ok(Done::new(Action::requeue(context.options.resync), result)),
     }
+}
+
+/// How soon a stack whose workloads were just written is looked at again.
+const WRITTEN_RECHECK: Duration = Duration::from_secs(2);
+
+/// `object` was created or changed by the apply in `report`.
+fn was_written(report: &ApplyReport, object: &Object) -> bool {
+    let planned = report.plan.steps.iter().any(|step| {
+        step.target.kind == object.kind()
+            && step.target.name == object.name()
+            && matches!(step.action, StepAction::Create | StepAction::Update)
+    });
+    planned
+        && matches!(
+            report.outcome(object.kind(), object.name()),
+            Some(Outcome::Applied | Outcome::Recreated)
+        )
 }
 
 /// The client that writes the stack's objects: the daemon's own, or one

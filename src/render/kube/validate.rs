@@ -217,33 +217,20 @@ fn service(object: &Value) -> Result<(), Problem> {
 /// Why a port name is not an IANA_SVC_NAME (at most 15 characters of a-z, 0-9
 /// and '-', at least one letter, no '-' at either end or twice in a row).
 pub fn port_name_problem(name: &str) -> Option<String> {
-    if name.is_empty() {
-        return Some("it is empty".to_string());
-    }
-    if name.len() > 15 {
-        return Some(format!(
-            "it is {} characters long, over the 15-character limit of a port name",
-            name.len()
-        ));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
-    {
-        return Some(format!(
-            "it contains {bad:?}; only a-z, 0-9 and '-' are allowed"
-        ));
+    if let Some(problem) = label_problem(name, MAX_PORT_NAME) {
+        return Some(problem);
     }
     if !name.chars().any(|c| c.is_ascii_lowercase()) {
         return Some("it must contain at least one letter".to_string());
     }
-    if name.starts_with('-') || name.ends_with('-') || name.contains("--") {
-        return Some(
-            "it must start and end with a letter or digit, without '--' inside".to_string(),
-        );
+    if name.contains("--") {
+        return Some("it must not contain '--'".to_string());
     }
     None
 }
+
+/// The longest port name (IANA_SVC_NAME).
+const MAX_PORT_NAME: usize = 15;
 
 #[cfg(test)]
 mod tests {
@@ -290,7 +277,7 @@ mod tests {
                 "containers": [{"name": "web", "image": "nginx",
                     "ports": [{"containerPort": 80, "name": "a-very-long-port-name"}]}]
             }))),
-            "service \"web\": Deployment \"web\": spec.template.spec.containers[0].ports[0].name: \"a-very-long-port-name\": it is 21 characters long, over the 15-character limit of a port name"
+            "service \"web\": Deployment \"web\": spec.template.spec.containers[0].ports[0].name: \"a-very-long-port-name\": it is 21 characters long, over the 15-character limit"
         );
         assert!(
             error(deployment(json!({

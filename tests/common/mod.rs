@@ -155,20 +155,12 @@ pub fn render_corpus_file(
     })
 }
 
-/// Renders one example stack with `examples/repo` as the repository root.
+/// Renders one example stack with `examples/repo` as the repository root, at
+/// the default Pod Security level (`baseline`), as the quick start runs them.
 pub fn render_example(
     stack: &Path,
 ) -> Result<stackd::render::object::Rendered, stackd::local::LocalRenderError> {
-    render_example_at(stack, example_pod_security(stack))
-}
-
-/// The Pod Security level an example needs: the node agent in `monitoring`
-/// shares the host's PID namespace, which only `privileged` allows.
-pub fn example_pod_security(stack: &Path) -> stackd::render::PodSecurity {
-    match stack.file_name().and_then(|n| n.to_str()) {
-        Some("monitoring") => stackd::render::PodSecurity::Privileged,
-        _ => stackd::render::PodSecurity::Baseline,
-    }
+    render_example_at(stack, stackd::render::PodSecurity::Baseline)
 }
 
 /// An example stack rendered at Pod Security `level`.

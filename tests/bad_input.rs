@@ -74,18 +74,43 @@ fn billion_laughs() -> String {
     text + "services:\n  web:\n    image: nginx\n"
 }
 
+/// CPU time this thread has used: unlike wall time it does not grow when the
+/// machine is loaded (CI saw a load of 12 on 2 cores). Linux's per-thread
+/// schedstat, in nanoseconds; elsewhere, wall time as a looser stand-in.
+fn thread_cpu_time() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .map(Duration::from_nanos)
+        .unwrap_or_else(|| START.with(|start| start.elapsed()))
+}
+
+thread_local! {
+    static START: Instant = Instant::now();
+}
+
 #[test]
 fn a_yaml_bomb_is_refused_quickly() {
-    let started = Instant::now();
+    let before = thread_cpu_time();
     let (message, label) = failure(&compose(billion_laughs()));
+    let spent = thread_cpu_time() - before;
     assert_eq!(label, "yaml");
     assert!(
         message.starts_with("app/compose.yaml:6:18: invalid YAML: "),
         "{message}"
     );
     assert!(message.contains("alias"), "{message}");
-    // Bounded by the parser's node budget, not by the 387 million strings.
-    assert!(started.elapsed() < Duration::from_secs(10));
+    // Refused by the parser's budget, not expanded. The budget stops after a
+    // million replayed alias events: about 2 s of CPU in a debug build. The
+    // expansion is 9^9 = 387,420,489 strings, ~390 times that work (over ten
+    // minutes of CPU in debug) and, at a heap allocation plus a value of at
+    // least 32 bytes each, over 20 GB of memory. A 30 s CPU bound has room
+    // for a slow machine (15x the refusal) and is still 20x under a real
+    // expansion; CPU time, unlike wall time, does not grow with the load.
+    assert!(
+        spent < Duration::from_secs(30),
+        "refusing the bomb took {spent:?} of CPU"
+    );
 }
 
 #[test]

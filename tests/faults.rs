@@ -234,19 +234,7 @@ async fn a_leader_losing_its_lease_mid_apply_stops_writing() {
         .await;
 
     // Another replica takes the Lease (a partition): this one must stop at once.
-    let leases: Api<Lease> = Api::namespaced(h.client.clone(), "stackd");
-    let mut lease = leases.get("stackd-leader").await.unwrap();
-    if let Some(spec) = lease.spec.as_mut() {
-        spec.holder_identity = Some("intruder".into());
-        spec.lease_duration_seconds = Some(30);
-        spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-            k8s_openapi::jiff::Timestamp::now(),
-        ));
-    }
-    leases
-        .replace("stackd-leader", &PostParams::default(), &lease)
-        .await
-        .unwrap();
+    take_lease(&h, "stackd", "stackd-leader", "intruder").await;
     let applied_when_lost = deployments(&h, NS).len();
     // One renewal period to notice, and one delayed write already in flight.
     tokio::time::sleep(Duration::from_millis(300 + 250 + 200)).await;
@@ -268,6 +256,32 @@ async fn a_leader_losing_its_lease_mid_apply_stops_writing() {
     );
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+}
+
+/// Replaces the Lease's holder, as another replica winning an election would.
+/// The daemon renews the same Lease every few hundred milliseconds, so a
+/// GET-then-replace can lose the optimistic-concurrency race (409 Conflict):
+/// retry with a fresh GET, as a real contender does.
+async fn take_lease(h: &Harness, namespace: &str, name: &str, holder: &str) {
+    let leases: Api<Lease> = Api::namespaced(h.client.clone(), namespace);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut lease = leases.get(name).await.unwrap();
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.holder_identity = Some(holder.into());
+            spec.lease_duration_seconds = Some(30);
+            spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+        }
+        match leases.replace(name, &PostParams::default(), &lease).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(status)) if status.code == 409 && Instant::now() < deadline => {
+                continue;
+            }
+            Err(e) => panic!("taking the Lease {namespace}/{name}: {e}"),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

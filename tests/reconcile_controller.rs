@@ -795,3 +795,97 @@ async fn a_rejected_object_stalls_and_a_failing_server_is_retried() {
         own("Ready", "False", "Progressing")
     );
 }
+
+/// What the Deployment controller writes once the pods of the current
+/// generation are up.
+async fn make_ready(h: &Harness, name: &str) {
+    let api: Api<Deployment> = Api::namespaced(h.client.clone(), NS);
+    let deployment = api.get(name).await.unwrap();
+    let generation = deployment.metadata.generation.unwrap_or(1);
+    let status = json!({"status": {"observedGeneration": generation, "replicas": 1,
+        "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+/// (phase, lastAppliedRevision, Ready condition status) of a Stack object.
+fn summary(stack: &serde_json::Value) -> (Option<StackPhase>, Option<String>, Option<String>) {
+    let status: stackd::crd::StackStatus = stack
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .unwrap_or_default();
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.clone());
+    (status.phase, status.last_applied_revision, ready)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_just_written_is_not_available_until_the_watch_brings_it() {
+    // Holding the watch back needs the in-process API server.
+    let Some(h) = Harness::started(test_options()).await else {
+        eprintln!("real cluster: skipping (holds the API server's watch events back)");
+        return;
+    };
+    let web = json!({"services": {"web": {"image": "nginx:1.27"}}});
+    deployed(&h, web.clone(), "r1").await;
+    make_ready(&h, "web").await;
+    h.wait_for("r1 to be Available", |h| {
+        h.status(NS, "shop").and_then(|s| s.phase) == Some(StackPhase::Available)
+    })
+    .await;
+
+    // The controller's cache still holds r1's Deployment, Ready, when it
+    // judges the health right after applying r2's.
+    let mut changes = h.fake.changes();
+    h.fake.hold_watch_events("Deployment");
+    let r2 = desired(NS, "shop", with_image(web, "web", "nginx:1.28"), "r2");
+    h.sync(vec![r2], PRUNE).await.unwrap();
+    h.wait_for("r2 to be applied", |h| {
+        h.status(NS, "shop")
+            .and_then(|s| s.last_applied_revision)
+            .as_deref()
+            == Some("r2")
+    })
+    .await;
+    // Released well within the controller's 2 s recheck, which (the watch
+    // being this late only here) would read the cache's r1 status again.
+    h.fake.release_watch_events();
+    h.settle().await;
+    assert_eq!(
+        image(&h, "Deployment", "web").as_deref(),
+        Some("nginx:1.28")
+    );
+
+    // Every state the Stack went through before r2's pods are up.
+    let mut seen = Vec::new();
+    while let Ok(change) = changes.try_recv() {
+        if change.rt.kind == "Stack" {
+            seen.push(summary(&change.object));
+        }
+    }
+    let at_r2: Vec<_> = seen
+        .iter()
+        .filter(|(_, revision, _)| revision.as_deref() == Some("r2"))
+        .collect();
+    assert!(!at_r2.is_empty(), "no status for r2: {seen:?}");
+    assert!(
+        at_r2.iter().all(|(phase, _, ready)| {
+            *phase != Some(StackPhase::Available) && ready.as_deref() != Some("True")
+        }),
+        "r2 read as Available before its Deployment was ready: {seen:?}"
+    );
+    assert_eq!(
+        h.status(NS, "shop").and_then(|s| s.phase),
+        Some(StackPhase::Progressing)
+    );
+
+    make_ready(&h, "web").await;
+    h.wait_for("r2 to be Available", |h| {
+        h.status(NS, "shop").and_then(|s| s.phase) == Some(StackPhase::Available)
+    })
+    .await;
+}

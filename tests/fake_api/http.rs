@@ -29,6 +29,9 @@ pub struct Shared {
     pub in_flight: std::sync::atomic::AtomicUsize,
     /// Impersonated users whose writes are refused, like a user without RBAC.
     pub forbidden_users: Mutex<Vec<String>>,
+    /// Kinds whose live watch events are held back (not lost) until released,
+    /// like a watch that lags behind the writes.
+    pub held_watch_kinds: Mutex<Vec<String>>,
 }
 
 /// A slot among the requests in flight, given back when dropped.
@@ -289,7 +292,7 @@ async fn serve_inner(
                     .map_err(ApiError::bad_request)?,
             };
             if is_true(query.get("watch")) {
-                watch(store, rt, filter, query)
+                watch(shared, rt, filter, query)
             } else {
                 ok(list(store, rt, &filter, query)?)
             }
@@ -480,7 +483,7 @@ fn list(
 
 /// Streams newline-delimited watch events until `timeoutSeconds` or the client goes away.
 fn watch(
-    store: &Store,
+    shared: &Arc<Shared>,
     rt: &'static ResourceType,
     filter: Filter,
     query: &HashMap<String, String>,
@@ -500,9 +503,10 @@ fn watch(
         .map_or(Duration::from_secs(1800), Duration::from_secs);
     let from = if initial_events { None } else { from };
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    match store.watch(rt, &filter, from) {
+    match shared.store.watch(rt, &filter, from) {
         Ok(start) => {
             tokio::spawn(pump(
+                shared.clone(),
                 rt,
                 filter,
                 start,
@@ -531,6 +535,15 @@ fn watch(
         .unwrap_or_else(|_| ApiError::internal("building the watch response").into_response()))
 }
 
+fn is_held(shared: &Shared, rt: &ResourceType) -> bool {
+    shared
+        .held_watch_kinds
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .any(|kind| kind == rt.kind)
+}
+
 fn line(event: Value) -> Bytes {
     let mut bytes = serde_json::to_vec(&event).unwrap_or_default();
     bytes.push(b'\n');
@@ -548,7 +561,10 @@ fn bookmark(rt: &ResourceType, resource_version: u64, initial_events_end: bool) 
     }))
 }
 
+// The query's options, plus the server for held kinds.
+#[allow(clippy::too_many_arguments)]
 async fn pump(
+    shared: Arc<Shared>,
     rt: &'static ResourceType,
     filter: Filter,
     mut start: super::store::WatchStart,
@@ -575,6 +591,12 @@ async fn pump(
         tokio::select! {
             received = start.live.recv() => match received {
                 Ok(change) => {
+                    while is_held(&shared, rt) {
+                        if tx.is_closed() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
                     last = change.resource_version;
                     if let Some((kind, object)) = filter.event_for(rt, &change)
                         && tx.send(line(json!({"type": kind, "object": object}))).await.is_err()

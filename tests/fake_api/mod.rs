@@ -270,6 +270,30 @@ impl FakeApiServer {
             .collect()
     }
 
+    /// Holds back live watch events for objects of `kind` (not lost: delivered
+    /// in order on [`release_watch_events`](Self::release_watch_events)), so a
+    /// client's cache lags behind its own writes.
+    pub fn hold_watch_events(&self, kind: &str) {
+        self.shared
+            .held_watch_kinds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(kind.to_string());
+    }
+
+    pub fn release_watch_events(&self) {
+        self.shared
+            .held_watch_kinds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Every stored write from now on, as watches see them (none held back).
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Arc<store::Change>> {
+        self.shared.store.subscribe()
+    }
+
     pub fn clear_requests(&self) {
         self.shared
             .log

@@ -282,6 +282,11 @@ impl Store {
         self.lock().objects.values().cloned().collect()
     }
 
+    /// Every change from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.lock().changes.subscribe()
+    }
+
     pub fn watch(
         &self,
         rt: &'static ResourceType,

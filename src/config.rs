@@ -117,6 +117,9 @@ pub struct RepositoryPolicy {
     /// Pod Security level of every stack (default `baseline`).
     #[serde(default)]
     pub pod_security: Option<PodSecurity>,
+    /// Render compose networks as NetworkPolicies (default true).
+    #[serde(default)]
+    pub network_policies: Option<bool>,
     /// Write the stacks' objects impersonating this ServiceAccount of each stack's namespace.
     #[serde(default)]
     pub service_account_name: Option<String>,
@@ -143,6 +146,9 @@ pub struct StackSettings {
     /// Pod Security level of this stack; overrides the repository's.
     #[serde(default)]
     pub pod_security: Option<PodSecurity>,
+    /// NetworkPolicies for this stack; overrides the repository's.
+    #[serde(default)]
+    pub network_policies: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -159,6 +165,7 @@ const POLICY_KEYS: &[&str] = &[
     "commitStatus",
     "namespaces",
     "podSecurity",
+    "networkPolicies",
     "serviceAccountName",
 ];
 

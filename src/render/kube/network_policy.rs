@@ -75,6 +75,22 @@ pub fn add(
             ));
         }
     }
+    // Indexes built once: a stack may have thousands of services.
+    let workloads: BTreeMap<String, usize> = objects
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| {
+            matches!(
+                o,
+                Object::Deployment(_)
+                    | Object::StatefulSet(_)
+                    | Object::DaemonSet(_)
+                    | Object::Job(_)
+            )
+        })
+        .map(|(i, o)| (o.name().to_string(), i))
+        .collect();
+    let open = open_ports_by_service(objects);
     let mut policies = Vec::new();
     for input in services {
         let networks = networks_of(input.service);
@@ -84,8 +100,10 @@ pub fn add(
                 "network_mode cannot be expressed as a NetworkPolicy; its pods are on network \"default\"",
             );
         }
-        label_pods(objects, input.name, &networks);
-        let open_ports = open_ports(objects, input.name);
+        if let Some(&index) = workloads.get(input.name) {
+            label_pods(&mut objects[index], &networks);
+        }
+        let open_ports = open.get(input.name).cloned().unwrap_or_default();
         let all_internal = networks
             .iter()
             .all(|n| project.networks.get(*n).is_some_and(|n| n.internal));
@@ -100,21 +118,13 @@ pub fn add(
     objects.extend(policies.into_iter().map(Object::NetworkPolicy));
 }
 
-fn label_pods(objects: &mut [Object], name: &str, networks: &[&str]) {
-    for object in objects.iter_mut() {
+fn label_pods(object: &mut Object, networks: &[&str]) {
+    {
         let template = match object {
-            Object::Deployment(d) if d.metadata.name.as_deref() == Some(name) => {
-                d.spec.as_mut().map(|s| &mut s.template)
-            }
-            Object::StatefulSet(s) if s.metadata.name.as_deref() == Some(name) => {
-                s.spec.as_mut().map(|s| &mut s.template)
-            }
-            Object::DaemonSet(d) if d.metadata.name.as_deref() == Some(name) => {
-                d.spec.as_mut().map(|s| &mut s.template)
-            }
-            Object::Job(j) if j.metadata.name.as_deref() == Some(name) => {
-                j.spec.as_mut().map(|s| &mut s.template)
-            }
+            Object::Deployment(d) => d.spec.as_mut().map(|s| &mut s.template),
+            Object::StatefulSet(s) => s.spec.as_mut().map(|s| &mut s.template),
+            Object::DaemonSet(d) => d.spec.as_mut().map(|s| &mut s.template),
+            Object::Job(j) => j.spec.as_mut().map(|s| &mut s.template),
             _ => None,
         };
         if let Some(template) = template {
@@ -130,9 +140,11 @@ fn label_pods(objects: &mut [Object], name: &str, networks: &[&str]) {
     }
 }
 
-/// Container ports reachable from anywhere: those behind the service's
-/// `-published` and `-random-ports` Services, and behind its Ingress.
-fn open_ports(objects: &[Object], name: &str) -> Vec<(String, IntOrString)> {
+type OpenPorts = Vec<(String, IntOrString)>;
+
+/// Container ports reachable from anywhere, by Kubernetes service name: those
+/// behind its `-published` and `-random-ports` Services, and behind Ingresses.
+fn open_ports_by_service(objects: &[Object]) -> BTreeMap<String, OpenPorts> {
     let services: BTreeMap<&str, &KubeService> = objects
         .iter()
         .filter_map(|o| match o {
@@ -140,8 +152,20 @@ fn open_ports(objects: &[Object], name: &str) -> Vec<(String, IntOrString)> {
             _ => None,
         })
         .collect();
-    let mut ports = Vec::new();
+    let selected = |service: &KubeService| {
+        service
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.as_ref())
+            .and_then(|s| s.get(crate::crd::SERVICE_LABEL))
+            .cloned()
+    };
+    let mut open: BTreeMap<String, OpenPorts> = BTreeMap::new();
     let mut admit = |service: &KubeService, port: Option<(&str, i32)>| {
+        let Some(pods) = selected(service) else {
+            return;
+        };
+        let ports = open.entry(pods).or_default();
         let spec_ports = service.spec.as_ref().and_then(|s| s.ports.as_ref());
         for p in spec_ports.into_iter().flatten() {
             let chosen = match port {
@@ -150,17 +174,15 @@ fn open_ports(objects: &[Object], name: &str) -> Vec<(String, IntOrString)> {
                     p.port == number || p.name.as_deref().is_some_and(|n| n == port_name)
                 }
             };
-            if chosen {
-                let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".to_string());
-                let target = p.target_port.clone().unwrap_or(IntOrString::Int(p.port));
-                if !ports.contains(&(protocol.clone(), target.clone())) {
-                    ports.push((protocol, target));
-                }
+            let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".to_string());
+            let target = p.target_port.clone().unwrap_or(IntOrString::Int(p.port));
+            if chosen && !ports.contains(&(protocol.clone(), target.clone())) {
+                ports.push((protocol, target));
             }
         }
     };
-    for suffix in ["published", "random-ports"] {
-        if let Some(service) = services.get(format!("{name}-{suffix}").as_str()) {
+    for (name, service) in &services {
+        if name.ends_with("-published") || name.ends_with("-random-ports") {
             admit(service, None);
         }
     }
@@ -181,22 +203,13 @@ fn open_ports(objects: &[Object], name: &str) -> Vec<(String, IntOrString)> {
             let Some(service) = services.get(backend.name.as_str()) else {
                 continue;
             };
-            if service
-                .spec
-                .as_ref()
-                .and_then(|s| s.selector.as_ref())
-                .and_then(|s| s.get(crate::crd::SERVICE_LABEL))
-                .is_none_or(|s| s != name)
-            {
-                continue;
-            }
             let port = backend.port.as_ref();
             let number = port.and_then(|p| p.number).unwrap_or(-1);
             let port_name = port.and_then(|p| p.name.clone()).unwrap_or_default();
             admit(service, Some((&port_name, number)));
         }
     }
-    ports
+    open
 }
 
 fn peers(scope: &Scope, networks: &[&str]) -> Vec<NetworkPolicyPeer> {
@@ -219,7 +232,7 @@ fn policy(
     scope: &Scope,
     name: &str,
     networks: &[&str],
-    open_ports: Vec<(String, IntOrString)>,
+    open_ports: OpenPorts,
     all_internal: bool,
 ) -> NetworkPolicy {
     let mut ingress = vec![NetworkPolicyIngressRule {

@@ -117,6 +117,9 @@ pub struct RepositoryPolicy {
     /// Pod Security level of every stack (default `baseline`).
     #[serde(default)]
     pub pod_security: Option<PodSecurity>,
+    /// Render compose networks as NetworkPolicies (default true).
+    #[serde(default)]
+    pub network_policies: Option<bool>,
     /// Write the stacks' objects impersonating this ServiceAccount of each stack's namespace.
     #[serde(default)]
     pub service_account_name: Option<String>,
@@ -143,6 +146,9 @@ pub struct StackSettings {
     /// Pod Security level of this stack; overrides the repository's.
     #[serde(default)]
     pub pod_security: Option<PodSecurity>,
+    /// NetworkPolicies for this stack; overrides the repository's.
+    #[serde(default)]
+    pub network_policies: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -159,6 +165,7 @@ const POLICY_KEYS: &[&str] = &[
     "commitStatus",
     "namespaces",
     "podSecurity",
+    "networkPolicies",
     "serviceAccountName",
 ];
 
@@ -428,6 +435,7 @@ publishedServiceType: NodePort
         // Tenancy defaults: no foreign namespaces, baseline, no impersonation.
         assert!(repo.policy.namespaces.is_empty());
         assert_eq!(repo.policy.pod_security, None);
+        assert_eq!(repo.policy.network_policies, None);
         assert_eq!(repo.policy.service_account_name, None);
         assert_eq!(config.settings.default_service_account_name, None);
     }
@@ -441,9 +449,10 @@ repositories:
     url: https://git.example.com/team/apps.git
     namespaces: ["team-a-*", kube-system]
     podSecurity: restricted
+    networkPolicies: false
     serviceAccountName: deployer
     stacks:
-      agent: {podSecurity: privileged}
+      agent: {podSecurity: privileged, networkPolicies: true}
 defaultServiceAccountName: stackd-apply
 "#,
         )
@@ -451,6 +460,8 @@ defaultServiceAccountName: stackd-apply
         let policy = &config.repositories[0].policy;
         assert_eq!(policy.namespaces, ["team-a-*", "kube-system"]);
         assert_eq!(policy.pod_security, Some(PodSecurity::Restricted));
+        assert_eq!(policy.network_policies, Some(false));
+        assert_eq!(policy.stacks["agent"].network_policies, Some(true));
         assert_eq!(policy.service_account_name.as_deref(), Some("deployer"));
         assert_eq!(
             policy.stacks["agent"].pod_security,

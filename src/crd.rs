@@ -68,6 +68,9 @@ pub struct StackSpec {
     /// enforces (`restricted`, `baseline` or `privileged`); absent: `baseline`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_security: Option<PodSecurity>,
+    /// Render compose networks as NetworkPolicies; absent: true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policies: Option<bool>,
     /// Objects of this stack are written impersonating this ServiceAccount of
     /// the stack's namespace, so its RBAC bounds what the stack can do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -89,6 +92,7 @@ impl Default for StackSpec {
             suspend: false,
             prune: prune_by_default(),
             pod_security: None,
+            network_policies: None,
             service_account_name: None,
             project: Project::default(),
         }

@@ -29,6 +29,8 @@ pub struct LocalRender {
     pub options: RenderOptions,
     /// The stack's Pod Security level (`None`: baseline).
     pub pod_security: Option<PodSecurity>,
+    /// Render compose networks as NetworkPolicies (`None`: true).
+    pub network_policies: Option<bool>,
     /// Namespaces the stack may use although reserved (`kube-*`, `default`).
     pub allowed_namespaces: Vec<String>,
 }
@@ -154,6 +156,7 @@ pub fn render_local(request: &LocalRender) -> Result<Rendered, LocalRenderError>
     })?;
     let mut stack = render::stack_for(&name, &namespace, loaded.project, None);
     stack.spec.pod_security = request.pod_security;
+    stack.spec.network_policies = request.network_policies;
     render::render(&stack, &loaded.secrets, &request.options)
         .map_err(|e| LocalRenderError::Render(Box::new(e)))
 }

@@ -80,6 +80,9 @@ struct RenderArgs {
     /// Pod Security level to render for (the repository key podSecurity).
     #[arg(long, value_enum, default_value_t = PodSecurityLevel::Baseline)]
     pod_security: PodSecurityLevel,
+    /// Render compose networks as NetworkPolicies (the repository key networkPolicies).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    network_policies: bool,
     /// A namespace the stack may use although reserved or foreign (the
     /// repository key namespaces; repeatable).
     #[arg(long = "allow-namespace", value_name = "GLOB")]
@@ -490,6 +493,7 @@ fn local_request(args: RenderArgs) -> anyhow::Result<LocalRender> {
             PodSecurityLevel::Baseline => PodSecurity::Baseline,
             PodSecurityLevel::Privileged => PodSecurity::Privileged,
         }),
+        network_policies: Some(args.network_policies),
         allowed_namespaces: args.allow_namespaces,
         options: RenderOptions {
             allow_host_path: args.allow_host_path,

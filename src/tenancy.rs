@@ -26,6 +26,8 @@ pub const MANAGED_BY_VALUE: &str = "stackd";
 pub struct Tenancy {
     /// The stack's `podSecurity`, else the repository's; `None` is `baseline`.
     pub pod_security: Option<PodSecurity>,
+    /// The stack's `networkPolicies`, else the repository's; `None` is true.
+    pub network_policies: Option<bool>,
     /// The repository's `serviceAccountName`, else the daemon's `defaultServiceAccountName`.
     pub service_account_name: Option<String>,
     pub namespaces: NamespaceRules,

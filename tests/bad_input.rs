@@ -281,8 +281,8 @@ fn ten_thousand_services_load_and_render_in_reasonable_time() {
     eprintln!(
         "10,000 services: loaded in {loaded_in:?}, loaded and rendered in {total:?}; the Stack is {stack_bytes} bytes of JSON"
     );
-    // A Namespace, then a Deployment and a Service per service... of each of 10,000.
-    assert_eq!(rendered.objects.len(), 1 + 3 * 10_000);
+    // A Namespace, then a Deployment, a Service and a NetworkPolicy per service... of each of 10,000.
+    assert_eq!(rendered.objects.len(), 1 + 4 * 10_000);
     // Debug build on a shared machine: measured about 3 s.
     assert!(total < Duration::from_secs(20), "{total:?}");
 }

@@ -243,3 +243,22 @@ fn render_refuses_name_kube_system_and_a_privileged_host_pid_service() {
     ]);
     assert!(output.status.success(), "{output:?}");
 }
+
+#[test]
+fn render_emits_network_policies_unless_turned_off() {
+    let on = stackd(&["render", "examples/repo/wordpress"]);
+    assert!(on.status.success(), "{on:?}");
+    let yaml = String::from_utf8(on.stdout).unwrap();
+    assert!(yaml.contains("kind: NetworkPolicy\n"), "{yaml}");
+    let off = stackd(&[
+        "render",
+        "examples/repo/wordpress",
+        "--network-policies=false",
+    ]);
+    assert!(off.status.success(), "{off:?}");
+    let yaml = String::from_utf8(off.stdout).unwrap();
+    assert!(
+        !yaml.contains("NetworkPolicy") && !yaml.contains("stackd.dev/network-"),
+        "{yaml}"
+    );
+}

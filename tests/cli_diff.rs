@@ -38,7 +38,7 @@ async fn diff_reports_creates_updates_and_deletes_with_kubectl_exit_codes() {
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("+ create Deployment shop/app"), "{text}");
     assert!(text.contains("+ create Namespace shop"), "{text}");
-    assert!(text.contains("9 of 9 objects would change"), "{text}");
+    assert!(text.contains("11 of 11 objects would change"), "{text}");
 
     // The cluster now holds exactly what stackd renders.
     let rendered = common::render_example(&common::repo_dir().join("examples/repo/shop")).unwrap();
@@ -52,7 +52,7 @@ async fn diff_reports_creates_updates_and_deletes_with_kubectl_exit_codes() {
     .await
     .unwrap();
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("0 of 9 objects would change"), "{text}");
+    assert!(text.contains("0 of 11 objects would change"), "{text}");
 
     // Someone edits the image by hand, and an old labelled Service is left over.
     let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
@@ -78,7 +78,7 @@ async fn diff_reports_creates_updates_and_deletes_with_kubectl_exit_codes() {
         "{text}"
     );
     assert!(text.contains("- delete Service shop/old"), "{text}");
-    assert!(text.contains("2 of 10 objects would change"), "{text}");
+    assert!(text.contains("2 of 12 objects would change"), "{text}");
 }
 
 /// `stackd diff` with extra arguments, in examples/repo/shop.
@@ -126,6 +126,6 @@ async fn diff_checks_the_namespace_rule_against_the_cluster() {
         .unwrap();
     assert_eq!(code, 1, "{text}");
     // Allowed, but not stackd's: its Namespace object is left alone.
-    assert!(text.contains("8 of 8 objects would change"), "{text}");
+    assert!(text.contains("10 of 10 objects would change"), "{text}");
     assert!(!text.contains("Namespace legacy"), "{text}");
 }

@@ -101,6 +101,7 @@ async fn dry_run_follows_commits_and_exits_cleanly_on_sigterm() {
             "Namespace/web",
             "Service/web",
             "Service/web-published",
+            "NetworkPolicy/web",
             "Deployment/web"
         ])
     );

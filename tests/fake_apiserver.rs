@@ -108,6 +108,7 @@ async fn discovery_lists_every_served_kind() {
             "coordination.k8s.io/v1/Lease",
             "events.k8s.io/v1/Event",
             "networking.k8s.io/v1/Ingress",
+            "networking.k8s.io/v1/NetworkPolicy",
             "stackd.dev/v1alpha1/Stack",
             "v1/ConfigMap",
             "v1/Event",

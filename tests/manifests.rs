@@ -74,6 +74,7 @@ fn resource_of(kind: &str) -> (&'static str, &'static str) {
         "DaemonSet" => ("apps", "daemonsets"),
         "Job" => ("batch", "jobs"),
         "Ingress" => ("networking.k8s.io", "ingresses"),
+        "NetworkPolicy" => ("networking.k8s.io", "networkpolicies"),
         other => panic!(
             "the RBAC test does not know kind {other}: add it here and to manifests/clusterrole.yaml"
         ),

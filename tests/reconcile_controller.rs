@@ -239,7 +239,10 @@ async fn with_pruning_off_a_removed_service_is_kept_until_pruning_is_on_again() 
         "{requests:#?}"
     );
     let status = h.status(NS, "shop").unwrap();
-    assert_eq!(status.kept, ["Deployment/db", "Service/db"]);
+    assert_eq!(
+        status.kept,
+        ["Deployment/db", "NetworkPolicy/db", "Service/db"]
+    );
     assert_eq!(status.service_count, Some(1));
     assert!(
         status
@@ -250,7 +253,10 @@ async fn with_pruning_off_a_removed_service_is_kept_until_pruning_is_on_again() 
         status.inventory
     );
     let plan = last_plan(&h);
-    assert_eq!(plan.kept, ["Deployment/db", "Service/db"]);
+    assert_eq!(
+        plan.kept,
+        ["Deployment/db", "NetworkPolicy/db", "Service/db"]
+    );
     assert!(plan.pruned.is_empty(), "{plan:?}");
     let events = h.fake.objects_of("events.k8s.io/v1", "Event");
     let skipped = events
@@ -291,7 +297,10 @@ async fn with_pruning_off_a_removed_service_is_kept_until_pruning_is_on_again() 
     assert!(status.kept.is_empty(), "{status:?}");
     assert!(!status.inventory.iter().any(|e| e.name == "db"));
     let plan = last_plan(&h);
-    assert_eq!(plan.pruned, ["Deployment/db", "Service/db"]);
+    assert_eq!(
+        plan.pruned,
+        ["Deployment/db", "NetworkPolicy/db", "Service/db"]
+    );
     assert!(plan.kept.is_empty());
 }
 

@@ -654,6 +654,7 @@ const KINDS: &[(&str, &str, &str)] = &[
     ("apps", "v1", "DaemonSet"),
     ("batch", "v1", "Job"),
     ("networking.k8s.io", "v1", "Ingress"),
+    ("networking.k8s.io", "v1", "NetworkPolicy"),
     ("events.k8s.io", "v1", "Event"),
     ("stackd.dev", "v1alpha1", "Stack"),
 ];

@@ -170,6 +170,7 @@ async fn a_new_namespace_is_created_as_stackds_with_the_pod_security_level() {
     let namespace = unique("fresh");
     let tenancy = Tenancy {
         pod_security: Some(PodSecurity::Restricted),
+        network_policies: Some(false),
         ..allowing(&[])
     };
     let report = sync(client, "apps", vec![stack_in(&namespace, tenancy)]).await;
@@ -182,6 +183,11 @@ async fn a_new_namespace_is_created_as_stackds_with_the_pod_security_level() {
     assert_eq!(
         stacks.get("web").await.unwrap().spec.pod_security,
         Some(PodSecurity::Restricted)
+    );
+    // networkPolicies reaches the Stack the same way.
+    assert_eq!(
+        stacks.get("web").await.unwrap().spec.network_policies,
+        Some(false)
     );
 
     // Created by stackd, it stays admitted without any allow list.

@@ -87,6 +87,7 @@ fn desired_stacks(
                 prune: policy.prune,
                 tenancy: Tenancy {
                     pod_security: stack.pod_security,
+                    network_policies: stack.network_policies,
                     service_account_name: policy.service_account_name.clone(),
                     namespaces: NamespaceRules {
                         allowed: policy.namespaces.clone(),

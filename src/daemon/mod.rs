@@ -710,6 +710,7 @@ impl DryRunReconciler {
                         Some(stack.source.clone()),
                     );
                     object.spec.pod_security = stack.pod_security;
+                    object.spec.network_policies = stack.network_policies;
                     render::render(&object, &secrets, &self.render_options)
                         .map(|rendered| (rendered, services))
                         .map_err(|e| (Reason::RenderFailed, e.to_string()))

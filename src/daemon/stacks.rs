@@ -23,6 +23,8 @@ pub struct LoadedStack {
     pub suspended: bool,
     /// The stack's `podSecurity`, else the repository's.
     pub pod_security: Option<PodSecurity>,
+    /// The stack's `networkPolicies`, else the repository's.
+    pub network_policies: Option<bool>,
     /// The main compose file (repository path), for messages.
     pub file: String,
     pub result: Result<(Project, SecretValues), LoadError>,
@@ -103,6 +105,9 @@ pub fn load_stacks(update: &RepositoryUpdate, policy: &RepositoryPolicy) -> Vec<
                 pod_security: settings
                     .and_then(|s| s.pod_security)
                     .or(policy.pod_security),
+                network_policies: settings
+                    .and_then(|s| s.network_policies)
+                    .or(policy.network_policies),
                 file: stack.files.first().unwrap_or(&stack.dir).to_string(),
                 result,
             }

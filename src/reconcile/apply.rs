@@ -298,6 +298,9 @@ pub fn api_for(client: &Client, entry: &InventoryEntry) -> Api<DynamicObject> {
     let lower = entry.kind.to_lowercase();
     let plural = if lower.ends_with('s') {
         format!("{lower}es")
+    } else if let Some(stem) = lower.strip_suffix('y') {
+        // NetworkPolicy → networkpolicies.
+        format!("{stem}ies")
     } else {
         format!("{lower}s")
     };

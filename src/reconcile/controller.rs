@@ -11,7 +11,7 @@ use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
@@ -179,6 +179,7 @@ pub async fn run(
     let (daemon_sets, ds_stream) = owned::<Compact<DaemonSet>>(&client, &caches);
     let (jobs, job_stream) = owned::<Compact<Job>>(&client, &caches);
     let (ingresses, ingress_stream) = owned::<Compact<Ingress>>(&client, &caches);
+    let (network_policies, netpol_stream) = owned::<Compact<NetworkPolicy>>(&client, &caches);
     let live = LiveStores {
         config_maps,
         secrets,
@@ -188,6 +189,7 @@ pub async fn run(
         daemon_sets,
         jobs,
         ingresses,
+        network_policies,
     };
 
     let (stack_store, stack_writer) = reflector::store::<Stack>();
@@ -202,6 +204,7 @@ pub async fn run(
         listed(&live.daemon_sets),
         listed(&live.jobs),
         listed(&live.ingresses),
+        listed(&live.network_policies),
     ];
     caches.started(listings.iter().map(|(kind, _)| kind.clone()));
     let listing = tokio::spawn(report_listings(listings, caches.clone()));
@@ -261,6 +264,7 @@ pub async fn run(
         .owns_stream(ds_stream)
         .owns_stream(job_stream)
         .owns_stream(ingress_stream)
+        .owns_stream(netpol_stream)
         .with_config(config)
         .reconcile_all_on(settings_changed)
         .reconcile_on(git_failed)
@@ -934,6 +938,7 @@ fn stores_ready(live: &LiveStores) -> bool {
             live.daemon_sets.wait_until_ready(),
             live.jobs.wait_until_ready(),
             live.ingresses.wait_until_ready(),
+            live.network_policies.wait_until_ready(),
         )
     };
     ready.now_or_never().is_some()

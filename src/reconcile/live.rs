@@ -4,7 +4,7 @@
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::Value;
 
@@ -24,6 +24,7 @@ pub struct LiveStores {
     pub daemon_sets: Store<Compact<DaemonSet>>,
     pub jobs: Store<Compact<Job>>,
     pub ingresses: Store<Compact<Ingress>>,
+    pub network_policies: Store<Compact<NetworkPolicy>>,
 }
 
 fn lookup<K>(
@@ -95,6 +96,7 @@ impl LiveStores {
             "DaemonSet" => labelled(&self.daemon_sets, namespace, label, value),
             "Job" => labelled(&self.jobs, namespace, label, value),
             "Ingress" => labelled(&self.ingresses, namespace, label, value),
+            "NetworkPolicy" => labelled(&self.network_policies, namespace, label, value),
             _ => return None,
         })
     }
@@ -113,6 +115,7 @@ impl LiveStores {
             "DaemonSet" => as_json(lookup(&self.daemon_sets, namespace, name)),
             "Job" => as_json(lookup(&self.jobs, namespace, name)),
             "Ingress" => as_json(lookup(&self.ingresses, namespace, name)),
+            "NetworkPolicy" => as_json(lookup(&self.network_policies, namespace, name)),
             _ => None,
         }
     }

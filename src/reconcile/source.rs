@@ -117,6 +117,7 @@ pub fn stack_object(repository: &str, desired: &DesiredStack) -> Stack {
     );
     stack.spec.prune = desired.prune;
     stack.spec.pod_security = desired.tenancy.pod_security;
+    stack.spec.network_policies = desired.tenancy.network_policies;
     stack.spec.service_account_name = desired.tenancy.service_account_name.clone();
     stack.metadata.labels = Some(BTreeMap::from([(
         REPOSITORY_LABEL.to_string(),

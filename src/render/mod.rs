@@ -38,6 +38,7 @@ pub fn stack_for(
             suspend: false,
             prune: true,
             pod_security: None,
+            network_policies: None,
             service_account_name: None,
             project,
         },

@@ -30,7 +30,7 @@ pub struct Project {
     pub configs: BTreeMap<String, Config>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, Secret>,
-    /// Top-level networks; kept so the renderer can warn that they are ignored.
+    /// Top-level networks; `internal` restricts egress, `external` is only warned about.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub networks: BTreeMap<String, Network>,
     /// Content of bind-mount sources that live in the repository, keyed by the
@@ -135,7 +135,7 @@ pub struct Service {
     pub secrets: Vec<FileMount>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub depends_on: BTreeMap<String, Dependency>,
-    /// Networks the service joins (ignored by the renderer, with a warning).
+    /// Networks the service joins (empty: `default`); rendered as pod labels and NetworkPolicies.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -433,6 +433,9 @@ pub struct Secret {
 pub struct Network {
     #[serde(default, skip_serializing_if = "is_false")]
     pub external: bool,
+    /// `internal: true`: no traffic leaves the network (egress is restricted to it).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub internal: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }

@@ -4,19 +4,20 @@ use k8s_openapi::Resource;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 /// Every kind the renderer can emit, in apply order: a namespace first, then what
-/// pods mount, then Services, then workloads, then Ingresses that point at Services.
+/// pods mount, then Services, then NetworkPolicies (so pods start isolated), then workloads, then Ingresses that point at Services.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
     Namespace(Namespace),
     ConfigMap(ConfigMap),
     Secret(Secret),
     Service(Service),
+    NetworkPolicy(NetworkPolicy),
     Deployment(Deployment),
     StatefulSet(StatefulSet),
     DaemonSet(DaemonSet),
@@ -31,6 +32,7 @@ pub const RENDERED_KINDS: &[(&str, &str)] = &[
     ("v1", "ConfigMap"),
     ("v1", "Secret"),
     ("v1", "Service"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
     ("apps/v1", "Deployment"),
     ("apps/v1", "StatefulSet"),
     ("apps/v1", "DaemonSet"),
@@ -45,6 +47,7 @@ macro_rules! each_object {
             Object::ConfigMap($inner) => $body,
             Object::Secret($inner) => $body,
             Object::Service($inner) => $body,
+            Object::NetworkPolicy($inner) => $body,
             Object::Deployment($inner) => $body,
             Object::StatefulSet($inner) => $body,
             Object::DaemonSet($inner) => $body,

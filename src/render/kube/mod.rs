@@ -6,6 +6,7 @@
 mod ingress;
 mod labels;
 mod names;
+mod network_policy;
 mod placement;
 mod probes;
 mod quantity;
@@ -87,7 +88,8 @@ pub fn render(
         },
         ..Namespace::default()
     })];
-    warnings::project_warnings(project, &mut warnings);
+    let network_policies = stack.spec.network_policies.unwrap_or(true);
+    warnings::project_warnings(project, network_policies, &mut warnings);
 
     // Sanitised service names first, so `web_1` vs `web-1` is reported as such.
     let mut service_names = BTreeMap::new();
@@ -108,7 +110,7 @@ pub fn render(
             continue;
         };
         let origin = Origin::Service(compose_name.clone());
-        warnings::service_warnings(compose_name, service, &mut warnings);
+        warnings::service_warnings(compose_name, service, network_policies, &mut warnings);
         let storage = ServiceStorage {
             scope: &scope,
             project,
@@ -181,6 +183,27 @@ pub fn render(
             "volume {volume:?}: used by services {}; each gets its own claim, Kubernetes volumes are not shared between StatefulSets",
             users.join(", ")
         ));
+    }
+
+    if network_policies {
+        let inputs: Vec<_> = service_names
+            .iter()
+            .filter_map(|(compose_name, name)| {
+                Some(network_policy::PolicyInput {
+                    compose_name,
+                    name,
+                    service: project.services.get(*compose_name)?,
+                })
+            })
+            .collect();
+        for input in &inputs {
+            names.claim(
+                "NetworkPolicy",
+                input.name,
+                &Origin::Service(input.compose_name.to_string()),
+            )?;
+        }
+        network_policy::add(&scope, project, &inputs, &mut objects, &mut warnings);
     }
 
     // What the API server itself would refuse fails here, before any apply.

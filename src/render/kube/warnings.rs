@@ -48,8 +48,17 @@ fn reason_for(field: &str) -> &'static str {
 }
 
 /// The service-level warnings that do not depend on how it is rendered.
-pub fn service_warnings(name: &str, service: &Service, warnings: &mut Warnings) {
+pub fn service_warnings(
+    name: &str,
+    service: &Service,
+    network_policies: bool,
+    warnings: &mut Warnings,
+) {
     for field in &service.ignored {
+        // With NetworkPolicies on, network_policy.rs says what becomes of it.
+        if network_policies && field == "network_mode" {
+            continue;
+        }
         warnings.ignored(name, field, reason_for(field));
     }
     if service.build.is_some() && service.image.is_some() {
@@ -69,23 +78,26 @@ pub fn service_warnings(name: &str, service: &Service, warnings: &mut Warnings) 
             "Kubernetes restarts containers itself; use deploy.restart_policy for jobs",
         );
     }
-    if !service.networks.is_empty() {
+    if !network_policies && !service.networks.is_empty() {
         warnings.ignored(
             name,
             "networks",
-            "all services of a stack share the namespace's network",
+            "all services of a stack share the namespace's network; networkPolicies is false",
         );
     }
 }
 
 /// Project-level warnings: the loader's, and top-level networks.
-pub fn project_warnings(project: &Project, warnings: &mut Warnings) {
+pub fn project_warnings(project: &Project, network_policies: bool, warnings: &mut Warnings) {
     for warning in &project.warnings {
         warnings.push(warning.clone());
     }
+    if network_policies {
+        return;
+    }
     for name in project.networks.keys() {
         warnings.push(format!(
-            "network {name:?}: networks are ignored (all services of a stack share the namespace's network)"
+            "network {name:?}: networks are ignored (all services of a stack share the namespace's network; networkPolicies is false)"
         ));
     }
 }

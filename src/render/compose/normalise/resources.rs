@@ -102,6 +102,7 @@ pub fn networks(field: &Field) -> Result<BTreeMap<String, Network>, LoadError> {
         if let Some(fields) = entry_fields(&entry, NETWORK_KEYS)? {
             let (external, external_name) = external(&fields)?;
             network.external = external;
+            network.internal = fields.bool("internal")?.unwrap_or(false);
             network.name = fields.string("name")?.or(external_name);
         }
         networks.insert(name.to_string(), network);

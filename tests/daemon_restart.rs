@@ -16,9 +16,11 @@ mod fake_api;
 #[path = "git_support/mod.rs"]
 mod git_support;
 
+use common::eventually;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -51,17 +53,6 @@ configs:
   site:
     content: hello
 ";
-
-async fn eventually<T>(what: &str, seconds: u64, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// `kind namespace/name` → its `generation` where it has one (a status update,
 /// say a Deployment becoming ready on a real cluster, does not change it), else

@@ -255,3 +255,22 @@ pub fn stackd_run(
         .stdout(std::process::Stdio::null());
     command
 }
+
+/// Polls `check` every 200 ms until it yields a value; fails after `seconds`.
+pub async fn eventually<T>(
+    what: &str,
+    seconds: u64,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -6,13 +6,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kube::api::{Api, ListParams};
 use serde_json::Value;
 use stackd::crd::Stack;
 
 use crate::common;
+pub use crate::common::eventually;
 use crate::fake_api::{TestCluster, test_client};
 use crate::git_support;
 
@@ -182,19 +183,4 @@ pub fn ready_reason(stack: &Stack) -> Option<String> {
         .iter()
         .find(|c| c.type_ == "Ready")
         .map(|c| c.reason.clone())
-}
-
-pub async fn eventually<T>(
-    what: &str,
-    seconds: u64,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

@@ -39,6 +39,7 @@ use crate::reconcile::health;
 use crate::reconcile::impersonate;
 use crate::reconcile::live::{self, LiveStores};
 use crate::reconcile::secrets::{self, SecretStore};
+use crate::reconcile::source;
 use crate::reconcile::source::{
     ACCESS_ALLOWED, NAMESPACE_ACCESS_ANNOTATION, NAMESPACE_REFUSED_ANNOTATION,
     REPOSITORY_ANNOTATION,
@@ -603,6 +604,7 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
         rendered.objects.retain(|o| o.kind() != "Namespace");
         previous_inventory.retain(|e| e.kind != "Namespace");
     }
+    source::adopt_written_namespace(stack, &namespace, &rendered, &mut previous_inventory);
 
     let requested = annotation(stack, RECONCILE_REQUESTED_ANNOTATION);
     let forced = requested.is_some() && requested != previous.last_handled_reconcile_at;

@@ -5,19 +5,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use crate::crd::{FIELD_MANAGER, SourceRef, Stack, StackSpec};
+use crate::crd::{FIELD_MANAGER, InventoryEntry, SourceRef, Stack, StackSpec};
 use crate::reason::Reason;
-use crate::reconcile::apply::{PRUNE_ANNOTATION, PRUNE_DISABLED};
+use crate::reconcile::apply::{PRUNE_ANNOTATION, PRUNE_DISABLED, entry_for};
 use crate::reconcile::error::ReconcileError;
 use crate::reconcile::secrets::SecretStore;
+use crate::render::kube::namespace_object;
 use crate::render::model::{Project, SecretValues};
+use crate::render::object::Rendered;
 use crate::render::object::short_hash;
 use crate::render::stack_for;
-use crate::render::{ENFORCE_LABEL, PodSecurity, WARN_LABEL};
+use crate::render::{ENFORCE_LABEL, WARN_LABEL};
 use crate::tenancy::{self, Access, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Tenancy};
 
 /// Label on every Stack stackd created from Git: a hash of the repository name
@@ -37,6 +39,10 @@ pub const ACCESS_ALLOWED: &str = "allowed";
 /// namespace is now refused: the controller applies nothing and reports
 /// `Ready=False` reason `NamespaceNotAllowed`.
 pub const NAMESPACE_REFUSED_ANNOTATION: &str = "stackd.dev/namespace-refused";
+/// Set by the sync on a Stack whose Namespace it has just created, to the
+/// content hash of that Namespace as rendered: the controller adopts it into
+/// the inventory instead of applying it again (one write per namespace, not two).
+pub const NAMESPACE_WRITTEN_ANNOTATION: &str = "stackd.dev/namespace-written";
 
 /// One stack as the Git source rendered it.
 #[derive(Clone, Debug)]
@@ -348,13 +354,15 @@ pub async fn sync_repository(
                 continue;
             }
             // One refused namespace or Stack fails that stack alone; the rest go on.
-            let level = desired.tenancy.pod_security.unwrap_or_default();
-            if let Err(error) = apply_namespace(client, repository, &desired.namespace, level).await
-            {
-                let refused = RefusedStack::new(desired, &error);
-                namespaces_refused.insert(desired.namespace.clone(), refused.clone());
-                report.refused.push(refused);
-                continue;
+            match apply_namespace(client, repository, &object).await {
+                Ok(Some(hash)) => mark_namespace_written(&mut object, hash),
+                Ok(None) => {}
+                Err(error) => {
+                    let refused = RefusedStack::new(desired, &error);
+                    namespaces_refused.insert(desired.namespace.clone(), refused.clone());
+                    report.refused.push(refused);
+                    continue;
+                }
             }
             namespaces_done.push(desired.namespace.clone());
         }
@@ -432,43 +440,78 @@ fn labels_include(
         .all(|(k, v)| live.and_then(|l| l.get(k)) == Some(v))
 }
 
-/// Creates a namespace for a stack, labelled as stackd's and with the Pod
-/// Security level admission enforces (the renderer checked against the same).
+/// The inventory with the Namespace the sync already wrote (see
+/// [`NAMESPACE_WRITTEN_ANNOTATION`]) when it is the one `rendered` holds: the
+/// plan then finds it unchanged instead of applying it a second time.
+pub fn adopt_written_namespace(
+    stack: &Stack,
+    namespace: &str,
+    rendered: &Rendered,
+    inventory: &mut Vec<InventoryEntry>,
+) {
+    let Some(written) = stack.annotations().get(NAMESPACE_WRITTEN_ANNOTATION) else {
+        return;
+    };
+    if inventory.iter().any(|e| e.kind == "Namespace") {
+        return;
+    }
+    let adopted = rendered
+        .objects
+        .iter()
+        .filter(|o| o.kind() == "Namespace")
+        .map(|o| entry_for(namespace, o))
+        .find(|entry| entry.hash.as_ref() == Some(written));
+    inventory.extend(adopted);
+}
+
+/// Records on the Stack that the sync wrote its Namespace exactly as the
+/// controller renders it, so the controller does not write it a second time.
+fn mark_namespace_written(object: &mut Stack, hash: String) {
+    object
+        .metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(NAMESPACE_WRITTEN_ANNOTATION.to_string(), hash);
+}
+
+/// Creates a stack's namespace before its Stack: the Namespace the controller
+/// renders for it (labelled as stackd's, with the Pod Security level admission
+/// enforces), plus the repository label. Returns the rendered object's content
+/// hash, or `None` when the Stack cannot be rendered (its own render reports
+/// why; a minimal Namespace still lets the Stack be stored).
 async fn apply_namespace(
     client: &Client,
     repository: &str,
-    name: &str,
-    level: PodSecurity,
-) -> Result<(), ReconcileError> {
-    let labels = BTreeMap::from([
-        (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
-        (
-            REPOSITORY_LABEL.to_string(),
-            repository_label_value(repository),
-        ),
-        (ENFORCE_LABEL.to_string(), level.as_str().to_string()),
-        (WARN_LABEL.to_string(), level.as_str().to_string()),
-    ]);
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            labels: Some(labels),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
+    stack: &Stack,
+) -> Result<Option<String>, ReconcileError> {
+    let name = stack.metadata.namespace.clone().unwrap_or_default();
+    let rendered = namespace_object(stack).ok();
+    let mut body = match &rendered {
+        Some(object) => object.to_json(),
+        None => serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": {
+                MANAGED_BY_LABEL: MANAGED_BY_VALUE,
+                ENFORCE_LABEL: stack.spec.pod_security.unwrap_or_default().as_str(),
+                WARN_LABEL: stack.spec.pod_security.unwrap_or_default().as_str(),
+            }},
+        }),
     };
+    body["metadata"]["labels"][REPOSITORY_LABEL] =
+        serde_json::Value::String(repository_label_value(repository));
     let api: Api<Namespace> = Api::all(client.clone());
     // A manager of its own: the controller's apply of the rendered Namespace (as
     // `stackd`) does not carry the repository label, and would drop it otherwise.
     api.patch(
-        name,
+        &name,
         &PatchParams::apply(NAMESPACE_MANAGER),
-        &Patch::Apply(&namespace),
+        &Patch::Apply(&body),
     )
     .await
-    .map(|_| ())
     .map_err(|source| ReconcileError::ApplyNamespace {
-        namespace: name.to_string(),
+        namespace: name.clone(),
         source,
-    })
+    })?;
+    Ok(rendered.map(|object| object.content_hash()))
 }

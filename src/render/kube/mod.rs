@@ -75,19 +75,7 @@ pub fn render(
     let mut names = NameRegistry::default();
     let mut warnings = Warnings::default();
     let pod_security = stack.spec.pod_security.unwrap_or_default();
-    // Admission enforces the level the renderer checked against (and warns on it).
-    let mut namespace_labels = scope.labels(None);
-    for label in [ENFORCE_LABEL, WARN_LABEL] {
-        namespace_labels.insert(label.to_string(), pod_security.as_str().to_string());
-    }
-    let mut objects = vec![Object::Namespace(Namespace {
-        metadata: ObjectMeta {
-            name: Some(scope.namespace.clone()),
-            labels: Some(namespace_labels),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    })];
+    let mut objects = vec![namespace_of(&scope, pod_security)];
     let network_policies = stack.spec.network_policies.unwrap_or(true);
     warnings::project_warnings(project, network_policies, &mut warnings);
 
@@ -217,6 +205,32 @@ pub fn render(
 }
 
 /// Stack name, namespace and owner from the Stack's metadata.
+/// The Namespace object `render` emits first for `stack`: the Git sync writes
+/// this same object before the Stack, so the controller need not write it again.
+pub fn namespace_object(stack: &Stack) -> Result<Object, RenderError> {
+    let scope = scope_of(stack)?;
+    Ok(namespace_of(
+        &scope,
+        stack.spec.pod_security.unwrap_or_default(),
+    ))
+}
+
+fn namespace_of(scope: &Scope, pod_security: PodSecurity) -> Object {
+    // Admission enforces the level the renderer checked against (and warns on it).
+    let mut labels = scope.labels(None);
+    for label in [ENFORCE_LABEL, WARN_LABEL] {
+        labels.insert(label.to_string(), pod_security.as_str().to_string());
+    }
+    Object::Namespace(Namespace {
+        metadata: ObjectMeta {
+            name: Some(scope.namespace.clone()),
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    })
+}
+
 fn scope_of(stack: &Stack) -> Result<Scope, RenderError> {
     let meta = &stack.metadata;
     let stack_name = meta.name.clone().ok_or(RenderError::MissingMetadata {

@@ -1,0 +1,234 @@
+//! Every write stackd makes, counted per kind from the in-process API server's
+//! request log: on the first apply of a repository, and on a one-line change in
+//! one of its stacks. Each write must be needed: one Namespace apply per
+//! namespace (the Git sync's, which the controller adopts), one apply per
+//! rendered object, and nothing at all for a stack the change did not touch.
+//!
+//! With `KUBECONFIG_E2E` the same flow runs against a real cluster; there only
+//! the outcome is checked, since the request log is the in-process server's.
+
+mod common;
+#[path = "fake_api/mod.rs"]
+mod fake_api;
+#[path = "git_support/mod.rs"]
+mod git_support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::eventually;
+use kube::api::{Api, DeleteParams};
+use stackd::crd::Stack;
+
+const COMPOSE: &str = "services:
+  web:
+    image: nginx:1.27
+    ports: [\"8080:80\"]
+    configs:
+      - source: site
+        target: /usr/share/nginx/html/index.html
+  db:
+    image: postgres:16
+    environment:
+      POSTGRES_PASSWORD: example
+    volumes: [\"data:/var/lib/postgresql/data\"]
+volumes:
+  data: {}
+configs:
+  site:
+    content: hello
+";
+
+/// What a write was to: `Namespace`, `Deployment`, `Stack status`, `Event`, ...
+fn target(method: &str, path: &str) -> String {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // /api/v1/... or /apis/<group>/<version>/...
+    let rest = match parts.first() {
+        Some(&"api") => &parts[2..],
+        _ => &parts[3.min(parts.len())..],
+    };
+    let (resource, status) = match rest {
+        ["namespaces", name] => (format!("namespaces/{name}"), false),
+        ["namespaces", _, resource, ..] => {
+            (resource.to_string(), rest.len() == 5 && rest[4] == "status")
+        }
+        [resource, ..] => (resource.to_string(), false),
+        [] => (String::from("?"), false),
+    };
+    let kind = match resource.as_str() {
+        r if r.starts_with("namespaces/") => "Namespace",
+        "configmaps" => "ConfigMap",
+        "secrets" => "Secret",
+        "services" => "Service",
+        "deployments" => "Deployment",
+        "statefulsets" => "StatefulSet",
+        "persistentvolumeclaims" => "PersistentVolumeClaim",
+        "networkpolicies" => "NetworkPolicy",
+        "stacks" => "Stack",
+        "events" => "Event",
+        "leases" => "Lease",
+        other => other,
+    };
+    match (status, method) {
+        (true, _) => format!("{kind} status"),
+        (false, "DELETE") => format!("{kind} delete"),
+        _ => kind.to_string(),
+    }
+}
+
+/// Writes per target, from the fake API server's log.
+fn counts(fake: &fake_api::FakeApiServer) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for write in fake.writes() {
+        *counts
+            .entry(target(write.method.as_str(), &write.path))
+            .or_default() += 1;
+    }
+    counts
+}
+
+/// Writes whose path names `namespace`.
+fn writes_in(fake: &fake_api::FakeApiServer, namespace: &str) -> Vec<String> {
+    fake.writes()
+        .iter()
+        .filter(|w| w.path.contains(&format!("/namespaces/{namespace}")))
+        .map(|w| format!("{} {}", w.method, w.path))
+        .collect()
+}
+
+async fn applied_at(client: &kube::Client, stack: &str, revision: &str) {
+    let api: Api<Stack> = Api::namespaced(client.clone(), stack);
+    eventually("the stack applied", 90, async || {
+        let status = api.get_opt(stack).await.ok()??.status?;
+        (status.last_applied_revision.as_deref() == Some(revision)).then_some(())
+    })
+    .await;
+}
+
+#[test]
+fn a_write_is_classified_by_kind() {
+    assert_eq!(target("PATCH", "/api/v1/namespaces/shop"), "Namespace");
+    assert_eq!(
+        target("PATCH", "/apis/apps/v1/namespaces/shop/deployments/web"),
+        "Deployment"
+    );
+    assert_eq!(
+        target(
+            "PATCH",
+            "/apis/stackd.dev/v1alpha1/namespaces/shop/stacks/shop/status"
+        ),
+        "Stack status"
+    );
+    assert_eq!(target("POST", "/api/v1/namespaces/shop/events"), "Event");
+    assert_eq!(
+        target("DELETE", "/api/v1/namespaces/shop/services/web"),
+        "Service delete"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_write_is_needed_on_a_first_apply_and_a_one_line_change() {
+    let cluster = fake_api::test_client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = match (&cluster.fake, std::env::var_os("KUBECONFIG_E2E")) {
+        (Some(fake), _) => common::write_kubeconfig(dir.path(), fake.url()),
+        (None, path) => PathBuf::from(path.expect("KUBECONFIG_E2E names the real cluster")),
+    };
+    let suffix = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let stacks: Vec<String> = ["shop", "blog"]
+        .iter()
+        .map(|s| format!("writes-{s}-{suffix}"))
+        .collect();
+
+    let upstream = git_support::Upstream::new(dir.path(), "apps");
+    for stack in &stacks {
+        upstream.write(&format!("stacks/{stack}/compose.yaml"), COMPOSE);
+    }
+    let head = upstream.commit("two stacks");
+    let git = git_support::HttpServer::start(dir.path(), None).await;
+    let config = dir.path().join("stackd.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "repositories:\n  - name: apps\n    url: {}\n    paths: [\"stacks/*\"]\n    interval: 1s\n",
+            git.url("apps")
+        ),
+    )
+    .unwrap();
+
+    let port = common::free_port();
+    let log = dir.path().join("stackd.log");
+    let child = common::stackd_run(
+        env!("CARGO_BIN_EXE_stackd").as_ref(),
+        &config,
+        &dir.path().join("data"),
+        port,
+        &kubeconfig,
+    )
+    .stderr(std::fs::File::create(&log).unwrap())
+    .spawn()
+    .unwrap();
+    let mut daemon = common::Daemon(child);
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    for stack in &stacks {
+        applied_at(&cluster.client, stack, &head).await;
+    }
+    // Let the passes that record the workloads' progress finish.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    if let Some(fake) = &cluster.fake {
+        let first = counts(fake);
+        eprintln!("writes on the first apply of 2 stacks: {first:#?}");
+        let per_stack = |kind: &str| first.get(kind).copied().unwrap_or(0);
+        // One Namespace write per namespace: the sync's, adopted by the controller.
+        assert_eq!(per_stack("Namespace"), 2, "{first:#?}\n{}", read_log());
+        assert_eq!(per_stack("Stack"), 2, "{first:#?}");
+        // One apply per rendered object: a ConfigMap, two Services (web and
+        // web-published), a Deployment and a StatefulSet per stack.
+        assert_eq!(per_stack("ConfigMap"), 2, "{first:#?}");
+        assert_eq!(per_stack("Deployment"), 2, "{first:#?}");
+        assert_eq!(per_stack("StatefulSet"), 2, "{first:#?}");
+        // One status write and one Event per stack for its apply.
+        assert_eq!(per_stack("Stack status"), 2, "{first:#?}");
+        assert_eq!(per_stack("Event"), 2, "{first:#?}");
+        assert!(!first.keys().any(|k| k.ends_with(" delete")), "{first:#?}");
+        fake.clear_requests();
+    }
+
+    // A one-line change in one stack: writes for that stack alone.
+    let changed = &stacks[0];
+    upstream.write(
+        &format!("stacks/{changed}/compose.yaml"),
+        &COMPOSE.replace("nginx:1.27", "nginx:1.28"),
+    );
+    let next = upstream.commit("web: nginx 1.28");
+    applied_at(&cluster.client, changed, &next).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    if let Some(fake) = &cluster.fake {
+        let change = counts(fake);
+        eprintln!("writes on a one-line change in one stack: {change:#?}");
+        assert_eq!(change.get("Stack"), Some(&1), "{change:#?}");
+        assert_eq!(change.get("Deployment"), Some(&1), "{change:#?}");
+        assert_eq!(change.get("Stack status"), Some(&1), "{change:#?}");
+        assert_eq!(change.get("Event"), Some(&1), "{change:#?}");
+        for kind in ["Namespace", "ConfigMap", "Service", "StatefulSet"] {
+            assert_eq!(change.get(kind), None, "{kind}: {change:#?}");
+        }
+        assert_eq!(
+            writes_in(fake, &stacks[1]),
+            Vec::<String>::new(),
+            "the untouched stack"
+        );
+    }
+
+    let status = daemon.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "exit status {status:?}");
+    if cluster.fake.is_none() {
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> =
+            Api::all(cluster.client.clone());
+        for stack in &stacks {
+            let _ = namespaces.delete(stack, &DeleteParams::default()).await;
+        }
+    }
+}

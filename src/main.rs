@@ -131,6 +131,12 @@ struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Sustained API requests per second (client-side; 0 = no limit).
+    #[arg(long, default_value_t = stackd::daemon::rate_limit::DEFAULT_QPS)]
+    kube_qps: f64,
+    /// API requests that may go at once before --kube-qps spaces them.
+    #[arg(long, default_value_t = stackd::daemon::rate_limit::DEFAULT_BURST)]
+    kube_burst: u32,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -292,6 +298,8 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         metrics_listen: args.metrics_listen,
         dry_run: args.dry_run,
         own_namespace: Some(args.lease_namespace.clone()),
+        kube_qps: args.kube_qps,
+        kube_burst: args.kube_burst,
     };
     limit_malloc_arenas();
     let runtime = tokio::runtime::Runtime::new()?;

@@ -609,10 +609,12 @@ async fn dry_run_writes_nothing_and_reports_the_plan() {
         plan.created.contains(&"Deployment/web".to_string()),
         "{plan:?}"
     );
+    // The sync wrote the Namespace as rendered: the plan adopts it unchanged.
     assert!(
-        plan.created.contains(&"Namespace/shop".to_string()),
+        !plan.created.contains(&"Namespace/shop".to_string()),
         "{plan:?}"
     );
+    assert_eq!(plan.unchanged, 1, "{plan:?}");
 }
 
 #[tokio::test]

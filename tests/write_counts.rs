@@ -232,3 +232,36 @@ async fn each_write_is_needed_on_a_first_apply_and_a_one_line_change() {
         }
     }
 }
+
+/// `--kube-qps` and `--kube-burst`: a burst goes at once, the rest are spaced
+/// to the rate; a 429 with `Retry-After` is waited out and retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_rate_limit_spaces_requests_and_429_is_retried() {
+    let cluster = fake_api::test_client().await;
+    let client = stackd::daemon::rate_limit::rate_limited(cluster.client.clone(), 20.0, 2);
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client);
+    let started = std::time::Instant::now();
+    let params = kube::api::ListParams::default();
+    let lists = (0..10).map(|_| api.list_metadata(&params));
+    for result in futures::future::join_all(lists).await {
+        result.expect("a rate-limited list succeeds");
+    }
+    // Two go at once, eight wait 50 ms each in turn: at least 400 ms.
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(400), "{elapsed:?}");
+
+    if let Some(fake) = cluster.fake_or_skip("answering 429") {
+        fake.clear_requests();
+        fake.throttle(
+            http::Method::GET,
+            "/api/v1/namespaces",
+            Duration::from_secs(1),
+            2,
+        );
+        api.list_metadata(&Default::default())
+            .await
+            .expect("retried after Retry-After");
+        let statuses: Vec<u16> = fake.requests().iter().map(|r| r.status).collect();
+        assert_eq!(statuses, vec![429, 429, 200]);
+    }
+}

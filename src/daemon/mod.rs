@@ -8,6 +8,7 @@
 
 pub mod dry_run;
 pub mod live;
+pub mod rate_limit;
 pub mod readiness;
 pub mod stacks;
 
@@ -58,6 +59,9 @@ pub struct RunOptions {
     pub leader_election: Option<LeaderSettings>,
     /// The namespace stackd runs in, which stacks may not use unless listed exactly.
     pub own_namespace: Option<String>,
+    /// Client-side rate limit of API requests (`--kube-qps`, `--kube-burst`); 0 turns it off.
+    pub kube_qps: f64,
+    pub kube_burst: u32,
 }
 
 /// Where the leader-election Lease lives and who this replica is.
@@ -169,7 +173,11 @@ pub async fn run(
     let client = if options.dry_run {
         None
     } else {
-        Some(connect().await?)
+        Some(rate_limit::rate_limited(
+            connect().await?,
+            options.kube_qps,
+            options.kube_burst,
+        ))
     };
     let state = SharedState::new();
     let metrics = Metrics::new();

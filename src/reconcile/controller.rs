@@ -978,8 +978,8 @@ async fn finish(
             source,
         })?;
     }
-    publish_events(stack, context, &new_status, summary.as_ref()).await;
-
+    // Metrics and the page follow the status at once; Events (requests) last.
+    let event_summary = summary.clone();
     let metrics = &context.handles.metrics;
     let ready = new_status
         .services
@@ -1012,6 +1012,7 @@ async fn finish(
     if let Some(observation) = crate::notify::observation_of(stack, &new_status) {
         context.handles.state.observe(observation);
     }
+    publish_events(stack, context, &new_status, event_summary.as_ref()).await;
     Ok(())
 }
 

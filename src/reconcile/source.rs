@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use futures::StreamExt;
+
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
@@ -298,14 +300,12 @@ pub async fn sync_repository(
     }
 
     let mut report = SyncReport::default();
-    let params = PatchParams::apply(FIELD_MANAGER).force();
     let existing = match stacks.is_empty() {
         true => BTreeMap::new(),
         false => namespaces(client).await?,
     };
-    let mut namespaces_done = Vec::<String>::new();
-    // A namespace the server refused fails each of its new stacks, once asked.
-    let mut namespaces_refused = BTreeMap::<String, RefusedStack>::new();
+    // Decide every stack first (no request), then write the ones that changed.
+    let mut writes = BTreeMap::<String, Vec<StackWrite>>::new();
     for desired in stacks {
         let id = key(&desired.namespace, &desired.name);
         let mut object = stack_object(repository, desired);
@@ -345,43 +345,43 @@ pub async fn sync_repository(
             &desired.source.revision,
             desired.secrets.clone(),
         );
-        if access == Ok(Access::Create) && !namespaces_done.contains(&desired.namespace) {
-            if let Some(refused) = namespaces_refused.get(&desired.namespace) {
-                report.refused.push(RefusedStack {
-                    name: desired.name.clone(),
-                    ..refused.clone()
-                });
-                continue;
-            }
-            // One refused namespace or Stack fails that stack alone; the rest go on.
-            match apply_namespace(client, repository, &object).await {
-                Ok(Some(hash)) => mark_namespace_written(&mut object, hash),
-                Ok(None) => {}
-                Err(error) => {
-                    let refused = RefusedStack::new(desired, &error);
-                    namespaces_refused.insert(desired.namespace.clone(), refused.clone());
-                    report.refused.push(refused);
-                    continue;
-                }
-            }
-            namespaces_done.push(desired.namespace.clone());
-        }
-        let api: Api<Stack> = Api::namespaced(client.clone(), &desired.namespace);
-        let applied = api
-            .patch(&desired.name, &params, &Patch::Apply(&object))
-            .await
-            .map_err(|source| ReconcileError::ApplyStack {
-                stack: id.clone(),
-                source,
+        writes
+            .entry(desired.namespace.clone())
+            .or_default()
+            .push(StackWrite {
+                desired,
+                object,
+                create_namespace: access == Ok(Access::Create),
             });
-        match applied {
-            Ok(_) => report.applied.push(id),
-            Err(error) => {
-                tracing::warn!(stack = %id, %error, "the API server did not store the Stack; the other stacks go on");
-                report.refused.push(RefusedStack::new(desired, &error));
-            }
+    }
+
+    // Namespaces in parallel, each one's Namespace before its Stacks: a real
+    // API server answers in milliseconds, so one write at a time would make
+    // the sync of a thousand stacks take tens of seconds.
+    let groups: Vec<_> = writes
+        .into_values()
+        .map(|group| write_namespace_group(client, repository, group))
+        .collect();
+    let outcomes: Vec<Vec<Result<String, RefusedStack>>> = futures::stream::iter(groups)
+        .buffer_unordered(SYNC_CONCURRENCY)
+        .collect()
+        .await;
+    for outcome in outcomes.into_iter().flatten() {
+        match outcome {
+            Ok(id) => report.applied.push(id),
+            Err(refused) => report.refused.push(refused),
         }
     }
+    // Reported in Git's order, whichever write finished first.
+    let order: BTreeMap<String, usize> = stacks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (key(&d.namespace, &d.name), i))
+        .collect();
+    report.applied.sort_by_key(|id| order.get(id).copied());
+    report
+        .refused
+        .sort_by_key(|r| order.get(&key(&r.namespace, &r.name)).copied());
 
     for (id, stack) in vanished {
         if !policy.prune || stack.protected {
@@ -404,6 +404,67 @@ pub async fn sync_repository(
         report.deleted.push(id.clone());
     }
     Ok(report)
+}
+
+/// How many namespaces the sync writes at once. The client's rate limit
+/// (`--kube-qps`, `--kube-burst`) bounds the requests themselves.
+pub const SYNC_CONCURRENCY: usize = 16;
+
+/// A Stack the sync writes, and whether its Namespace must be created first.
+struct StackWrite<'a> {
+    desired: &'a DesiredStack,
+    object: Stack,
+    create_namespace: bool,
+}
+
+/// Writes one namespace's Stacks, after creating the Namespace when stackd
+/// owns it and it does not exist yet. A refused Namespace or Stack fails that
+/// stack alone; the rest go on.
+async fn write_namespace_group(
+    client: &Client,
+    repository: &str,
+    mut group: Vec<StackWrite<'_>>,
+) -> Vec<Result<String, RefusedStack>> {
+    if let Some(first) = group.iter_mut().find(|w| w.create_namespace) {
+        match apply_namespace(client, repository, &first.object).await {
+            Ok(Some(hash)) => mark_namespace_written(&mut first.object, hash),
+            Ok(None) => {}
+            Err(error) => {
+                let refused = RefusedStack::new(first.desired, &error);
+                return group
+                    .iter()
+                    .map(|w| {
+                        Err(RefusedStack {
+                            name: w.desired.name.clone(),
+                            ..refused.clone()
+                        })
+                    })
+                    .collect();
+            }
+        }
+    }
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mut outcomes = Vec::with_capacity(group.len());
+    for write in group {
+        let desired = write.desired;
+        let id = key(&desired.namespace, &desired.name);
+        let api: Api<Stack> = Api::namespaced(client.clone(), &desired.namespace);
+        let applied = api
+            .patch(&desired.name, &params, &Patch::Apply(&write.object))
+            .await
+            .map_err(|source| ReconcileError::ApplyStack {
+                stack: id.clone(),
+                source,
+            });
+        outcomes.push(match applied {
+            Ok(_) => Ok(id),
+            Err(error) => {
+                tracing::warn!(stack = %id, %error, "the API server did not store the Stack; the other stacks go on");
+                Err(RefusedStack::new(desired, &error))
+            }
+        });
+    }
+    outcomes
 }
 
 /// The live Stack's revision when it already holds everything Git now says

@@ -215,6 +215,15 @@ async fn each_write_is_needed_on_a_first_apply_and_a_one_line_change() {
         for kind in ["Namespace", "ConfigMap", "Service", "StatefulSet"] {
             assert_eq!(change.get(kind), None, "{kind}: {change:#?}");
         }
+        // Decided from what the last sync wrote: no list of Stacks or namespaces.
+        let lists: Vec<String> = fake
+            .requests()
+            .iter()
+            .filter(|r| !r.watch && r.method == http::Method::GET)
+            .filter(|r| r.path.ends_with("/stacks") || r.path == "/api/v1/namespaces")
+            .map(|r| r.path.clone())
+            .collect();
+        assert_eq!(lists, Vec::<String>::new(), "lists on a change");
         assert_eq!(
             writes_in(fake, &stacks[1]),
             Vec::<String>::new(),

@@ -14,13 +14,13 @@ use tracing::{info, warn};
 use crate::config::RepositoryPolicy;
 use crate::crd::StackPhase;
 use crate::git::source::{PollResult, RepositoryState, RepositoryUpdate};
-use crate::reconcile::{DesiredStack, SecretStore, SyncPolicy, sync_repository};
+use crate::reconcile::{DesiredStack, SecretStore, SyncPolicy};
 use crate::state::{SharedState, StackView};
 use crate::tenancy::{NamespaceRules, Tenancy};
 
 use super::stacks::{LoadedStack, load_reason, load_stacks};
 use crate::reason::Reason;
-use crate::reconcile::source::stack_object;
+use crate::reconcile::source::{SyncMemory, stack_object, sync_repository_remembered};
 use crate::reconcile::status::Failure;
 use crate::reconcile::{GitFailure, GitFailures};
 use crate::render::LoadError;
@@ -44,6 +44,8 @@ pub struct GitSync {
     /// The renderer settings, to try each new commit's stacks before their
     /// Stack is written; `None` uses the defaults.
     render: Option<watch::Receiver<RenderOptions>>,
+    /// What the last sync of each repository saw: unchanged commits cost no request.
+    memory: SyncMemory,
 }
 
 #[derive(Default)]
@@ -246,6 +248,8 @@ impl GitSync {
     /// Applies queued repositories while `leading` is not cancelled. On taking
     /// the lead everything is applied once: a previous leader may have died first.
     pub async fn run(&self, client: Client, secrets: SecretStore, leading: CancellationToken) {
+        // Another replica may have written while this one did not lead.
+        self.memory.forget();
         {
             let mut pending = self.lock();
             let all: BTreeSet<String> = pending.latest.keys().cloned().collect();
@@ -281,7 +285,16 @@ impl GitSync {
                     // As with a stack that does not load: prune nothing.
                     policy.prune = false;
                 }
-                match sync_repository(&client, &secrets, &repository, &stacks, policy).await {
+                let synced = sync_repository_remembered(
+                    &self.memory,
+                    &client,
+                    &secrets,
+                    &repository,
+                    &stacks,
+                    policy,
+                )
+                .await;
+                match synced {
                     Ok(report) => {
                         info!(
                             %repository,

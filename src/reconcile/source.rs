@@ -147,6 +147,7 @@ fn key(namespace: &str, name: &str) -> String {
 const LIST_PAGE: u32 = 100;
 
 /// What a sync needs of a live Stack.
+#[derive(Clone)]
 struct LiveStack {
     revision: Option<String>,
     /// [`content_digest`] of its spec.
@@ -284,8 +285,128 @@ pub async fn sync_repository(
     stacks: &[DesiredStack],
     policy: SyncPolicy,
 ) -> Result<SyncReport, ReconcileError> {
-    let live = live_stacks(client, repository).await?;
+    let memory = SyncMemory::default();
+    sync_repository_remembered(&memory, client, secret_store, repository, stacks, policy).await
+}
 
+/// [`sync_repository`], deciding from what the last sync of this repository
+/// saw and wrote while that is younger than [`RELIST_EVERY`]: an unchanged
+/// commit then costs no request, and a change costs only its own writes.
+/// Any failure forgets, so the next sync lists again.
+pub async fn sync_repository_remembered(
+    memory: &SyncMemory,
+    client: &Client,
+    secret_store: &SecretStore,
+    repository: &str,
+    stacks: &[DesiredStack],
+    policy: SyncPolicy,
+) -> Result<SyncReport, ReconcileError> {
+    let remembered = memory.take(repository);
+    let (mut live, mut existing) = match remembered {
+        Some(known) => (known.live, known.namespaces),
+        None => {
+            let live = live_stacks(client, repository).await?;
+            let existing = match stacks.is_empty() {
+                true => BTreeMap::new(),
+                false => namespaces(client).await?,
+            };
+            (live, existing)
+        }
+    };
+    let report = sync_decided(
+        client,
+        secret_store,
+        repository,
+        stacks,
+        policy,
+        &live,
+        &existing,
+    )
+    .await?;
+    if !report.refused.is_empty() {
+        return Ok(report);
+    }
+    // What the cluster now holds, as far as this sync knows.
+    for id in &report.deleted {
+        live.remove(id);
+    }
+    for desired in stacks {
+        let id = key(&desired.namespace, &desired.name);
+        if report.applied.contains(&id) {
+            let mut object = stack_object(repository, desired);
+            let access = admit(repository, desired, &existing, &mut object);
+            if access == Ok(Access::Create) {
+                let labels = created_namespace_labels(repository);
+                existing.insert(desired.namespace.clone(), labels);
+            }
+            live.insert(id, LiveStack::of(&object));
+        }
+    }
+    memory.put(
+        repository,
+        Remembered {
+            live,
+            namespaces: existing,
+            at: std::time::Instant::now(),
+        },
+    );
+    Ok(report)
+}
+
+/// How long a sync may decide from memory before listing again: Stacks or
+/// namespaces changed by hand are corrected at least this often.
+pub const RELIST_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// What the last sync of each repository saw and wrote.
+#[derive(Clone, Default)]
+pub struct SyncMemory(std::sync::Arc<std::sync::Mutex<BTreeMap<String, Remembered>>>);
+
+pub struct Remembered {
+    live: BTreeMap<String, LiveStack>,
+    namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    at: std::time::Instant,
+}
+
+impl SyncMemory {
+    /// The repository's memory if fresh; taken out, so a failed sync leaves none.
+    fn take(&self, repository: &str) -> Option<Remembered> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(repository)
+            .filter(|known| known.at.elapsed() < RELIST_EVERY)
+    }
+
+    fn put(&self, repository: &str, known: Remembered) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(repository.to_string(), known);
+    }
+
+    /// Forget everything: the next sync of every repository lists again.
+    pub fn forget(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// The labels a Namespace the sync created carries, as `namespaces` would list them.
+fn created_namespace_labels(repository: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
+        (
+            REPOSITORY_LABEL.to_string(),
+            repository_label_value(repository),
+        ),
+    ])
+}
+
+/// The sync proper, from the live Stacks and namespaces already known.
+async fn sync_decided(
+    client: &Client,
+    secret_store: &SecretStore,
+    repository: &str,
+    stacks: &[DesiredStack],
+    policy: SyncPolicy,
+    live: &BTreeMap<String, LiveStack>,
+    existing: &BTreeMap<String, BTreeMap<String, String>>,
+) -> Result<SyncReport, ReconcileError> {
     // Refuse before writing anything: a sync that would leave no Stack is suspicious.
     let wanted: BTreeSet<String> = stacks.iter().map(|d| key(&d.namespace, &d.name)).collect();
     let vanished: Vec<(&String, &LiveStack)> = live
@@ -300,10 +421,6 @@ pub async fn sync_repository(
     }
 
     let mut report = SyncReport::default();
-    let existing = match stacks.is_empty() {
-        true => BTreeMap::new(),
-        false => namespaces(client).await?,
-    };
     // Decide every stack first (no request), then write the ones that changed.
     let mut writes = BTreeMap::<String, Vec<StackWrite>>::new();
     for desired in stacks {
@@ -312,7 +429,7 @@ pub async fn sync_repository(
         // Decided before any write: a refused stack that has no Stack yet gets
         // none (it would be a write into the refused namespace); one that has
         // is marked refused, so the controller applies nothing.
-        let access = admit(repository, desired, &existing, &mut object);
+        let access = admit(repository, desired, existing, &mut object);
         if let Err(message) = &access
             && !live.contains_key(&id)
         {

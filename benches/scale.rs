@@ -177,6 +177,39 @@ fn describe(requests: &[fake_api::LoggedRequest]) -> String {
     )
 }
 
+/// Writes per kind (`Deployment`, `Stack status`, `Event`, ...).
+fn writes_per_kind(requests: &[fake_api::LoggedRequest]) -> String {
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for write in requests.iter().filter(|r| r.is_write()) {
+        *counts.entry(write.target()).or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The least time the first apply's writes can take at this latency: the Git
+/// sync's Namespace and Stack writes `SYNC` at a time, every other write
+/// `CONTROLLER` at a time (the controller's concurrent reconciles, each
+/// writing its objects in order).
+fn floor(requests: &[fake_api::LoggedRequest], latency: Duration) -> Duration {
+    const SYNC: u32 = 16;
+    const CONTROLLER: u32 = 8;
+    let writes: Vec<String> = requests
+        .iter()
+        .filter(|r| r.is_write())
+        .map(fake_api::LoggedRequest::target)
+        .collect();
+    let sync = writes
+        .iter()
+        .filter(|t| *t == "Namespace" || *t == "Stack")
+        .count() as u32;
+    let controller = writes.len() as u32 - sync;
+    latency * sync / SYNC + latency * controller / CONTROLLER
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument that is not ours means another bench.
     if std::env::args().skip(1).any(|a| !a.starts_with("--")) {
@@ -321,6 +354,18 @@ async fn run(count: usize) {
     println!(
         "  start -> all applied:      {first_apply:.2?}, stackd CPU {first_cpu:.1} s; {}",
         describe(&first_requests)
+    );
+    let settings = fake_api::Settings::from_env();
+    println!(
+        "  API latency {:?}, in-flight limit {:?}; first-apply floor {:.2?} (writes x latency / concurrency)",
+        settings.latency,
+        settings.max_in_flight,
+        floor(&first_requests, settings.latency)
+    );
+    println!("  first-apply writes: {}", writes_per_kind(&first_requests));
+    println!(
+        "  one-line change writes: {}",
+        writes_per_kind(&change_requests)
     );
     println!(
         "  no-op polls (every {POLL_INTERVAL}): {polls} polls, {}; {poll_bytes} B of Git traffic per poll",

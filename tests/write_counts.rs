@@ -40,50 +40,11 @@ configs:
     content: hello
 ";
 
-/// What a write was to: `Namespace`, `Deployment`, `Stack status`, `Event`, ...
-fn target(method: &str, path: &str) -> String {
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    // /api/v1/... or /apis/<group>/<version>/...
-    let rest = match parts.first() {
-        Some(&"api") => &parts[2..],
-        _ => &parts[3.min(parts.len())..],
-    };
-    let (resource, status) = match rest {
-        ["namespaces", name] => (format!("namespaces/{name}"), false),
-        ["namespaces", _, resource, ..] => {
-            (resource.to_string(), rest.len() == 5 && rest[4] == "status")
-        }
-        [resource, ..] => (resource.to_string(), false),
-        [] => (String::from("?"), false),
-    };
-    let kind = match resource.as_str() {
-        r if r.starts_with("namespaces/") => "Namespace",
-        "configmaps" => "ConfigMap",
-        "secrets" => "Secret",
-        "services" => "Service",
-        "deployments" => "Deployment",
-        "statefulsets" => "StatefulSet",
-        "persistentvolumeclaims" => "PersistentVolumeClaim",
-        "networkpolicies" => "NetworkPolicy",
-        "stacks" => "Stack",
-        "events" => "Event",
-        "leases" => "Lease",
-        other => other,
-    };
-    match (status, method) {
-        (true, _) => format!("{kind} status"),
-        (false, "DELETE") => format!("{kind} delete"),
-        _ => kind.to_string(),
-    }
-}
-
 /// Writes per target, from the fake API server's log.
 fn counts(fake: &fake_api::FakeApiServer) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for write in fake.writes() {
-        *counts
-            .entry(target(write.method.as_str(), &write.path))
-            .or_default() += 1;
+        *counts.entry(write.target()).or_default() += 1;
     }
     counts
 }
@@ -104,6 +65,10 @@ async fn applied_at(client: &kube::Client, stack: &str, revision: &str) {
         (status.last_applied_revision.as_deref() == Some(revision)).then_some(())
     })
     .await;
+}
+
+fn target(method: &str, path: &str) -> String {
+    fake_api::write_target(method, path)
 }
 
 #[test]

@@ -100,4 +100,46 @@ impl LoggedRequest {
     pub fn is_write(&self) -> bool {
         self.access == Access::Write && !self.dry_run
     }
+
+    /// What the request was to, for counting writes: see [`write_target`].
+    pub fn target(&self) -> String {
+        write_target(self.method.as_str(), &self.path)
+    }
+}
+
+/// What a write was to: `Namespace`, `Deployment`, `Stack status`, `Event`, ...
+pub fn write_target(method: &str, path: &str) -> String {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // /api/v1/... or /apis/<group>/<version>/...
+    let rest = match parts.first() {
+        Some(&"api") => &parts[2..],
+        _ => &parts[3.min(parts.len())..],
+    };
+    let (resource, status) = match rest {
+        ["namespaces", name] => (format!("namespaces/{name}"), false),
+        ["namespaces", _, resource, ..] => {
+            (resource.to_string(), rest.len() == 5 && rest[4] == "status")
+        }
+        [resource, ..] => (resource.to_string(), false),
+        [] => (String::from("?"), false),
+    };
+    let kind = match resource.as_str() {
+        r if r.starts_with("namespaces/") => "Namespace",
+        "configmaps" => "ConfigMap",
+        "secrets" => "Secret",
+        "services" => "Service",
+        "deployments" => "Deployment",
+        "statefulsets" => "StatefulSet",
+        "persistentvolumeclaims" => "PersistentVolumeClaim",
+        "networkpolicies" => "NetworkPolicy",
+        "stacks" => "Stack",
+        "events" => "Event",
+        "leases" => "Lease",
+        other => other,
+    };
+    match (status, method) {
+        (true, _) => format!("{kind} status"),
+        (false, "DELETE") => format!("{kind} delete"),
+        _ => kind.to_string(),
+    }
 }

@@ -28,7 +28,7 @@ use axum::http::Method;
 use serde::Serialize;
 use serde_json::Value;
 
-pub use faults::{Access, FaultAction, FaultRule, LoggedRequest};
+pub use faults::{Access, FaultAction, FaultRule, LoggedRequest, write_target};
 pub use store::WriteOptions;
 
 /// How the server behaves under load, to see what a real one costs: each

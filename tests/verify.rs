@@ -688,3 +688,36 @@ async fn a_force_pushed_unsigned_commit_is_refused_everywhere_and_the_old_object
         Some("SourceVerificationFailed")
     );
 }
+
+/// Verification comes before any tree of the commit is read: an unsigned
+/// commit whose tree would fail discovery (two stacks named `web`) is refused
+/// for its signature, where the same poll without `verify:` reads the tree and
+/// fails on it.
+#[test]
+fn an_unverified_commit_s_tree_is_never_read() {
+    if !signing_tools() {
+        return;
+    }
+    let keys = Keys::new();
+    let trusted = keys.ssh_key("trusted");
+    let signers = keys.allowed_signers(&[("alice@example.com", "", &trusted)]);
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = Upstream::new(tmp.path(), "apps");
+    upstream.write("a/web/compose.yaml", WEB);
+    upstream.write("b/web/compose.yaml", WEB);
+    let unsigned = commit(&upstream, &Sign::Unsigned, "two stacks named web");
+
+    let unverified = RepoSettings::new("apps", upstream.file_url(), "main");
+    let read = poll_repository(&unverified, &tmp.path().join("plain"), None);
+    assert!(
+        matches!(&read, Err(GitError::Discovery { .. })),
+        "without verify: the tree is read and fails: {:?}",
+        read.err()
+    );
+    let (commit_id, signer, _) = refused(poll_repository(
+        &settings(&upstream, ssh_trust(signers)),
+        &tmp.path().join("verified"),
+        None,
+    ));
+    assert_eq!((commit_id, signer.as_str()), (unsigned, "unsigned"));
+}

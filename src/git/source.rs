@@ -284,6 +284,12 @@ impl Source {
                     message: "timeout must be positive".into(),
                 });
             }
+            if let Some(Err(message)) = s.verify.as_ref().map(|v| v.check()) {
+                return Err(ConfigError::Invalid {
+                    repository: s.name.clone(),
+                    message: format!("verify {message}"),
+                });
+            }
             if repos.contains_key(&s.name) {
                 return Err(ConfigError::DuplicateName(s.name));
             }
@@ -553,6 +559,18 @@ mod tests {
             .err()
             .map(|e| e.label());
         assert_eq!(err, Some("invalid_repository"));
+        let mut untrusting = a.clone();
+        untrusting.verify = Some(crate::git::verify::Verify {
+            ssh_allowed_signers: None,
+            gpg_keyring: None,
+        });
+        let err = Source::spawn(vec![untrusting], "/tmp/unused", SourceOptions::default())
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("repository \"a\": verify needs sshAllowedSigners, gpgKeyring or both")
+        );
         let mut zero = a;
         zero.interval = Duration::ZERO;
         assert!(Source::spawn(vec![zero], "/tmp/unused", SourceOptions::default()).is_err());

@@ -121,6 +121,27 @@ impl Keys {
             .expect("the new key's fingerprint")
     }
 
+    /// Adds a signing subkey to `primary`; returns the subkey's fingerprint.
+    fn gpg_signing_subkey(&self, primary: &str) -> String {
+        run(self
+            .gpg()
+            .args(["--quick-add-key", primary, "ed25519", "sign", "never"]));
+        let listing = run(self.gpg().args(["--with-colons", "--list-keys", primary]));
+        let mut after_sub = false;
+        let mut subkey = None;
+        for line in listing.lines() {
+            if line.starts_with("sub:") {
+                after_sub = true;
+            } else if let Some(rest) = line.strip_prefix("fpr:")
+                && after_sub
+            {
+                subkey = Some(rest.trim_matches(':').to_string());
+                after_sub = false;
+            }
+        }
+        subkey.expect("the new subkey's fingerprint")
+    }
+
     /// `gpg --export` of `fingerprints`, armored or binary.
     fn keyring(&self, fingerprints: &[&str], armor: bool) -> PathBuf {
         let file = self.path(if armor { "keyring.asc" } else { "keyring.gpg" });
@@ -390,7 +411,24 @@ fn a_commit_signed_by_a_trusted_gpg_key_is_applied_expired_and_revoked_keys_are_
             .expect("a trusted OpenPGP signature is applied");
         assert_eq!(outcome.commit.to_string(), good);
     }
-    let keyring = keys.keyring(&[&alice, &old], true);
+    // A signing subkey signs by default once it exists: trusted through its primary.
+    let carol = keys.gpg_key("Carol <carol@example.com>", "never", None);
+    let carol_subkey = keys.gpg_signing_subkey(&carol);
+    let by_subkey = commit(&upstream, &Sign::Gpg(&keys, &carol, None), "carol's subkey");
+    let (_, signer, _) = refused(poll_repository(
+        &settings(&upstream, gpg_trust(keys.keyring(&[&alice], true))),
+        &data,
+        None,
+    ));
+    assert_eq!(signer, carol_subkey);
+    let keyring = keys.keyring(&[&alice, &old, &carol], true);
+    let outcome = poll_repository(
+        &settings(&upstream, gpg_trust(keyring.clone())),
+        &data,
+        None,
+    )
+    .expect("a trusted key's signing subkey is trusted");
+    assert_eq!(outcome.commit.to_string(), by_subkey);
 
     // Signed by a key not in the keyring.
     let other = commit(&upstream, &Sign::Gpg(&keys, &stranger, None), "mallory");

@@ -153,7 +153,13 @@ pub fn verify_commit(
                 },
             )
         })?;
-        verify_pgp(&signature, &payload, &keyring, now)
+        verify_pgp(
+            &signature,
+            &payload,
+            &keyring,
+            &path.display().to_string(),
+            now,
+        )
     } else {
         Err(VerifyFailure::new("unknown", Refusal::UnsupportedFormat))
     }
@@ -366,11 +372,13 @@ fn issuer_of(sig: &pgp::packet::Signature) -> Option<String> {
 }
 
 /// Verifies an armored OpenPGP signature over `payload` against a keyring
-/// (armored or binary), with the key's expiry and revocation checked at `now`.
+/// (armored or binary, named `keyring_path` in errors), with the key's expiry
+/// and revocation checked at `now`.
 pub fn verify_pgp(
     armored: &str,
     payload: &[u8],
     keyring: &[u8],
+    keyring_path: &str,
     now: i64,
 ) -> Result<Verified, VerifyFailure> {
     use pgp::composed::{Deserializable, DetachedSignature, SignedPublicKey};
@@ -388,7 +396,7 @@ pub fn verify_pgp(
                 &issuer,
                 Refusal::TrustFile {
                     field: "gpgKeyring",
-                    path: "(keyring)".into(),
+                    path: keyring_path.to_string(),
                     message: e.to_string(),
                 },
             )
@@ -510,9 +518,14 @@ fn check_subkey(
             .filter(|s| s.typ() == Some(SignatureType::SubkeyBinding))
             .filter(good),
     );
-    if binding.is_none() {
+    let Some(flags) = binding.map(|b| b.key_flags()) else {
         return Err(Refusal::BadSignature(
             "the subkey has no valid binding".into(),
+        ));
+    };
+    if !flags.sign() {
+        return Err(Refusal::BadSignature(
+            "the subkey is not a signing key".into(),
         ));
     }
     expiry_check(sub.key.created_at().as_secs(), binding, now)
@@ -571,7 +584,7 @@ mod tests {
     fn refusals_name_the_signer_or_unsigned() {
         let err = verify_ssh("not a signature", b"x", "", 0).unwrap_err();
         assert!(matches!(err.refusal, Refusal::Malformed(_)));
-        let err = verify_pgp("garbage", b"x", b"", 0).unwrap_err();
+        let err = verify_pgp("garbage", b"x", b"", "/k", 0).unwrap_err();
         assert_eq!(err.signer, "unknown");
     }
 }

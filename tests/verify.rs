@@ -632,6 +632,16 @@ async fn a_force_pushed_unsigned_commit_is_refused_everywhere_and_the_old_object
         .find(|c| c.type_ == "Ready")
         .unwrap();
     assert_eq!(ready.status, "False");
+    // Only a new commit (or trust) can fix it.
+    let stalled = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Stalled")
+        .unwrap();
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "SourceVerificationFailed")
+    );
     assert!(ready.message.contains(&bad), "{}", ready.message);
     assert!(
         ready.message.contains("signer unsigned"),

@@ -10,6 +10,7 @@ bash scripts/setup-tools.sh
 bash scripts/setup-browser.sh
 bash scripts/setup-sshd.sh
 bash scripts/setup-prometheus.sh
+bash scripts/setup-signing.sh
 export STACKD_KUBERNETES_VALIDATE="$PWD/.venv/bin/kubernetes-validate"
 export STACKD_DOCKER_COMPOSE="$(echo "$PWD"/.venv/lib/python3*/site-packages/compose/docker-compose)"
 

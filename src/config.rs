@@ -308,6 +308,9 @@ impl Config {
                     ));
                 }
             }
+            if let Some(verify) = &source.verify {
+                verify.check().map_err(|m| (key("verify"), m))?;
+            }
             if let Some(file) = &source.webhook_secret_file {
                 readable(file).map_err(|m| (key("webhookSecretFile"), m))?;
             }
@@ -406,6 +409,7 @@ repositories:
     ref: main
     paths: ["stacks/*"]
     interval: 2m
+    verify: {sshAllowedSigners: /etc/stackd-trust/allowed_signers, gpgKeyring: /etc/stackd-trust/keyring.asc}
     prune: false
     variables: {DOMAIN: example.com}
     stacks:
@@ -420,6 +424,25 @@ publishedServiceType: NodePort
         let repo = &config.repositories[0];
         assert_eq!(repo.source.name, "apps");
         assert_eq!(repo.source.interval, std::time::Duration::from_secs(120));
+        let verify = repo.source.verify.as_ref().unwrap();
+        assert_eq!(
+            verify.ssh_allowed_signers.as_deref(),
+            Some(Path::new("/etc/stackd-trust/allowed_signers"))
+        );
+        assert_eq!(
+            verify.gpg_keyring.as_deref(),
+            Some(Path::new("/etc/stackd-trust/keyring.asc"))
+        );
+        let empty =
+            parse("repositories:\n  - name: apps\n    url: https://x/a.git\n    verify: {}\n");
+        assert!(
+            empty
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("repositories[0].verify")
+                    && e.to_string().contains("sshAllowedSigners")),
+            "{:?}",
+            empty.err().map(|e| e.to_string())
+        );
         assert!(!repo.policy.prune);
         assert!(!repo.policy.allow_empty);
         assert_eq!(repo.policy.variables["DOMAIN"], "example.com");

@@ -51,6 +51,7 @@ reasons! {
     RenderFailed => "render_failed", "The compose project loads but cannot become Kubernetes objects.";
     SecretsUnavailable => "secrets_unavailable", "A secret's value is missing: its file or its variable.";
     SourceUnavailable => "source_unavailable", "The repository could not be fetched for longer than 3 poll intervals.";
+    SourceVerificationFailed => "source_verification_failed", "The commit the ref points at has no good signature by a key of the repository's `verify:` trust (unsigned, unknown signer, bad signature, expired or revoked key): the last applied revision stays.";
     ApplyFailed => "apply_failed", "The API server refused or failed a write (the Stack itself, or one of its objects).";
     HealthFailed => "health_failed", "A workload cannot become ready on its own (a Job failed).";
     NamespaceNotAllowed => "namespace_not_allowed", "The stack's namespace is refused to its repository (README \"What a repository may do\"): nothing is applied.";

@@ -23,7 +23,8 @@ pub struct RepositoryView {
     pub commit: Option<String>,
     pub subject: Option<String>,
     pub last_poll: Option<DateTime<Utc>>,
-    /// `unchanged`, `fetched` or `failed`.
+    /// `unchanged`, `fetched`, `force_pushed`, `failed`, `timeout` or `unverified`
+    /// (a commit refused by `verify:`).
     pub last_result: Option<String>,
     pub next_poll: Option<DateTime<Utc>>,
     pub last_error: Option<String>,

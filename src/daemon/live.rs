@@ -375,6 +375,10 @@ pub struct Poll<'a> {
     pub name: &'a str,
     pub result: Option<PollResult>,
     pub error: Option<&'a str>,
+    /// The failure's label (`GitError::label`), e.g. `unverified`.
+    pub label: Option<&'a str>,
+    /// The commit a failed poll refused, when it names one (verification).
+    pub refused_commit: Option<&'a str>,
     /// The repository's poll interval.
     pub interval: Duration,
 }
@@ -385,6 +389,8 @@ impl<'a> Poll<'a> {
             name: &state.name,
             result: state.last_result,
             error: state.last_error.as_deref(),
+            label: state.last_error_label.as_deref(),
+            refused_commit: state.refused_commit.as_deref(),
             interval,
         }
     }
@@ -405,6 +411,24 @@ impl SourceWatch {
                     self.failing_since.remove(name);
                     failures.clear_repository(name);
                 }
+                continue;
+            }
+            // A commit refused for its signature is not a blip: its Stacks say so
+            // at once, and keep their last applied revision.
+            if poll.label == Some("unverified") {
+                self.failing_since.remove(name);
+                let error = poll.error.unwrap_or("the commit's signature was refused");
+                failures.set_repository(
+                    name,
+                    GitFailure {
+                        revision: poll.refused_commit.map(str::to_string),
+                        failure: Failure::new(
+                            Reason::SourceVerificationFailed,
+                            format!("{error}; the last applied revision stays"),
+                            false,
+                        ),
+                    },
+                );
                 continue;
             }
             let since = *self.failing_since.entry(name.to_string()).or_insert(now);
@@ -488,8 +512,34 @@ mod tests {
             name: "apps",
             result: Some(result),
             error: (result == PollResult::Failed).then_some("fetch origin: connection refused"),
+            label: (result == PollResult::Failed).then_some("unreachable"),
+            refused_commit: None,
             interval: Duration::from_secs(60),
         }
+    }
+
+    #[test]
+    fn a_refused_signature_is_shown_at_once_and_cleared_by_a_good_poll() {
+        let failures = GitFailures::new();
+        let mut watch = SourceWatch::default();
+        let start = Instant::now();
+        let refused = Poll {
+            name: "apps",
+            result: Some(PollResult::Failed),
+            error: Some(
+                "VerificationFailed: commit abc (signer unsigned): the commit is not signed",
+            ),
+            label: Some("unverified"),
+            refused_commit: Some("abc"),
+            interval: Duration::from_secs(60),
+        };
+        watch.update(&failures, [refused], start);
+        let shown = failures.for_stack("web", "web", Some("apps")).unwrap();
+        assert_eq!(shown.failure.reason, Reason::SourceVerificationFailed);
+        assert_eq!(shown.revision.as_deref(), Some("abc"));
+        assert!(shown.failure.message.contains("signer unsigned"));
+        watch.update(&failures, [polled(PollResult::Updated)], start);
+        assert!(!failures.repository_failed("apps"));
     }
 
     #[test]

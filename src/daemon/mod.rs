@@ -628,6 +628,10 @@ fn publish_repository(
         PollResult::Failed if repository.last_error_label.as_deref() == Some("timeout") => {
             "timeout"
         }
+        // A commit refused for its signature (`verify:`).
+        PollResult::Failed if repository.last_error_label.as_deref() == Some("unverified") => {
+            "unverified"
+        }
         PollResult::Failed => "failed",
     });
     let seen = polls_seen.entry(repository.name.clone()).or_default();

@@ -76,6 +76,16 @@ pub enum GitError {
     Task { at: RepoRef, message: String },
     /// The remote did not finish `operation` within the repository's `timeout`;
     /// the operation was killed.
+    /// The commit the ref points at has no good signature by a trusted key
+    /// (`verify:`); it is not applied.
+    #[error("{at}: VerificationFailed: commit {commit} (signer {signer}): {reason}; not applied")]
+    Unverified {
+        at: RepoRef,
+        commit: String,
+        /// The key's fingerprint, or `unsigned`.
+        signer: String,
+        reason: String,
+    },
     #[error("{at}: {operation} timed out after {}", humanize(*after))]
     Timeout {
         at: RepoRef,
@@ -111,6 +121,7 @@ impl GitError {
             GitError::Git { .. } => "git",
             GitError::Task { .. } => "task",
             GitError::Timeout { .. } => "timeout",
+            GitError::Unverified { .. } => "unverified",
         }
     }
 

@@ -20,6 +20,7 @@ pub mod remote;
 pub mod settings;
 pub mod source;
 pub mod tree;
+pub mod verify;
 pub mod watch;
 pub mod webhook;
 pub mod worker;

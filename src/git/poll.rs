@@ -112,6 +112,17 @@ pub fn poll_repository_until(
             at: at.clone(),
             commit: commit.to_string(),
         })?;
+    // Before any tree of the commit is read: an unverified commit is never loaded.
+    if let Some(verify) = &settings.verify {
+        super::verify::verify_commit(repo, commit, verify).map_err(|failure| {
+            GitError::Unverified {
+                at: at.clone(),
+                commit: commit.to_string(),
+                signer: failure.signer,
+                reason: failure.refusal.to_string(),
+            }
+        })?;
+    }
     let subject = found.summary().ok().flatten().unwrap_or("").to_string();
     let forced = match previous {
         Some(prev) if prev != commit => !repo.graph_descendant_of(commit, prev).unwrap_or(false),

@@ -48,6 +48,9 @@ pub struct RepoSettings {
     /// Per-file read limit for files in the repository.
     #[serde(default = "default_max_file_size")]
     pub max_file_size: u64,
+    /// Only commits signed by these trusted keys are applied.
+    #[serde(default)]
+    pub verify: Option<super::verify::Verify>,
 }
 
 /// Credentials, always read from files (mounted Kubernetes Secrets) at poll time.
@@ -88,6 +91,7 @@ impl RepoSettings {
             auth: None,
             webhook_secret_file: None,
             max_file_size: DEFAULT_MAX_FILE_SIZE,
+            verify: None,
         }
     }
 

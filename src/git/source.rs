@@ -99,6 +99,8 @@ pub struct RepositoryState {
     pub next_poll: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub last_error_label: Option<String>,
+    /// The commit the last poll refused (`verify:`), when it failed for that.
+    pub refused_commit: Option<String>,
     pub polls: u64,
     pub fetches: u64,
     pub fetched_bytes: u64,
@@ -123,6 +125,7 @@ impl RepositoryState {
             next_poll: None,
             last_error: None,
             last_error_label: None,
+            refused_commit: None,
             polls: 0,
             fetches: 0,
             fetched_bytes: 0,
@@ -279,6 +282,12 @@ impl Source {
                 return Err(ConfigError::Invalid {
                     repository: s.name.clone(),
                     message: "timeout must be positive".into(),
+                });
+            }
+            if let Some(Err(message)) = s.verify.as_ref().map(|v| v.check()) {
+                return Err(ConfigError::Invalid {
+                    repository: s.name.clone(),
+                    message: format!("verify {message}"),
                 });
             }
             if repos.contains_key(&s.name) {
@@ -439,6 +448,7 @@ fn record(
                 s.last_result = Some(result);
                 s.last_error = None;
                 s.last_error_label = None;
+                s.refused_commit = None;
                 s.commit = Some(outcome.commit.to_string());
                 s.subject = Some(outcome.subject.clone());
                 if let Some(stacks) = &outcome.stacks {
@@ -487,6 +497,10 @@ fn record(
                 s.last_result = Some(PollResult::Failed);
                 s.last_error = Some(message.clone());
                 s.last_error_label = Some(error.label().to_string());
+                s.refused_commit = match &error {
+                    GitError::Unverified { commit, .. } => Some(commit.clone()),
+                    _ => None,
+                };
             });
             // Report a failure once, not on every poll while it lasts.
             if last_error.as_deref() == Some(message.as_str()) {
@@ -545,6 +559,18 @@ mod tests {
             .err()
             .map(|e| e.label());
         assert_eq!(err, Some("invalid_repository"));
+        let mut untrusting = a.clone();
+        untrusting.verify = Some(crate::git::verify::Verify {
+            ssh_allowed_signers: None,
+            gpg_keyring: None,
+        });
+        let err = Source::spawn(vec![untrusting], "/tmp/unused", SourceOptions::default())
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("repository \"a\": verify needs sshAllowedSigners, gpgKeyring or both")
+        );
         let mut zero = a;
         zero.interval = Duration::ZERO;
         assert!(Source::spawn(vec![zero], "/tmp/unused", SourceOptions::default()).is_err());

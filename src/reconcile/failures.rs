@@ -114,7 +114,8 @@ impl GitFailures {
     }
 
     /// The failure to show on a Stack: its own newest commit's, else its
-    /// repository's.
+    /// repository's. A refused signature comes first: it is about a newer
+    /// commit than any the stack itself failed on.
     pub fn for_stack(
         &self,
         namespace: &str,
@@ -122,10 +123,16 @@ impl GitFailures {
         repository: Option<&str>,
     ) -> Option<GitFailure> {
         let inner = self.lock();
+        let of_repository = repository.and_then(|r| inner.repositories.get(r));
+        if let Some(refused) =
+            of_repository.filter(|f| f.failure.reason == Reason::SourceVerificationFailed)
+        {
+            return Some(refused.clone());
+        }
         inner
             .stacks
             .get(&(namespace.to_string(), name.to_string()))
-            .or_else(|| repository.and_then(|r| inner.repositories.get(r)))
+            .or(of_repository)
             .cloned()
     }
 
@@ -212,5 +219,16 @@ mod tests {
             Some(load_failed("abc"))
         );
         assert_eq!(failures.take_changed().repositories, ["apps".to_string()]);
+
+        // A refused signature is about the newest commit: it comes first.
+        let refused = GitFailure {
+            revision: Some("def".into()),
+            failure: Failure::new(Reason::SourceVerificationFailed, "unsigned", false),
+        };
+        failures.set_repository("apps", refused.clone());
+        assert_eq!(
+            failures.for_stack("web", "web", Some("apps")),
+            Some(refused)
+        );
     }
 }

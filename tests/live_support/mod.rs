@@ -46,6 +46,20 @@ impl Live {
     /// prefix) and starts `stackd run` following the repository every second.
     /// `gone` is a second repository's files, if any (named `gone`).
     pub async fn start(files: &[(&str, &str)], gone: &[(&str, &str)]) -> Live {
+        Live::start_with(files, gone, "", |upstream| {
+            upstream.commit("first");
+        })
+        .await
+    }
+
+    /// [`Live::start`], with `apps_extra` (indented YAML lines) added to the
+    /// `apps` repository's settings and the first commit made by `commit`.
+    pub async fn start_with(
+        files: &[(&str, &str)],
+        gone: &[(&str, &str)],
+        apps_extra: &str,
+        commit: impl FnOnce(&git_support::Upstream),
+    ) -> Live {
         let cluster = test_client().await;
         let dir = tempfile::tempdir().unwrap();
         let run = format!("t{:06x}", rand::random::<u32>() & 0xff_ffff);
@@ -53,7 +67,7 @@ impl Live {
         for (path, content) in files {
             upstream.write(&path.replace("{run}", &run), content);
         }
-        upstream.commit("first");
+        commit(&upstream);
         let mut extra_config = String::new();
         let git = git_support::HttpServer::start(dir.path(), None).await;
         if !gone.is_empty() {
@@ -71,7 +85,7 @@ impl Live {
         std::fs::write(
             &config,
             format!(
-                "repositories:\n  - name: apps\n    url: {}\n    ref: main\n    paths: [\"stacks/*\"]\n    interval: 1s\n{extra_config}",
+                "repositories:\n  - name: apps\n    url: {}\n    ref: main\n    paths: [\"stacks/*\"]\n    interval: 1s\n{apps_extra}{extra_config}",
                 git.url("apps")
             ),
         )

@@ -408,6 +408,7 @@ repositories:
     interval: 2m
     prune: false
     variables: {DOMAIN: example.com}
+    decryption: {ageKeyFile: /etc/stackd-age/keys.txt}
     stacks:
       shop:
         namespace: shop-prod
@@ -422,6 +423,12 @@ publishedServiceType: NodePort
         assert_eq!(repo.source.interval, std::time::Duration::from_secs(120));
         assert!(!repo.policy.prune);
         assert!(!repo.policy.allow_empty);
+        assert_eq!(
+            repo.source.decryption,
+            Some(crate::git::settings::Decryption {
+                age_key_file: "/etc/stackd-age/keys.txt".into()
+            })
+        );
         assert_eq!(repo.policy.variables["DOMAIN"], "example.com");
         assert_eq!(
             repo.policy.stacks["shop"].namespace.as_deref(),

@@ -48,6 +48,17 @@ pub struct RepoSettings {
     /// Per-file read limit for files in the repository.
     #[serde(default = "default_max_file_size")]
     pub max_file_size: u64,
+    /// Keys for SOPS-encrypted files in the repository.
+    #[serde(default)]
+    pub decryption: Option<Decryption>,
+}
+
+/// `decryption:`: where the age identities for SOPS files are, read at each poll.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Decryption {
+    /// A file of age X25519 identities (`AGE-SECRET-KEY-1…` lines, as age-keygen writes).
+    pub age_key_file: PathBuf,
 }
 
 /// Credentials, always read from files (mounted Kubernetes Secrets) at poll time.
@@ -88,6 +99,7 @@ impl RepoSettings {
             auth: None,
             webhook_secret_file: None,
             max_file_size: DEFAULT_MAX_FILE_SIZE,
+            decryption: None,
         }
     }
 

@@ -20,6 +20,7 @@ use super::poll::{PollOutcome, poll_repository_until};
 use super::settings::RepoSettings;
 use super::watch::{local_repo_path, watch_refs};
 use crate::render::files::FileSource;
+use crate::render::sops::AgeKeys;
 
 /// Something the reconciler needs to know about a repository.
 pub enum SourceEvent {
@@ -48,6 +49,8 @@ pub struct RepositoryUpdate {
     pub stacks: Vec<DiscoveredStack>,
     /// Reads the files of `commit` straight from the mirror; shared by all `stacks`.
     pub reader: Arc<dyn FileSource>,
+    /// The age identities of `decryption.ageKeyFile`, read at this poll.
+    pub decryption: Option<Arc<AgeKeys>>,
 }
 
 impl std::fmt::Debug for SourceEvent {
@@ -476,6 +479,11 @@ fn record(
                 // Discovery always runs when the commit changed.
                 stacks: outcome.stacks.unwrap_or_default(),
                 reader: outcome.reader,
+                // Re-read at each poll, like the auth files: a rotated key needs no restart.
+                decryption: settings
+                    .decryption
+                    .as_ref()
+                    .map(|d| Arc::new(AgeKeys::read(&d.age_key_file))),
             }))
         }
         Err(error) => {

@@ -15,8 +15,11 @@ pub mod yaml;
 
 pub use error::{At, LoadError};
 
+use std::sync::Arc;
+
 use super::files::{FileSource, RepoPath};
 use super::model::{Project, SecretValues};
+use super::sops::{AgeKeys, DecryptingSource};
 
 /// What to load and with which inputs.
 #[derive(Clone, Debug, Default)]
@@ -35,6 +38,8 @@ pub struct LoadOptions {
     pub profiles: Vec<String>,
     /// Images for services that only have `build:`, by service name.
     pub images: BTreeMap<String, String>,
+    /// The repository's age identities (`decryption.ageKeyFile`), for SOPS files.
+    pub decryption: Option<Arc<AgeKeys>>,
 }
 
 /// A loaded project and the secret values it references.
@@ -45,10 +50,46 @@ pub struct Loaded {
 }
 
 /// Loads a compose project from `source`.
+///
+/// Every file is read through a [`DecryptingSource`]; a project that would carry
+/// a decrypted value into the `Stack` (anywhere but a secret) is refused.
 pub fn load(source: &dyn FileSource, options: &LoadOptions) -> Result<Loaded, LoadError> {
-    let tree = tree::read_tree(source, options)?;
-    normalise::normalise(&tree, source, options)
-        .map_err(|error| error.redacted(&secret_variables(&tree)))
+    let source = DecryptingSource::new(source, options.decryption.as_deref());
+    // Errors quote values at times; decrypted ones are secrets wherever they went.
+    let tree = tree::read_tree(&source, options)
+        .map_err(|error| error.redacted(&source.decrypted_values()))?;
+    let loaded = normalise::normalise(&tree, &source, options).map_err(|error| {
+        error
+            .redacted(&secret_variables(&tree))
+            .redacted(&source.decrypted_values())
+    })?;
+    let strings = project_strings(&loaded.project);
+    if let Some(file) = source.leak_check(&strings) {
+        return Err(LoadError::DecryptedInStack { file });
+    }
+    Ok(loaded)
+}
+
+/// Every string and number of the project as the `Stack` would store it.
+fn project_strings(project: &Project) -> Vec<String> {
+    fn walk(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    out.push(key.clone());
+                    walk(value, out);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            serde_json::Value::String(s) => out.push(s.clone()),
+            other => out.push(other.to_string()),
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(value) = serde_json::to_value(project) {
+        walk(&value, &mut out);
+    }
+    out
 }
 
 /// The variables named by `secrets.*.environment`, with their values: the

@@ -18,7 +18,10 @@ pub use error::{At, LoadError};
 use std::sync::Arc;
 
 use super::files::{FileSource, RepoPath};
-use super::model::{Project, SecretValues};
+use super::model::{
+    FileData, Project, SecretValues, sealed_bind_key, sealed_config_key, sealed_env_key,
+};
+use super::object::short_hash;
 use super::sops::{AgeKeys, DecryptingSource};
 
 /// What to load and with which inputs.
@@ -63,11 +66,74 @@ pub fn load(source: &dyn FileSource, options: &LoadOptions) -> Result<Loaded, Lo
             .redacted(&secret_variables(&tree))
             .redacted(&source.decrypted_values())
     })?;
+    let mut loaded = loaded;
+    seal(&mut loaded, &source);
     let strings = project_strings(&loaded.project);
     if let Some(file) = source.leak_check(&strings) {
         return Err(LoadError::DecryptedInStack { file });
     }
     Ok(loaded)
+}
+
+/// Moves what was decrypted out of the project (which the `Stack` stores) into
+/// the secret values: configs and bind-mounted files read from a SOPS file, and
+/// service variables holding a decrypted value. The project keeps a short hash,
+/// so a change still rolls the pods.
+fn seal(loaded: &mut Loaded, source: &DecryptingSource) {
+    let values = &mut loaded.secrets.0;
+    for (name, config) in &mut loaded.project.configs {
+        if config
+            .file
+            .as_deref()
+            .is_some_and(|f| source.was_decrypted(f))
+            && let Some(data) = config.data.take()
+        {
+            let bytes = file_bytes(&data);
+            config.content_hash = Some(short_hash(&bytes));
+            values.insert(sealed_config_key(name), bytes);
+        }
+    }
+    for (path, bind) in &mut loaded.project.bind_files {
+        if source.was_decrypted(path)
+            && let Some(data) = bind.file.take()
+        {
+            let bytes = file_bytes(&data);
+            bind.content_hash = Some(short_hash(&bytes));
+            values.insert(sealed_bind_key(path), bytes);
+        }
+    }
+    for (service_name, service) in &mut loaded.project.services {
+        let sealed: Vec<String> = service
+            .environment
+            .iter()
+            .filter(|(_, value)| {
+                value
+                    .as_deref()
+                    .is_some_and(|v| source.source_of(v).is_some())
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in sealed {
+            if let Some(Some(value)) = service.environment.remove(&name) {
+                service
+                    .secret_environment
+                    .insert(name.clone(), short_hash(value.as_bytes()));
+                values.insert(sealed_env_key(service_name, &name), value.into_bytes());
+            }
+        }
+    }
+}
+
+/// The bytes a [`FileData`] stands for.
+fn file_bytes(data: &FileData) -> Vec<u8> {
+    use base64::Engine as _;
+    match (&data.text, &data.binary) {
+        (Some(text), _) => text.clone().into_bytes(),
+        (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap_or_default(),
+        (None, None) => Vec::new(),
+    }
 }
 
 /// Every string and number of the project as the `Stack` would store it.

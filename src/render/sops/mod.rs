@@ -139,23 +139,30 @@ impl<'a> DecryptingSource<'a> {
         }
     }
 
-    /// The first decrypted file whose cleartext values appear in `text` (the
-    /// serialised project), with the value's place in that file. Values are
-    /// matched as whole JSON strings, or inside a string when at least 6 bytes
-    /// long (shorter ones would match by chance).
+    /// The first decrypted file with a cleartext value among `strings` (the
+    /// project as the `Stack` would store it). Values match whole strings, or
+    /// inside a string when at least 6 bytes long (shorter ones would match by chance).
     pub fn leak_check(&self, strings: &[String]) -> Option<RepoPath> {
+        strings.iter().find_map(|s| self.source_of(s))
+    }
+
+    /// The decrypted file whose cleartext value `text` holds, if any.
+    pub fn source_of(&self, text: &str) -> Option<RepoPath> {
         let decrypted = self.decrypted.lock().unwrap_or_else(|e| e.into_inner());
-        for (path, values) in decrypted.iter() {
-            for value in values {
-                let found = strings
+        decrypted
+            .iter()
+            .find(|(_, values)| {
+                values
                     .iter()
-                    .any(|s| s == value || (value.len() >= 6 && s.contains(value.as_str())));
-                if found {
-                    return Some(path.clone());
-                }
-            }
-        }
-        None
+                    .any(|v| text == v || (v.len() >= 6 && text.contains(v.as_str())))
+            })
+            .map(|(path, _)| path.clone())
+    }
+
+    /// Whether the file at `path` was decrypted.
+    pub fn was_decrypted(&self, path: &str) -> bool {
+        let decrypted = self.decrypted.lock().unwrap_or_else(|e| e.into_inner());
+        decrypted.iter().any(|(p, _)| p.as_str() == path)
     }
 
     /// (file, value) for every decrypted value, to redact error messages.

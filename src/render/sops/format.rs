@@ -192,7 +192,7 @@ fn flat(text: &str, kind: Kind) -> Result<Option<Document>, SopsError> {
             return Err(SopsError::Malformed("a line is not KEY=VALUE".to_string()));
         };
         let (key, value) = match kind {
-            Kind::Ini => (key.trim().to_string(), value.trim().to_string()),
+            Kind::Ini => (key.trim().to_string(), value.trim().replace("\\n", "\n")),
             _ => (key.to_string(), value.replace("\\n", "\n")),
         };
         match (&kind, section.as_deref()) {

@@ -424,9 +424,50 @@ secrets:
     );
     let error = render_dir(dir, Some(kit.keys())).unwrap_err().to_string();
     assert!(
-        error.contains(".env: a value decrypted from this SOPS file is used outside `secrets:`")
+        error.contains("services.web.command[2]: holds a value decrypted from a SOPS file")
             && !error.contains(&password),
         "{error}"
+    );
+    // Neither where only a number fits.
+    write(
+        dir,
+        ".env",
+        &kit.encrypt(
+            ".env",
+            format!("REPLICAS=3\nDB_PASSWORD={password}\n").as_bytes(),
+        ),
+    );
+    write(
+        dir,
+        "compose.yaml",
+        b"services:\n  web:\n    image: nginx:1.27\n    deploy: {replicas: \"${REPLICAS}\"}\n",
+    );
+    let error = render_dir(dir, Some(kit.keys())).unwrap_err().to_string();
+    assert!(error.contains("a typed field"), "{error}");
+    // Non-secret values that happen to equal decrypted ones are no leak: the
+    // image is `postgres` and so is the (encrypted) user name.
+    write(
+        dir,
+        ".env",
+        &kit.encrypt(
+            ".env",
+            format!("DB_USER=postgres\nDB_PASSWORD={password}\n").as_bytes(),
+        ),
+    );
+    write(
+        dir,
+        "compose.yaml",
+        b"services:\n  db:\n    image: postgres:16\n    environment: {POSTGRES_USER: \"${DB_USER}\", POSTGRES_DB: postgres}\n",
+    );
+    let list = render_dir(dir, Some(kit.keys())).unwrap();
+    let env =
+        &object(&list, "Deployment", "db")["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert_eq!(
+        env,
+        &json!([
+            {"name": "POSTGRES_DB", "value": "postgres"},
+            {"name": "POSTGRES_USER", "valueFrom": {"secretKeyRef": {"name": "db-env", "key": "POSTGRES_USER"}}}
+        ])
     );
 }
 

@@ -70,9 +70,9 @@ pub enum LoadError {
     File { at: At, source: FileError },
     /// A value decrypted from a SOPS file would be stored in the `Stack` in clear.
     #[error(
-        "{file}: a value decrypted from this SOPS file is used outside `secrets:`; the Stack would store it in clear. Pass decrypted values through `secrets:` (file: or environment:)"
+        "{field}: holds a value decrypted from a SOPS file, which the Stack would store in clear; pass decrypted values through `secrets:` (file: or environment:), a service's `environment:`, `configs:` or a bind mount"
     )]
-    DecryptedInStack { file: RepoPath },
+    DecryptedInStack { field: String },
     /// A referenced path is absolute or leaves the repository.
     #[error("{at}: {source}")]
     Path { at: At, source: PathError },

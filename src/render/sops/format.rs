@@ -278,10 +278,13 @@ fn flat_metadata(pairs: &[(String, String)]) -> Result<Metadata, SopsError> {
 
 impl Document {
     /// Decrypts the document with `identities`: the cleartext file as `sops -d`
-    /// would write it, and every decrypted value (for leak checks).
+    /// would write it, and every decrypted value. With a `marker` prefix, each
+    /// value is replaced by `<marker><n>__` instead (after the MAC check), so a
+    /// second load can tell where decrypted values end up.
     pub fn decrypt(
         mut self,
         identities: &[age::x25519::Identity],
+        marker: Option<&str>,
     ) -> Result<(Vec<u8>, Vec<String>), SopsError> {
         let key = self.data_key(identities)?;
         let mut walk = Walk {
@@ -290,6 +293,7 @@ impl Document {
             mac_only_encrypted: self.meta.mac_only_encrypted,
             values: Vec::new(),
             binary: None,
+            marker,
         };
         if walk.mac_only_encrypted {
             walk.hasher.update(MAC_ONLY_ENCRYPTED_INIT);
@@ -369,6 +373,7 @@ struct Walk<'k> {
     values: Vec<String>,
     /// The raw bytes of a binary file's `data`.
     binary: Option<Vec<u8>>,
+    marker: Option<&'k str>,
 }
 
 impl Walk<'_> {
@@ -391,6 +396,13 @@ impl Walk<'_> {
                 let (plain, kind) = decrypt_value(text, self.key, aad.as_bytes())
                     .map_err(|_| SopsError::TamperedValue { at: path.join(".") })?;
                 self.hasher.update(&plain);
+                let (plain, kind) = match self.marker {
+                    Some(prefix) => {
+                        let marker = format!("{prefix}{}__", self.values.len());
+                        (marker.into_bytes(), "str".to_string())
+                    }
+                    None => (plain, kind),
+                };
                 if path.len() == 1 && path[0] == "data" {
                     self.binary = Some(plain.clone());
                 }

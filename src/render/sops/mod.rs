@@ -5,9 +5,9 @@
 //! `[sops]` section in INI) is decrypted in memory and its MAC verified; any
 //! other file passes through unchanged. The identities arrive as data
 //! ([`AgeKeys`]), read by the caller at each poll, so loading stays free of I/O
-//! besides the commit's own files. Decrypted values are remembered per load so
-//! that [`DecryptingSource::leak_check`] can refuse a project that would carry one
-//! into the `Stack`.
+//! besides the commit's own files. In marker mode ([`DecryptingSource::with_markers`])
+//! each decrypted value reads as a unique marker instead, so that the loader can
+//! follow where decrypted values go and keep them out of the `Stack`.
 
 mod format;
 
@@ -128,6 +128,8 @@ pub struct DecryptingSource<'a> {
     inner: &'a dyn FileSource,
     keys: Option<&'a AgeKeys>,
     decrypted: Mutex<Vec<(RepoPath, Vec<String>)>>,
+    /// The prefix of the markers that stand for values, in marker mode.
+    marker: Option<String>,
 }
 
 impl<'a> DecryptingSource<'a> {
@@ -136,27 +138,29 @@ impl<'a> DecryptingSource<'a> {
             inner,
             keys,
             decrypted: Mutex::new(Vec::new()),
+            marker: None,
         }
     }
 
-    /// The first decrypted file with a cleartext value among `strings` (the
-    /// project as the `Stack` would store it). Values match whole strings, or
-    /// inside a string when at least 6 bytes long (shorter ones would match by chance).
-    pub fn leak_check(&self, strings: &[String]) -> Option<RepoPath> {
-        strings.iter().find_map(|s| self.source_of(s))
+    /// The same source, but every decrypted value reads as a marker that no
+    /// file holds by chance.
+    pub fn with_markers(mut self) -> Self {
+        self.marker = Some(format!("__sops_value_{:016x}_", rand::random::<u64>()));
+        self
     }
 
-    /// The decrypted file whose cleartext value `text` holds, if any.
-    pub fn source_of(&self, text: &str) -> Option<RepoPath> {
-        let decrypted = self.decrypted.lock().unwrap_or_else(|e| e.into_inner());
-        decrypted
-            .iter()
-            .find(|(_, values)| {
-                values
-                    .iter()
-                    .any(|v| text == v || (v.len() >= 6 && text.contains(v.as_str())))
-            })
-            .map(|(path, _)| path.clone())
+    /// Whether `text` holds a marker (in marker mode).
+    pub fn marked(&self, text: &str) -> bool {
+        self.marker.as_deref().is_some_and(|m| text.contains(m))
+    }
+
+    /// Whether any file was decrypted.
+    pub fn any_decrypted(&self) -> bool {
+        !self
+            .decrypted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     /// Whether the file at `path` was decrypted.
@@ -193,7 +197,9 @@ impl<'a> DecryptingSource<'a> {
             }) => return Err(fail(SopsError::KeyFile(problem.clone()))),
             Some(keys) => keys,
         };
-        let (cleartext, values) = document.decrypt(&keys.identities).map_err(fail)?;
+        let (cleartext, values) = document
+            .decrypt(&keys.identities, self.marker.as_deref())
+            .map_err(fail)?;
         let values = values
             .into_iter()
             .filter(|v| !v.trim().is_empty())

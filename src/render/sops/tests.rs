@@ -173,7 +173,7 @@ fn plain_files_pass_through_and_keys_parse_without_quoting() {
 }
 
 #[test]
-fn leak_check_finds_decrypted_values_only() {
+fn markers_stand_for_values_after_the_mac_check() {
     let identity = age::x25519::Identity::generate();
     let file = dotenv(
         &identity.to_public(),
@@ -181,16 +181,17 @@ fn leak_check_finds_decrypted_values_only() {
     );
     let keys = keys(&identity);
     let source = MemSource::new().with_file("a.env", file.as_bytes());
-    let decrypting = DecryptingSource::new(&source, Some(&keys));
-    decrypting.read(&RepoPath::new("a.env").unwrap()).unwrap();
-    let found = |strings: &[&str]| {
-        let strings: Vec<String> = strings.iter().map(|s| s.to_string()).collect();
-        decrypting.leak_check(&strings)
-    };
-    assert_eq!(
-        found(&["nginx", "x-s3cr3t-value-y"]),
-        RepoPath::new("a.env").ok()
-    );
-    assert_eq!(found(&["1"]), RepoPath::new("a.env").ok());
-    assert_eq!(found(&["nginx:1.25", "10"]), None);
+    let marking = DecryptingSource::new(&source, Some(&keys)).with_markers();
+    let text = String::from_utf8(marking.read(&RepoPath::new("a.env").unwrap()).unwrap()).unwrap();
+    assert!(!text.contains("s3cr3t") && !text.contains("=1\n"), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|l| marking.marked(l)), "{text}");
+    assert!(marking.any_decrypted() && marking.was_decrypted("a.env"));
+    assert!(!marking.marked("__sops_value_0000000000000000_0__"));
+    // A tampered file fails in marker mode too.
+    let tampered = file.replacen("data:", "data:A", 1);
+    let source = MemSource::new().with_file("a.env", tampered.as_bytes());
+    let marking = DecryptingSource::new(&source, Some(&keys)).with_markers();
+    assert!(marking.read(&RepoPath::new("a.env").unwrap()).is_err());
 }

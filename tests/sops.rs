@@ -562,3 +562,63 @@ fn a_commit_changing_only_an_encrypted_file_changes_the_secret_and_rolls_the_pod
     assert!(hash(&objects_one).is_string());
     assert_ne!(hash(&objects_one), hash(&objects_two), "the pods must roll");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_age_key_file_loads_the_same_commit_again_without_a_restart() {
+    use stackd::git::settings::Decryption;
+    use stackd::git::{RepoSettings, Source, SourceEvent, SourceOptions};
+
+    let Some(kit) = Kit::new() else { return };
+    let repo = tempfile::tempdir().unwrap();
+    let upstream = git_support::Upstream::new(repo.path(), "apps");
+    upstream.write(
+        "web/compose.yaml",
+        "services:\n  web:\n    image: nginx:1.27\n    secrets: [token]\nsecrets:\n  token: {file: ./token.yaml}\n",
+    );
+    let token = kit.encrypt("token.yaml", b"token: s3cr3t\n");
+    upstream.write("web/token.yaml", std::str::from_utf8(&token).unwrap());
+    let head = upstream.commit("encrypted token");
+    let key_file = repo.path().join("keys.txt");
+    let mut settings = RepoSettings::new("apps", upstream.file_url(), "main");
+    settings.interval = std::time::Duration::from_secs(3600);
+    settings.decryption = Some(Decryption {
+        age_key_file: key_file.clone(),
+    });
+    let (handle, mut rx) = Source::spawn(
+        vec![settings],
+        repo.path().join("data"),
+        SourceOptions {
+            watch_local: false,
+            ..SourceOptions::default()
+        },
+    )
+    .unwrap();
+    let policy: RepositoryPolicy = serde_json::from_value(json!({})).unwrap();
+    let mut next =
+        async || match tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv())
+            .await
+            .expect("an event within 20 s")
+            .expect("source running")
+        {
+            SourceEvent::Updated(update) => update,
+            other => panic!("expected an update, got {other:?}"),
+        };
+
+    let first = next().await;
+    assert_eq!(first.commit, head);
+    let error = load_stacks(&first, &policy).remove(0).result.unwrap_err();
+    assert_eq!(load_reason(&error), Reason::SecretsUnavailable);
+    assert!(
+        error
+            .to_string()
+            .contains("the age key file cannot be used"),
+        "{error}"
+    );
+
+    std::fs::copy(&kit.key_file, &key_file).unwrap();
+    assert!(handle.trigger("apps"));
+    let second = next().await;
+    assert_eq!(second.commit, head, "the same commit, loaded again");
+    let (_, secrets) = load_stacks(&second, &policy).remove(0).result.unwrap();
+    assert_eq!(secrets.0["token"], b"token: s3cr3t\n");
+}

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use git2::Oid;
 use rand::Rng;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -364,7 +365,19 @@ async fn poll_loop(
     };
     let mut last: Option<Oid> = None;
     let mut last_error: Option<String> = None;
+    let mut age_key_seen: Option<Option<Vec<u8>>> = None;
     loop {
+        // A changed age key file (a fixed or rotated key) loads the stacks again,
+        // as a new commit would: forgetting the commit makes this poll an update.
+        if let Some(decryption) = &settings.decryption {
+            let now = std::fs::read(&decryption.age_key_file)
+                .ok()
+                .map(|bytes| Sha256::digest(bytes).to_vec());
+            if age_key_seen.as_ref().is_some_and(|seen| *seen != now) {
+                last = None;
+            }
+            age_key_seen = Some(now);
+        }
         let result = run_poll(&settings, &data_dir, &mirror_lock, last, &shutdown).await;
         if shutdown.is_cancelled() {
             // A poll stopped by the shutdown is no failure of the repository.

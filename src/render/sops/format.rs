@@ -72,7 +72,9 @@ pub fn parse(file_name: &str, bytes: &[u8]) -> Result<Option<Document>, SopsErro
         return Ok(None);
     };
     let ext = file_name.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
-    let dotenv_name = ext == "env" || file_name.starts_with(".env");
+    // `.env`, `app.env`, `.env.local`, but not `.env.yaml`.
+    let dotenv_name = ext == "env"
+        || (file_name.starts_with(".env") && !matches!(ext, "yaml" | "yml" | "json" | "ini"));
     if dotenv_name || (!text.trim_start().starts_with('{') && has_line(text, "sops_mac=")) {
         return flat(text, Kind::Dotenv);
     }
@@ -287,8 +289,11 @@ impl Document {
         marker: Option<&str>,
     ) -> Result<(Vec<u8>, Vec<String>), SopsError> {
         let key = self.data_key(identities)?;
+        // One key schedule for every value of the file.
+        let cipher = Cipher::new_from_slice(&key)
+            .map_err(|_| SopsError::Malformed("the data key is not 32 bytes".into()))?;
         let mut walk = Walk {
-            key: &key,
+            key: &cipher,
             hasher: Sha512::new(),
             mac_only_encrypted: self.meta.mac_only_encrypted,
             values: Vec::new(),
@@ -301,7 +306,7 @@ impl Document {
         let mut path = Vec::new();
         walk.value(&mut self.tree, &mut path)?;
         let computed = hex::encode_upper(walk.hasher.finalize_reset());
-        let stored = decrypt_value(&self.meta.mac, &key, self.meta.lastmodified.as_bytes())
+        let stored = decrypt_value(&self.meta.mac, &cipher, self.meta.lastmodified.as_bytes())
             .map_err(|_| SopsError::MacMismatch)?;
         let stored = String::from_utf8(stored.0).map_err(|_| SopsError::MacMismatch)?;
         if !bool::from(subtle::ConstantTimeEq::ct_eq(
@@ -367,7 +372,7 @@ impl Document {
 
 /// The state of one decryption walk over the values.
 struct Walk<'k> {
-    key: &'k [u8; 32],
+    key: &'k Cipher,
     hasher: Sha512,
     mac_only_encrypted: bool,
     values: Vec<String>,
@@ -451,7 +456,10 @@ fn typed(text: &str, kind: &str) -> Value {
 }
 
 /// Opens one `ENC[AES256_GCM,…]` value: its cleartext and its `type`.
-fn decrypt_value(enc: &str, key: &[u8; 32], aad: &[u8]) -> Result<(Vec<u8>, String), ()> {
+/// AES-256-GCM with sops's 32-byte IVs.
+type Cipher = AesGcm<Aes256, U32>;
+
+fn decrypt_value(enc: &str, cipher: &Cipher, aad: &[u8]) -> Result<(Vec<u8>, String), ()> {
     let inner = enc
         .strip_prefix("ENC[AES256_GCM,")
         .and_then(|s| s.strip_suffix(']'))
@@ -472,7 +480,6 @@ fn decrypt_value(enc: &str, key: &[u8; 32], aad: &[u8]) -> Result<(Vec<u8>, Stri
         return Err(());
     }
     data.extend_from_slice(&tag);
-    let cipher = AesGcm::<Aes256, U32>::new_from_slice(key).map_err(|_| ())?;
     let plain = cipher
         .decrypt(Nonce::<U32>::from_slice(&iv), Payload { msg: &data, aad })
         .map_err(|_| ())?;

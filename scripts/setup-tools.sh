@@ -10,6 +10,13 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 
+# age-keygen makes the age identities tests/sops.rs encrypts with (sops itself
+# comes from PyPI, above).
+if ! command -v age-keygen >/dev/null; then
+    sudo_if_needed=$([ "$(id -u)" = 0 ] || echo sudo)
+    $sudo_if_needed apt-get update -qq && $sudo_if_needed apt-get install -y -qq age
+fi
+
 # Pinned so that a new cargo-deny release cannot change what CI accepts;
 # --locked builds it with the dependency versions its authors tested.
 cargo_deny_version=0.20.2

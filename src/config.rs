@@ -412,6 +412,7 @@ repositories:
     verify: {sshAllowedSigners: /etc/stackd-trust/allowed_signers, gpgKeyring: /etc/stackd-trust/keyring.asc}
     prune: false
     variables: {DOMAIN: example.com}
+    decryption: {ageKeyFile: /etc/stackd-age/keys.txt}
     stacks:
       shop:
         namespace: shop-prod
@@ -445,6 +446,12 @@ publishedServiceType: NodePort
         );
         assert!(!repo.policy.prune);
         assert!(!repo.policy.allow_empty);
+        assert_eq!(
+            repo.source.decryption,
+            Some(crate::git::settings::Decryption {
+                age_key_file: "/etc/stackd-age/keys.txt".into()
+            })
+        );
         assert_eq!(repo.policy.variables["DOMAIN"], "example.com");
         assert_eq!(
             repo.policy.stacks["shop"].namespace.as_deref(),

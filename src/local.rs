@@ -33,6 +33,8 @@ pub struct LocalRender {
     pub network_policies: Option<bool>,
     /// Namespaces the stack may use although reserved (`kube-*`, `default`).
     pub allowed_namespaces: Vec<String>,
+    /// Age identities for SOPS-encrypted files (`--age-key-file`).
+    pub decryption: Option<std::sync::Arc<crate::render::sops::AgeKeys>>,
 }
 
 /// Why a local render failed.
@@ -125,6 +127,7 @@ pub fn render_local(request: &LocalRender) -> Result<Rendered, LocalRenderError>
         variables: request.variables.clone(),
         profiles: request.profiles.clone(),
         images: BTreeMap::new(),
+        decryption: request.decryption.clone(),
     };
     let loaded = render::load(&source, &load_options).map_err(|error| LocalRenderError::Load {
         root: display_prefix(&root),

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use stackd::local::{LocalRender, render_local};
+use stackd::render::sops::AgeKeys;
 use stackd::render::{PodSecurity, PublishedServiceType, RenderOptions};
 
 /// GitOps for docker-compose on Kubernetes.
@@ -87,6 +88,10 @@ struct RenderArgs {
     /// repository key namespaces; repeatable).
     #[arg(long = "allow-namespace", value_name = "GLOB")]
     allow_namespaces: Vec<String>,
+    /// Age identity file to decrypt SOPS-encrypted files with (the repository
+    /// key decryption.ageKeyFile).
+    #[arg(long, value_name = "PATH")]
+    age_key_file: Option<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Yaml)]
     output: Format,
@@ -487,7 +492,19 @@ fn local_request(args: RenderArgs) -> anyhow::Result<LocalRender> {
             .with_context(|| format!("--var {pair:?}: expected KEY=VALUE"))?;
         variables.insert(key.to_string(), value.to_string());
     }
+    let decryption = match &args.age_key_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--age-key-file {}", path.display()))?;
+            let keys = AgeKeys::parse(&text).map_err(|problem| {
+                anyhow::anyhow!("--age-key-file {}: {problem}", path.display())
+            })?;
+            Some(std::sync::Arc::new(keys))
+        }
+        None => None,
+    };
     let request = LocalRender {
+        decryption,
         path: args.path,
         files: args.files,
         env_files: args.env_files,

@@ -49,7 +49,7 @@ reasons! {
     Suspended => "suspended", "`spec.suspend` or `stackd.dev/suspend: \"true\"`: nothing is applied.";
     LoadFailed => "load_failed", "The commit's compose files do not load (YAML, schema, interpolation, a missing file).";
     RenderFailed => "render_failed", "The compose project loads but cannot become Kubernetes objects.";
-    SecretsUnavailable => "secrets_unavailable", "A secret's value is missing: its file or its variable.";
+    SecretsUnavailable => "secrets_unavailable", "A secret's value is missing: its file or its variable, or a SOPS file that cannot be decrypted.";
     SourceUnavailable => "source_unavailable", "The repository could not be fetched for longer than 3 poll intervals.";
     SourceVerificationFailed => "source_verification_failed", "The commit the ref points at has no good signature by a key of the repository's `verify:` trust (unsigned, unknown signer, bad signature, expired or revoked key): the last applied revision stays.";
     ApplyFailed => "apply_failed", "The API server refused or failed a write (the Stack itself, or one of its objects).";

@@ -421,6 +421,7 @@ impl Pipeline {
             subject: message.into(),
             stacks,
             reader,
+            decryption: None,
         };
         let policy: RepositoryPolicy = serde_json::from_value(serde_json::json!({})).unwrap();
         self.sync.offer(&update, &policy);

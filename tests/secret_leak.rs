@@ -17,12 +17,17 @@
 //! URL-encoded or base64 at any alignment. The Secrets' data is the positive
 //! control: it holds the values, and the same search finds them there; so are
 //! the token, URLs and signatures the mock forge and webhook server received.
+//! With `sops` and `age-keygen` at hand (always under CI), a fourth stack reads
+//! SOPS-encrypted files: a secret file and a `.env` variable interpolated into
+//! the service's environment; their decrypted values and the age identity are
+//! searched for too.
 
 mod common;
 #[path = "fake_api/mod.rs"]
 mod fake_api;
 #[path = "git_support/mod.rs"]
 mod git_support;
+mod sops_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -148,6 +153,17 @@ async fn eventually<T>(what: &str, seconds: u64, mut check: impl AsyncFnMut() ->
 
 /// The stacks of the test repository: secrets from a file and from `.env`.
 const VAULT_COMPOSE: &str = "services:\n  app:\n    image: nginx:1.27\n    secrets: [db_password, api_key]\nsecrets:\n  db_password:\n    file: ./db_password.txt\n  api_key:\n    environment: API_KEY\n";
+const SEALED_COMPOSE: &str = "services:\n  app:\n    image: nginx:1.27\n    environment:\n      API_URL: \"https://api.example.com/?key=${SOPS_KEY}\"\n    secrets: [token]\nsecrets:\n  token:\n    file: ./token.yaml\n";
+
+/// The stacks of the test repository; `sealed` reads SOPS files.
+fn stack_names(sops: Option<&sops_support::Kit>) -> Vec<&'static str> {
+    let mut names = vec!["vault", "counter", "interp"];
+    if sops.is_some() {
+        names.push("sealed");
+    }
+    names
+}
+
 const TOKEN_COMPOSE: &str = "services:\n  app:\n    image: nginx:1.27\n    deploy:\n      replicas: ${REPLICAS}\n    secrets: [token]\nsecrets:\n  token:\n    environment: TOKEN\n";
 
 struct Scenario {
@@ -165,6 +181,8 @@ struct Scenario {
     hook_url: Known,
     hook_secret: Known,
     slack_url: Known,
+    sops_file: Known,
+    sops_env: Known,
 }
 
 impl Scenario {
@@ -183,6 +201,8 @@ impl Scenario {
             hook_url: Known::new("hookurl"),
             hook_secret: Known::new("hooksecret"),
             slack_url: Known::new("slackurl"),
+            sops_file: Known::new("sopsfile"),
+            sops_env: Known::new("sopsenv"),
         }
     }
 
@@ -201,6 +221,8 @@ impl Scenario {
             &self.hook_url,
             &self.hook_secret,
             &self.slack_url,
+            &self.sops_file,
+            &self.sops_env,
         ]
     }
 
@@ -212,7 +234,13 @@ impl Scenario {
         format!("{name}-{}", self.run)
     }
 
-    fn config(&self, dir: &Path, git: &git_support::HttpServer, forge: &Forge) -> String {
+    fn config(
+        &self,
+        dir: &Path,
+        git: &git_support::HttpServer,
+        forge: &Forge,
+        sops: Option<&sops_support::Kit>,
+    ) -> String {
         let file = |name: &str, content: &str| {
             git_support::secret_file(dir, name, &format!("{content}\n"))
                 .display()
@@ -235,11 +263,19 @@ impl Scenario {
         let notifications = format!(
             "externalUrl: https://stackd.example.com\nnotifications:\n  - {{name: ops, type: webhook, urlFile: {hook_url}, secretFile: {hook_secret}}}\n  - {{name: chat, type: slack, urlFile: {slack_url}}}\n"
         );
-        let stacks = ["vault", "counter", "interp"]
+        let stacks = stack_names(sops)
+            .iter()
             .map(|s| format!("      {s}: {{namespace: {}}}\n", self.namespace(s)))
-            .concat();
+            .collect::<String>();
+        let decryption = match sops {
+            Some(kit) => format!(
+                "    decryption: {{ageKeyFile: {}}}\n",
+                kit.key_file.display()
+            ),
+            None => String::new(),
+        };
         format!(
-            "{notifications}apiTokenFile: {token}\nrepositories:\n  - name: {apps}\n    url: {apps_url}\n    paths: [\"stacks/*\"]\n    interval: 1h\n    auth: {{type: https, username: stackd, passwordFile: {password}}}\n    webhookSecretFile: {hook}\n    commitStatus: {{provider: gitea, tokenFile: {forge_token}, apiUrl: \"{forge_url}\", repository: team/apps}}\n    stacks:\n{stacks}  - name: {locked}\n    url: {locked_url}\n    interval: 1h\n    auth: {{type: https, username: stackd, passwordFile: {wrong_password}}}\n",
+            "{notifications}apiTokenFile: {token}\nrepositories:\n  - name: {apps}\n    url: {apps_url}\n    paths: [\"stacks/*\"]\n    interval: 1h\n    auth: {{type: https, username: stackd, passwordFile: {password}}}\n    webhookSecretFile: {hook}\n    commitStatus: {{provider: gitea, tokenFile: {forge_token}, apiUrl: \"{forge_url}\", repository: team/apps}}\n{decryption}    stacks:\n{stacks}  - name: {locked}\n    url: {locked_url}\n    interval: 1h\n    auth: {{type: https, username: stackd, passwordFile: {wrong_password}}}\n",
             apps = self.repository("apps"),
             apps_url = git.url("apps"),
             locked = self.repository("locked"),
@@ -249,7 +285,27 @@ impl Scenario {
     }
 
     /// The first commit: three stacks whose secrets render into Kubernetes Secrets.
-    fn write_good_commit(&self, upstream: &git_support::Upstream) {
+    fn write_good_commit(
+        &self,
+        upstream: &git_support::Upstream,
+        sops: Option<&sops_support::Kit>,
+    ) {
+        if let Some(kit) = sops {
+            let file = kit.encrypt(
+                "token.yaml",
+                format!("token: {}\n", self.sops_file.value).as_bytes(),
+            );
+            let env = kit.encrypt(
+                ".env",
+                format!("SOPS_KEY={}\n", self.sops_env.value).as_bytes(),
+            );
+            upstream.write("stacks/sealed/compose.yaml", SEALED_COMPOSE);
+            upstream.write(
+                "stacks/sealed/token.yaml",
+                std::str::from_utf8(&file).unwrap(),
+            );
+            upstream.write("stacks/sealed/.env", std::str::from_utf8(&env).unwrap());
+        }
         let env = &self.env_secret.value;
         upstream.write("stacks/vault/compose.yaml", VAULT_COMPOSE);
         upstream.write("stacks/vault/db_password.txt", &self.file_secret.value);
@@ -298,7 +354,8 @@ async fn secrets_stay_secret(log_format: &str, rust_log: &str) {
     let scenario = Scenario::new();
     let dir = tempfile::tempdir().unwrap();
     let upstream = git_support::Upstream::new(dir.path(), "apps");
-    scenario.write_good_commit(&upstream);
+    let sops = sops_support::Kit::new();
+    scenario.write_good_commit(&upstream, sops.as_ref());
     let locked = git_support::Upstream::new(dir.path(), "locked");
     locked.write(
         "stacks/x/compose.yaml",
@@ -318,7 +375,11 @@ async fn secrets_stay_secret(log_format: &str, rust_log: &str) {
     std::fs::create_dir_all(&secrets_dir).unwrap();
     let forge = Forge::start().await;
     let config_file = dir.path().join("stackd.yaml");
-    std::fs::write(&config_file, scenario.config(&secrets_dir, &git, &forge)).unwrap();
+    std::fs::write(
+        &config_file,
+        scenario.config(&secrets_dir, &git, &forge, sops.as_ref()),
+    )
+    .unwrap();
 
     let port = common::free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -341,7 +402,10 @@ async fn secrets_stay_secret(log_format: &str, rust_log: &str) {
     let http = reqwest::Client::new();
     let mut surfaces = Surfaces::default();
 
-    let namespaces = ["vault", "counter", "interp"].map(|s| scenario.namespace(s));
+    let namespaces: Vec<String> = stack_names(sops.as_ref())
+        .iter()
+        .map(|s| scenario.namespace(s))
+        .collect();
     wait_for_first_apply(&cluster, &namespaces, &upstream.head()).await;
     wait_for_auth_failure(&http, &base, &scenario.repository("locked")).await;
     post_webhooks(&http, &base, &scenario, &git, &mut surfaces).await;
@@ -372,11 +436,24 @@ async fn secrets_stay_secret(log_format: &str, rust_log: &str) {
         stderr.contains("commit status refused"),
         "the refused forge token is not logged"
     );
-    let found = found_in(&secret_data, &[&scenario.file_secret, &scenario.env_secret]);
-    for label in ["file (base64 at offset 0)", "env (base64 at offset 0)"] {
+    let found = found_in(
+        &secret_data,
+        &[
+            &scenario.file_secret,
+            &scenario.env_secret,
+            &scenario.sops_file,
+            &scenario.sops_env,
+        ],
+    );
+    let mut expected = vec!["file (base64", "env (base64"];
+    if sops.is_some() {
+        // `token: <value>` and `https://api.example.com/?key=<value>`, decrypted.
+        expected.extend(["sopsfile (base64", "sopsenv (base64"]);
+    }
+    for label in expected {
         assert!(
-            found.iter().any(|f| f == label),
-            "{label} not in the Secrets: {found:?}"
+            found.iter().any(|f| f.starts_with(label)),
+            "{label}…) not in the Secrets: {found:?}"
         );
     }
     let vault = scenario.namespace("vault");
@@ -403,7 +480,25 @@ async fn secrets_stay_secret(log_format: &str, rust_log: &str) {
         "no mirror configuration collected"
     );
 
-    let leaks = surfaces.leaks(&scenario.all());
+    let mut secrets = scenario.all();
+    // The age identity itself is a secret too.
+    let identity = sops.as_ref().map(|kit| Known {
+        label: "ageidentity",
+        value: std::fs::read_to_string(&kit.key_file)
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+            .unwrap()
+            .to_string(),
+    });
+    secrets.extend(identity.as_ref());
+    if sops.is_some() {
+        assert!(
+            objects.contains("secretEnvironment"),
+            "no sealed Stack collected"
+        );
+    }
+    let leaks = surfaces.leaks(&secrets);
     assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n"));
     assert_still_useful(&load_errors);
 }
@@ -453,7 +548,7 @@ async fn wait_for_first_apply(cluster: &TestCluster, namespaces: &[String], head
     }
     eventually("every Stack applied after the retry", 60, async || {
         let stacks = list(cluster, namespaces, "stackd.dev", "v1alpha1", "Stack").await;
-        (stacks.len() == 3
+        (stacks.len() == namespaces.len()
             && stacks
                 .iter()
                 .all(|s| s["status"]["lastAppliedRevision"] == head))

@@ -495,6 +495,7 @@ mod tests {
             subject: "web".into(),
             stacks: discover(reader.as_ref(), &[], "root").unwrap(),
             reader,
+            decryption: None,
         };
         let sync = GitSync::default();
         sync.offer(&update, policy);

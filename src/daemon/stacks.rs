@@ -10,6 +10,7 @@ use crate::git::DiscoveredStack;
 use crate::git::source::RepositoryUpdate;
 use crate::reason::Reason;
 use crate::render::compose::At;
+use crate::render::files::FileError;
 use crate::render::model::{Project, SecretValues};
 use crate::render::{self, LoadError, LoadOptions, PodSecurity};
 
@@ -45,8 +46,16 @@ fn invalid_name(name: &str, stack: &DiscoveredStack) -> Option<LoadError> {
 }
 
 /// The Ready reason for a stack that does not load: a secret whose file or
-/// variable is missing is `SecretsUnavailable`, anything else `LoadFailed`.
+/// variable is missing, or a SOPS file that cannot be decrypted, is
+/// `SecretsUnavailable`; anything else `LoadFailed`.
 pub fn load_reason(error: &LoadError) -> Reason {
+    if let LoadError::File {
+        source: FileError::Sops { .. },
+        ..
+    } = error
+    {
+        return Reason::SecretsUnavailable;
+    }
     let at = match error {
         LoadError::File { at, .. }
         | LoadError::Path { at, .. }
@@ -83,6 +92,7 @@ pub fn load_stacks(update: &RepositoryUpdate, policy: &RepositoryPolicy) -> Vec<
                 variables,
                 profiles: settings.map(|s| s.profiles.clone()).unwrap_or_default(),
                 images: settings.map(|s| s.images.clone()).unwrap_or_default(),
+                decryption: update.decryption.clone(),
             };
             // A directory name that cannot become a Kubernetes name fails this
             // stack alone; the API server would refuse it and stop the whole sync.

@@ -51,6 +51,17 @@ pub struct RepoSettings {
     /// Only commits signed by these trusted keys are applied.
     #[serde(default)]
     pub verify: Option<super::verify::Verify>,
+    /// Keys for SOPS-encrypted files in the repository.
+    #[serde(default)]
+    pub decryption: Option<Decryption>,
+}
+
+/// `decryption:`: where the age identities for SOPS files are, read at each poll.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Decryption {
+    /// A file of age X25519 identities (`AGE-SECRET-KEY-1…` lines, as age-keygen writes).
+    pub age_key_file: PathBuf,
 }
 
 /// Credentials, always read from files (mounted Kubernetes Secrets) at poll time.
@@ -92,6 +103,7 @@ impl RepoSettings {
             webhook_secret_file: None,
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             verify: None,
+            decryption: None,
         }
     }
 

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use git2::Oid;
 use rand::Rng;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -20,6 +21,7 @@ use super::poll::{PollOutcome, poll_repository_until};
 use super::settings::RepoSettings;
 use super::watch::{local_repo_path, watch_refs};
 use crate::render::files::FileSource;
+use crate::render::sops::AgeKeys;
 
 /// Something the reconciler needs to know about a repository.
 pub enum SourceEvent {
@@ -48,6 +50,8 @@ pub struct RepositoryUpdate {
     pub stacks: Vec<DiscoveredStack>,
     /// Reads the files of `commit` straight from the mirror; shared by all `stacks`.
     pub reader: Arc<dyn FileSource>,
+    /// The age identities of `decryption.ageKeyFile`, read at this poll.
+    pub decryption: Option<Arc<AgeKeys>>,
 }
 
 impl std::fmt::Debug for SourceEvent {
@@ -370,7 +374,19 @@ async fn poll_loop(
     };
     let mut last: Option<Oid> = None;
     let mut last_error: Option<String> = None;
+    let mut age_key_seen: Option<Option<Vec<u8>>> = None;
     loop {
+        // A changed age key file (a fixed or rotated key) loads the stacks again,
+        // as a new commit would: forgetting the commit makes this poll an update.
+        if let Some(decryption) = &settings.decryption {
+            let now = std::fs::read(&decryption.age_key_file)
+                .ok()
+                .map(|bytes| Sha256::digest(bytes).to_vec());
+            if age_key_seen.as_ref().is_some_and(|seen| *seen != now) {
+                last = None;
+            }
+            age_key_seen = Some(now);
+        }
         let result = run_poll(&settings, &data_dir, &mirror_lock, last, &shutdown).await;
         if shutdown.is_cancelled() {
             // A poll stopped by the shutdown is no failure of the repository.
@@ -486,6 +502,11 @@ fn record(
                 // Discovery always runs when the commit changed.
                 stacks: outcome.stacks.unwrap_or_default(),
                 reader: outcome.reader,
+                // Re-read at each poll, like the auth files: a rotated key needs no restart.
+                decryption: settings
+                    .decryption
+                    .as_ref()
+                    .map(|d| Arc::new(AgeKeys::read(&d.age_key_file))),
             }))
         }
         Err(error) => {

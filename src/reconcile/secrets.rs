@@ -67,16 +67,47 @@ impl SecretStore {
 /// Secrets whose value comes from Git (a file or a variable), as opposed to
 /// external ones: without their values, the render would drop their Secret objects.
 pub fn needs_values(project: &Project) -> bool {
+    // Content decrypted from SOPS files travels with the values too (see `compose::load`).
     project
         .secrets
         .values()
         .any(|s| !s.external && s.content_hash.is_some())
+        || project.configs.values().any(|c| c.content_hash.is_some())
+        || project
+            .bind_files
+            .values()
+            .any(|b| b.content_hash.is_some())
+        || project
+            .services
+            .values()
+            .any(|s| !s.secret_environment.is_empty())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn sealed_sops_content_needs_the_values_too() {
+        let mut project = Project::default();
+        assert!(!needs_values(&project));
+        let mut sealed = project.clone();
+        sealed.configs.insert(
+            "site".into(),
+            crate::render::model::Config {
+                content_hash: Some("0123456789".into()),
+                ..Default::default()
+            },
+        );
+        assert!(needs_values(&sealed));
+        let mut service = crate::render::model::Service::default();
+        service
+            .secret_environment
+            .insert("DSN".into(), "0123456789".into());
+        project.services.insert("web".into(), Box::new(service));
+        assert!(needs_values(&project));
+    }
 
     #[test]
     fn values_are_only_given_for_their_revision() {

@@ -144,6 +144,12 @@ pub enum FileError {
     NotADirectory(RepoPath),
     #[error("{path}: {message}")]
     Io { path: RepoPath, message: String },
+    /// A SOPS-encrypted file that could not be decrypted.
+    #[error("{path}: {error}")]
+    Sops {
+        path: RepoPath,
+        error: crate::render::sops::SopsError,
+    },
 }
 
 impl FileError {
@@ -156,7 +162,8 @@ impl FileError {
             | FileError::NotADirectory(path)
             | FileError::SymlinkEscape { path, .. }
             | FileError::TooLarge { path, .. }
-            | FileError::Io { path, .. } => path,
+            | FileError::Io { path, .. }
+            | FileError::Sops { path, .. } => path,
         }
     }
 
@@ -170,6 +177,7 @@ impl FileError {
             FileError::IsADirectory(_) => "is_a_directory",
             FileError::NotADirectory(_) => "not_a_directory",
             FileError::Io { .. } => "io",
+            FileError::Sops { .. } => "sops",
         }
     }
 }

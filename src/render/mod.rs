@@ -9,6 +9,7 @@ pub mod files;
 pub mod kube;
 pub mod model;
 pub mod object;
+pub mod sops;
 
 use ::kube::api::ObjectMeta;
 

@@ -65,6 +65,10 @@ pub struct BindSource {
     /// True when nothing exists at that path in the repository.
     #[serde(default, skip_serializing_if = "is_false")]
     pub missing: bool,
+    /// Set instead of `file` when the file was decrypted from a SOPS file: a
+    /// short hash, the content travelling in [`SecretValues`] ([`sealed_bind_key`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_hash: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -111,6 +115,11 @@ pub struct Service {
     /// `environment` merged over `env_file`; `None` means "declared without a value".
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environment: BTreeMap<String, Option<String>>,
+    /// Variables whose value holds a value decrypted from a SOPS file, with a
+    /// short hash of it: the value travels in [`SecretValues`] (key
+    /// [`sealed_env_key`]) and reaches the container through a Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_environment: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_policy: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -403,6 +412,10 @@ pub struct Config {
     /// The resolved content (from `file:`, `content:` or `environment:`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<FileData>,
+    /// Set instead of `data` when the content was decrypted from a SOPS file:
+    /// a short hash, the content travelling in [`SecretValues`] ([`sealed_config_key`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_hash: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
@@ -444,6 +457,23 @@ pub struct Network {
 /// reach a `Stack` object, its status, logs or the status page.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct SecretValues(pub BTreeMap<String, Vec<u8>>);
+
+// Compose secret names never hold `/`, so these keys cannot collide with them.
+
+/// The [`SecretValues`] key of a config decrypted from a SOPS file.
+pub fn sealed_config_key(config: &str) -> String {
+    format!("config/{config}")
+}
+
+/// The [`SecretValues`] key of a bind-mounted file decrypted from a SOPS file.
+pub fn sealed_bind_key(path: &str) -> String {
+    format!("bind/{path}")
+}
+
+/// The [`SecretValues`] key of a service variable holding a decrypted value.
+pub fn sealed_env_key(service: &str, variable: &str) -> String {
+    format!("env/{service}/{variable}")
+}
 
 impl std::fmt::Debug for SecretValues {
     // Never print values, only which secrets have one.

@@ -68,6 +68,11 @@ pub enum LoadError {
     /// A referenced file is missing, too large, a symlink escape or a submodule.
     #[error("{}", file_message(at, source))]
     File { at: At, source: FileError },
+    /// A value decrypted from a SOPS file would be stored in the `Stack` in clear.
+    #[error(
+        "{field}: holds a value decrypted from a SOPS file, which the Stack would store in clear; pass decrypted values through `secrets:` (file: or environment:), a service's `environment:`, `configs:` or a bind mount"
+    )]
+    DecryptedInStack { field: String },
     /// A referenced path is absolute or leaves the repository.
     #[error("{at}: {source}")]
     Path { at: At, source: PathError },
@@ -110,6 +115,7 @@ impl LoadError {
             LoadError::Cycle { .. } => "cycle",
             LoadError::InvalidValue { .. } => "invalid_value",
             LoadError::Unsupported { .. } => "unsupported",
+            LoadError::DecryptedInStack { .. } => "decrypted_in_stack",
         }
     }
 
@@ -126,7 +132,10 @@ impl LoadError {
             | LoadError::InvalidValue { message, .. }
             | LoadError::Unsupported { message, .. } => message,
             // Paths and file names only.
-            LoadError::NoComposeFile { .. } | LoadError::File { .. } | LoadError::Path { .. } => {
+            LoadError::NoComposeFile { .. }
+            | LoadError::File { .. }
+            | LoadError::Path { .. }
+            | LoadError::DecryptedInStack { .. } => {
                 return self;
             }
         };
@@ -141,7 +150,7 @@ impl LoadError {
     /// Where the error is, when it is about a place in a file.
     pub fn at(&self) -> Option<&At> {
         match self {
-            LoadError::NoComposeFile { .. } => None,
+            LoadError::NoComposeFile { .. } | LoadError::DecryptedInStack { .. } => None,
             LoadError::Yaml { at, .. }
             | LoadError::Schema { at, .. }
             | LoadError::Interpolation { at, .. }

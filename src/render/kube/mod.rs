@@ -10,6 +10,7 @@ mod network_policy;
 mod placement;
 mod probes;
 mod quantity;
+mod sealed;
 mod security;
 mod services;
 mod storage;
@@ -71,7 +72,9 @@ pub fn render(
     options: &RenderOptions,
 ) -> Result<Rendered, RenderError> {
     let scope = scope_of(stack)?;
-    let project = &stack.spec.project;
+    // Decrypted configs and bind files are back in the project for this render only.
+    let project = sealed::unseal(&stack.spec.project, secrets);
+    let project = project.as_ref();
     let mut names = NameRegistry::default();
     let mut warnings = Warnings::default();
     let pod_security = stack.spec.pod_security.unwrap_or_default();
@@ -115,6 +118,13 @@ pub fn render(
                     .or_default()
                     .push(compose_name);
             }
+        }
+        let mut storage = storage;
+        let (env_secret, hash_input) =
+            sealed::env_secret(&scope, compose_name, name, service, secrets, &mut names)?;
+        objects.extend(env_secret.map(Object::Secret));
+        if let Some(input) = hash_input {
+            storage.add_hash_input(input);
         }
         let kind = workload::kind(compose_name, service, &storage, &mut warnings)?;
         objects.extend(storage.config_maps.iter().cloned().map(Object::ConfigMap));

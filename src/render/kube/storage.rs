@@ -157,6 +157,11 @@ pub struct PodStorage {
 }
 
 impl PodStorage {
+    /// Something else whose change must roll the pods (a Secret the env refers to).
+    pub fn add_hash_input(&mut self, input: String) {
+        self.hash_inputs.insert(input);
+    }
+
     /// The config-hash annotation value, or `None` when nothing hashed is mounted.
     pub fn config_hash(&self) -> Option<String> {
         if self.hash_inputs.is_empty() {

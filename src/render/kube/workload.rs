@@ -466,7 +466,7 @@ impl WorkloadInput<'_> {
     }
 
     fn env(&self, warnings: &mut Warnings) -> Option<Vec<EnvVar>> {
-        let env: Vec<EnvVar> = self
+        let mut env: Vec<EnvVar> = self
             .service
             .environment
             .iter()
@@ -486,6 +486,8 @@ impl WorkloadInput<'_> {
                 }
             })
             .collect();
+        env.extend(super::sealed::env_vars(self.name, self.service));
+        env.sort_by(|a, b| a.name.cmp(&b.name));
         (!env.is_empty()).then_some(env)
     }
 

@@ -28,7 +28,7 @@ pub fn error_of<T: std::fmt::Debug>(result: Result<T, LoadError>) -> String {
         | LoadError::Cycle { message, .. }
         | LoadError::InvalidValue { message, .. }
         | LoadError::Unsupported { message, .. } => message.clone(),
-        LoadError::NoComposeFile { .. } => error.to_string(),
+        LoadError::NoComposeFile { .. } | LoadError::DecryptedInStack { .. } => error.to_string(),
     };
     let path = error.at().map(|at| at.path.clone()).unwrap_or_default();
     format!("{} {path}: {message}", error.label())

@@ -133,10 +133,12 @@ pub fn judge(
                 .or_else(|| s.detail.clone())
                 .map(|d| format!(": {d}"))
                 .unwrap_or_default();
-            format!(
-                "{} ({}/{} ready{detail})",
-                status.name, status.ready, status.desired
-            )
+            // Ready replicas of the old pods while the new ones do not come up.
+            let progress = match status.ready >= status.desired {
+                true => "rollout not finished".to_string(),
+                false => format!("{}/{} ready", status.ready, status.desired),
+            };
+            format!("{} ({progress}{detail})", status.name)
         })
         .collect();
     let what = match failed {

@@ -1635,6 +1635,22 @@ mod tests {
     }
 
     #[test]
+    fn pruning_everything_needs_allow_prune_all() {
+        let namespace_only = Rendered {
+            objects: vec![Object::Namespace(Default::default())],
+            warnings: vec![],
+        };
+        assert!(prune_guard(&namespace_only, 3, false));
+        assert!(!prune_guard(&namespace_only, 3, true));
+        assert!(!prune_guard(&namespace_only, 0, false));
+        let with_a_workload = Rendered {
+            objects: vec![Object::Deployment(Default::default())],
+            warnings: vec![],
+        };
+        assert!(!prune_guard(&with_a_workload, 3, false));
+    }
+
+    #[test]
     fn backoff_doubles_and_is_capped() {
         let base = Duration::from_millis(500);
         let max = Duration::from_secs(4);

@@ -79,7 +79,7 @@ pub fn next(
             changed.dedup();
             Some(RolloutStatus {
                 revision: revision.to_string(),
-                started_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                started_at: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 changed,
             })
         }

@@ -515,6 +515,32 @@ async fn a_restart_mid_deadline_counts_from_the_recorded_start() {
 }
 
 #[tokio::test]
+async fn after_a_restart_a_missed_deadline_says_it_cannot_roll_back() {
+    let Some(mut h) = Harness::started(test_options()).await else {
+        eprintln!("real cluster: skipping (needs the request log)");
+        return;
+    };
+    healthy_r1(&h, true).await;
+    let slow = with_deadline(bad_r2(true), "3s", true);
+    h.sync(vec![slow], PRUNE).await.unwrap();
+    h.wait_for("r2 applied", |h| exists(h, "Deployment", "worker"))
+        .await;
+    h.stop().await;
+    h.start(test_options());
+    h.wait_for("HealthTimeout", |h| conditions(h).1 == "HealthTimeout")
+        .await;
+    let message = status(&h).message.unwrap();
+    assert!(
+        message
+            .ends_with("cannot roll back: revision r1 is no longer in memory (stackd restarted)"),
+        "{message}"
+    );
+    // Stays on the bad revision's objects; nothing is held.
+    assert!(exists(&h, "Deployment", "worker"));
+    assert_eq!(status(&h).held_revision, None);
+}
+
+#[tokio::test]
 async fn a_restart_mid_wave_resumes_the_wave() {
     let Some(mut h) = Harness::started(test_options()).await else {
         eprintln!("real cluster: skipping (needs the request log)");

@@ -639,7 +639,7 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
     };
     record_outcomes(context, applied.report.as_ref(), &planned.drifted);
     // 5. Health, deadline and rollback (pure judgement; a rollback applies again).
-    let judged = health_stage(
+    let mut judged = health_stage(
         stack,
         &desired,
         &planned,
@@ -657,10 +657,21 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
             &desired.revision,
             desired.previous.last_healthy_revision.as_deref(),
         );
-        if let rollout::Decision::RollBack { to } = decision
-            && let Some(healthy) = context.healthy_spec(stack).filter(|h| h.revision == to)
-        {
-            return roll_back(stack, context, &desired, &applied, healthy, message).await;
+        if let rollout::Decision::RollBack { to } = decision {
+            match context.healthy_spec(stack).filter(|h| h.revision == to) {
+                Some(healthy) => {
+                    return roll_back(stack, context, &desired, &applied, healthy, message).await;
+                }
+                // Kept in memory only: after a restart there is nothing to render.
+                None => {
+                    judged.verdict = rollout::Verdict::TimedOut {
+                        message: format!(
+                            "{message}; cannot roll back: revision {} is no longer in memory (stackd restarted)",
+                            short_revision(&to)
+                        ),
+                    };
+                }
+            }
         }
     }
     // 6. Status.

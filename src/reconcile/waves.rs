@@ -159,13 +159,13 @@ pub fn plan(edges: &[Edge], input: &WaveInput<'_>) -> Waves {
                     "waiting for {dependency} ({}): {progress}",
                     edge.condition.as_str()
                 )),
+                // Compose starts the dependent anyway when the dependency is optional.
+                Judgement::Failed(_) if !edge.required => {}
                 Judgement::Failed(why) => {
-                    if edge.condition == Condition::CompletedSuccessfully || edge.required {
-                        waves.failed.get_or_insert(format!(
-                            "{service}: dependency {dependency} ({}) failed: {why}",
-                            edge.condition.as_str()
-                        ));
-                    }
+                    waves.failed.get_or_insert(format!(
+                        "{service}: dependency {dependency} ({}) failed: {why}",
+                        edge.condition.as_str()
+                    ));
                     reasons.push(format!(
                         "waiting for {dependency} ({}): failed",
                         edge.condition.as_str()
@@ -349,6 +349,9 @@ mod tests {
             changed: set(&["migrate"]),
             live: [("migrate".to_string(), Some(&failed))].into(),
         };
+        let mut optional = edges.clone();
+        optional[0].required = false;
+        assert_eq!(plan(&optional, &input), Waves::default());
         let waves = plan(&edges, &input);
         assert_eq!(waves.held, set(&["app"]));
         assert_eq!(

@@ -123,6 +123,12 @@ pub struct RepositoryPolicy {
     /// Write the stacks' objects impersonating this ServiceAccount of each stack's namespace.
     #[serde(default)]
     pub service_account_name: Option<String>,
+    /// How long a new revision may take to become Ready (default `5m`; README "Safe rollouts").
+    #[serde(default, deserialize_with = "health_timeout")]
+    pub health_timeout: Option<String>,
+    /// Re-apply the last healthy revision when a new one misses its deadline (default false).
+    #[serde(default)]
+    pub rollback: Option<bool>,
 }
 
 /// Settings of one stack.
@@ -149,6 +155,23 @@ pub struct StackSettings {
     /// NetworkPolicies for this stack; overrides the repository's.
     #[serde(default)]
     pub network_policies: Option<bool>,
+    /// This stack's health deadline; overrides the repository's.
+    #[serde(default, deserialize_with = "health_timeout")]
+    pub health_timeout: Option<String>,
+    /// Rollback for this stack; overrides the repository's.
+    #[serde(default)]
+    pub rollback: Option<bool>,
+}
+
+/// A `healthTimeout` that parses (`90s`, `5m`), kept as written for the Stack.
+fn health_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(d)?;
+    match crate::git::settings::parse_duration(&text) {
+        Some(_) => Ok(Some(text)),
+        None => Err(serde::de::Error::custom(format!(
+            "invalid healthTimeout {text:?}: expected e.g. \"90s\", \"5m\""
+        ))),
+    }
 }
 
 fn yes() -> bool {
@@ -166,6 +189,8 @@ const POLICY_KEYS: &[&str] = &[
     "namespaces",
     "podSecurity",
     "networkPolicies",
+    "healthTimeout",
+    "rollback",
     "serviceAccountName",
 ];
 
@@ -467,6 +492,10 @@ publishedServiceType: NodePort
         assert_eq!(repo.policy.pod_security, None);
         assert_eq!(repo.policy.network_policies, None);
         assert_eq!(repo.policy.service_account_name, None);
+        assert_eq!(
+            (repo.policy.health_timeout.clone(), repo.policy.rollback),
+            (None, None)
+        );
         assert_eq!(config.settings.default_service_account_name, None);
     }
 
@@ -481,8 +510,10 @@ repositories:
     podSecurity: restricted
     networkPolicies: false
     serviceAccountName: deployer
+    healthTimeout: 10m
+    rollback: true
     stacks:
-      agent: {podSecurity: privileged, networkPolicies: true}
+      agent: {podSecurity: privileged, networkPolicies: true, healthTimeout: 90s, rollback: false}
 defaultServiceAccountName: stackd-apply
 "#,
         )
@@ -492,6 +523,13 @@ defaultServiceAccountName: stackd-apply
         assert_eq!(policy.pod_security, Some(PodSecurity::Restricted));
         assert_eq!(policy.network_policies, Some(false));
         assert_eq!(policy.stacks["agent"].network_policies, Some(true));
+        assert_eq!(policy.health_timeout.as_deref(), Some("10m"));
+        assert_eq!(policy.rollback, Some(true));
+        assert_eq!(
+            policy.stacks["agent"].health_timeout.as_deref(),
+            Some("90s")
+        );
+        assert_eq!(policy.stacks["agent"].rollback, Some(false));
         assert_eq!(policy.service_account_name.as_deref(), Some("deployer"));
         assert_eq!(
             policy.stacks["agent"].pod_security,

@@ -75,6 +75,15 @@ pub struct StackSpec {
     /// the stack's namespace, so its RBAC bounds what the stack can do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
+    /// How long a newly applied revision may take to become Ready (`5m`);
+    /// absent: 5 minutes, or a service's longer `deploy.update_config.monitor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_timeout: Option<String>,
+    /// Re-apply the last healthy revision when a new one misses its health
+    /// deadline; absent: off, unless a service asks for it with
+    /// `deploy.update_config.failure_action: rollback`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<bool>,
     /// The normalised compose model.
     #[serde(flatten)]
     pub project: Project,
@@ -94,6 +103,8 @@ impl Default for StackSpec {
             pod_security: None,
             network_policies: None,
             service_account_name: None,
+            health_timeout: None,
+            rollback: None,
             project: Project::default(),
         }
     }
@@ -119,6 +130,8 @@ pub enum StackPhase {
     Progressing,
     Available,
     Failure,
+    /// A revision missed its health deadline and the last healthy one was re-applied.
+    RolledBack,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -162,6 +175,34 @@ pub struct StackStatus {
     /// The last `stackd.dev/reconcile-requested-at` annotation value acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
+    /// Per service, what its workload waits for (`depends_on` waves), e.g.
+    /// `web: waiting for db (service_healthy): 0/1 ready`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<String>,
+    /// The rollout under way: when its revision was first applied (the health
+    /// deadline counts from there, across restarts) and which workloads it wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+    /// The last revision that was fully Ready: what a rollback re-applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_healthy_revision: Option<String>,
+    /// A revision that missed its health deadline and was rolled back: not
+    /// applied again until a newer commit changes the stack or a reconcile is requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_revision: Option<String>,
+}
+
+/// A rollout: one revision on its way to Ready.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// The commit (or `generation-N` for a Stack written by hand).
+    pub revision: String,
+    /// When the revision was first applied (RFC 3339).
+    pub started_at: String,
+    /// Services whose workload this rollout wrote: their dependents wait for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub objects_applied_total: IntCounterVec,
     pub objects_pruned_total: IntCounterVec,
     pub drift_corrected_total: IntCounterVec,
+    pub rollbacks_total: IntCounterVec,
     pub webhook_requests_total: IntCounterVec,
     pub last_successful_sync_timestamp_seconds: GaugeVec,
     pub build_info: IntGaugeVec,
@@ -46,6 +47,7 @@ fn phase_label(phase: StackPhase) -> &'static str {
         StackPhase::Progressing => "Progressing",
         StackPhase::Available => "Available",
         StackPhase::Failure => "Failure",
+        StackPhase::RolledBack => "RolledBack",
     }
 }
 
@@ -151,6 +153,11 @@ impl Metrics {
                 "Objects re-applied because the live object drifted, by kind.",
                 &["kind"],
             ),
+            rollbacks_total: counter(
+                "stackd_rollbacks_total",
+                "Rollbacks to the last healthy revision after a missed health deadline.",
+                &["namespace", "stack"],
+            ),
             webhook_requests_total: counter(
                 "stackd_webhook_requests_total",
                 "Webhook requests by provider and result.",
@@ -251,6 +258,9 @@ impl Metrics {
             .last_successful_sync_timestamp_seconds
             .remove_label_values(&[namespace, stack]);
         let _ = self
+            .rollbacks_total
+            .remove_label_values(&[namespace, stack]);
+        let _ = self
             .reconcile_duration_seconds
             .remove_label_values(&[stack, namespace]);
         for family in self.reconcile_total.collect_results() {
@@ -258,6 +268,13 @@ impl Metrics {
                 .reconcile_total
                 .remove_label_values(&[stack, namespace, &family]);
         }
+    }
+
+    /// One more rollback of a stack.
+    pub fn rolled_back(&self, namespace: &str, stack: &str) {
+        self.rollbacks_total
+            .with_label_values(&[namespace, stack])
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -53,7 +53,9 @@ reasons! {
     SourceUnavailable => "source_unavailable", "The repository could not be fetched for longer than 3 poll intervals.";
     SourceVerificationFailed => "source_verification_failed", "The commit the ref points at has no good signature by a key of the repository's `verify:` trust (unsigned, unknown signer, bad signature, expired or revoked key): the last applied revision stays.";
     ApplyFailed => "apply_failed", "The API server refused or failed a write (the Stack itself, or one of its objects).";
-    HealthFailed => "health_failed", "A workload cannot become ready on its own (a Job failed).";
+    HealthTimeout => "health_timeout", "The applied revision did not become Ready within its health deadline (`healthTimeout`), or a workload failed for good (a failed Job, a Deployment past its progress deadline).";
+    DependencyFailed => "dependency_failed", "A `depends_on` dependency failed for good (its Job failed): the services waiting for it are not applied.";
+    RolledBack => "rolled_back", "The revision missed its health deadline; the last healthy revision was applied again and the bad one is held (`status.heldRevision`).";
     NamespaceNotAllowed => "namespace_not_allowed", "The stack's namespace is refused to its repository (README \"What a repository may do\"): nothing is applied.";
 }
 

@@ -30,6 +30,10 @@ pub struct Tenancy {
     pub network_policies: Option<bool>,
     /// The repository's `serviceAccountName`, else the daemon's `defaultServiceAccountName`.
     pub service_account_name: Option<String>,
+    /// The stack's `healthTimeout`, else the repository's; `None` is 5m.
+    pub health_timeout: Option<String>,
+    /// The stack's `rollback`, else the repository's; `None` is off.
+    pub rollback: Option<bool>,
     pub namespaces: NamespaceRules,
     /// The stack's main compose file (repository path), named in refusals.
     pub file: String,

@@ -82,6 +82,7 @@ fn the_readme_shows_the_alert_rules_and_every_reason() {
             Reason::Available => "Available",
             Reason::Progressing => "Progressing",
             Reason::Suspended => "unchanged",
+            Reason::RolledBack => "RolledBack",
             _ => "Failure",
         };
         let row = format!(

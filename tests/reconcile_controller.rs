@@ -382,12 +382,14 @@ async fn a_deleted_deployment_comes_back_through_the_watch() {
     .await;
     // The resync is an hour away: only the watch can have done this.
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(
+    // Counted once the apply returns, just after the write lands.
+    h.wait_for("the drift to be counted", |h| {
         h.handles
             .metrics
             .render()
             .contains(r#"stackd_drift_corrected_total{kind="Deployment"} 1"#)
-    );
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -90,6 +90,8 @@ fn desired_stacks(
                 tenancy: Tenancy {
                     pod_security: stack.pod_security,
                     network_policies: stack.network_policies,
+                    health_timeout: stack.health_timeout.clone(),
+                    rollback: stack.rollback,
                     service_account_name: policy.service_account_name.clone(),
                     namespaces: NamespaceRules {
                         allowed: policy.namespaces.clone(),

@@ -26,6 +26,10 @@ pub struct LoadedStack {
     pub pod_security: Option<PodSecurity>,
     /// The stack's `networkPolicies`, else the repository's.
     pub network_policies: Option<bool>,
+    /// The stack's `healthTimeout`, else the repository's.
+    pub health_timeout: Option<String>,
+    /// The stack's `rollback`, else the repository's.
+    pub rollback: Option<bool>,
     /// The main compose file (repository path), for messages.
     pub file: String,
     pub result: Result<(Project, SecretValues), LoadError>,
@@ -118,6 +122,10 @@ pub fn load_stacks(update: &RepositoryUpdate, policy: &RepositoryPolicy) -> Vec<
                 network_policies: settings
                     .and_then(|s| s.network_policies)
                     .or(policy.network_policies),
+                health_timeout: settings
+                    .and_then(|s| s.health_timeout.clone())
+                    .or(policy.health_timeout.clone()),
+                rollback: settings.and_then(|s| s.rollback).or(policy.rollback),
                 file: stack.files.first().unwrap_or(&stack.dir).to_string(),
                 result,
             }

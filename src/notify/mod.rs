@@ -73,7 +73,7 @@ pub fn observation_of(stack: &Stack, status: &StackStatus) -> Option<Observation
         .as_ref()
         .is_none_or(|r| *r == source.revision);
     let state = match phase {
-        StackPhase::Failure => CommitState::Failure,
+        StackPhase::Failure | StackPhase::RolledBack => CommitState::Failure,
         StackPhase::Available if applied_here => CommitState::Success,
         _ => CommitState::Pending,
     };

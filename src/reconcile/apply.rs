@@ -39,6 +39,9 @@ pub struct ApplyOptions {
     /// Checked before every write: once cancelled (leadership lost, shutdown),
     /// the remaining writes fail with `ApplyError::Cancelled`.
     pub cancel: CancellationToken,
+    /// Objects (`kind`, `name`) not written this pass (a `depends_on` wave that
+    /// waits): left as they are, neither applied nor pruned.
+    pub held: BTreeSet<(String, String)>,
 }
 
 impl Default for ApplyOptions {
@@ -50,6 +53,7 @@ impl Default for ApplyOptions {
             recreate_timeout: Duration::from_secs(60),
             reapply_unchanged: false,
             cancel: CancellationToken::new(),
+            held: BTreeSet::new(),
         }
     }
 }
@@ -390,6 +394,21 @@ impl Applier {
                 report.errors.push(error);
                 prune_ok = false;
             }
+        }
+        if !self.options.held.is_empty() {
+            // A held object stays as it is: its old inventory entry, if any, is kept.
+            let held = |s: &Step| {
+                self.options
+                    .held
+                    .contains(&(s.target.kind.clone(), s.target.name.clone()))
+                    && s.action != Action::Delete
+            };
+            for step in report.plan.steps.iter().filter(|s| held(s)) {
+                if let Some(old) = inventory.iter().find(|old| same_object(old, &step.target)) {
+                    report.inventory.push(old.clone());
+                }
+            }
+            report.plan.steps.retain(|s| !held(s));
         }
         let deletions = report.plan.count(Action::Delete);
         if rendered.objects.is_empty() && deletions > 0 && !self.options.allow_prune_all {

@@ -3,10 +3,11 @@
 //! inventory and the reflector stores (drift) → apply engine → status.
 //! An unchanged stack costs no request at all.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -23,12 +24,13 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::crd::{FIELD_MANAGER, InventoryEntry, SERVICE_LABEL, STACK_LABEL, Stack, StackStatus};
+use crate::crd::{
+    FIELD_MANAGER, InventoryEntry, RolloutStatus, SERVICE_LABEL, STACK_LABEL, Stack, StackStatus,
+};
 use crate::metrics::Metrics;
 use crate::reason::Reason;
 use crate::reconcile::apply::{
     Action as StepAction, Applier, ApplyError, ApplyOptions, ApplyReport, Outcome, Plan, StackRef,
-    entry_for,
 };
 use crate::reconcile::caches::CacheSync;
 use crate::reconcile::compact::Compact;
@@ -37,7 +39,8 @@ use crate::reconcile::error::ReconcileError;
 use crate::reconcile::failures::{GitFailure, GitFailures};
 use crate::reconcile::health;
 use crate::reconcile::impersonate;
-use crate::reconcile::live::{self, LiveStores};
+use crate::reconcile::live::LiveStores;
+use crate::reconcile::rollout;
 use crate::reconcile::secrets::{self, SecretStore};
 use crate::reconcile::source;
 use crate::reconcile::source::{
@@ -45,7 +48,8 @@ use crate::reconcile::source::{
     REPOSITORY_ANNOTATION,
 };
 use crate::reconcile::status::{self, Failure, Observed};
-use crate::render::model::Project;
+use crate::reconcile::waves;
+use crate::render::model::{Project, SecretValues};
 use crate::render::object::{Object, Rendered};
 use crate::render::{RenderOptions, render};
 use crate::state::SharedState;
@@ -121,6 +125,33 @@ pub struct Context {
     failures: Mutex<HashMap<(String, String), u32>>,
     /// Clients impersonating a ServiceAccount, by user name.
     impersonating: Mutex<HashMap<String, Client>>,
+    /// Each stack's last fully Ready revision, for a rollback.
+    healthy: Mutex<HashMap<(String, String), Arc<HealthySpec>>>,
+}
+
+impl Context {
+    fn healthy_spec(&self, stack: &Stack) -> Option<Arc<HealthySpec>> {
+        let healthy = self.healthy.lock().unwrap_or_else(|e| e.into_inner());
+        healthy.get(&key_of(stack)).cloned()
+    }
+
+    fn remember_healthy(&self, stack: &Stack, revision: &str, secrets: &SecretValues) {
+        let mut healthy = self.healthy.lock().unwrap_or_else(|e| e.into_inner());
+        let known = healthy.get(&key_of(stack));
+        if known.is_some_and(|h| h.revision == revision && h.stack.spec == stack.spec) {
+            return;
+        }
+        let spec = HealthySpec {
+            revision: revision.to_string(),
+            stack: Stack {
+                metadata: stack.metadata.clone(),
+                spec: stack.spec.clone(),
+                status: None,
+            },
+            secrets: secrets.clone(),
+        };
+        healthy.insert(key_of(stack), Arc::new(spec));
+    }
 }
 
 /// A reflector for one owned kind: its store, and the stream of touched objects
@@ -249,6 +280,7 @@ pub async fn run(
         cancel: cancel.clone(),
         failures: Mutex::default(),
         impersonating: Mutex::default(),
+        healthy: Mutex::default(),
     });
     // Each change of the renderer settings reconciles every stack.
     let settings_changed =
@@ -493,7 +525,12 @@ fn unchanged_observed(
         attempted_revision,
         handled_request: None,
         suspended,
+        waiting: Vec::new(),
+        rollout: None,
+        last_healthy_revision: None,
+        held_revision: None,
     }
+    .keeping_rollout(previous)
 }
 
 /// The `result` label of a reconcile that ended with `status`.
@@ -501,11 +538,155 @@ fn result_of(status: &StackStatus) -> &'static str {
     health::ready_reason(&status.conditions).map_or("success", Reason::label)
 }
 
+/// A stage either hands its value on or ends the reconcile.
+enum Stage<T> {
+    Next(T),
+    Done(Done),
+}
+
+/// The last revision of a stack that was fully Ready, kept in memory so a
+/// rollback can render it again (with its secret values, which never reach
+/// the Stack).
+pub struct HealthySpec {
+    revision: String,
+    stack: Stack,
+    secrets: SecretValues,
+}
+
+/// What the desired stage hands on: the render and what it was made from.
+struct Desired {
+    rendered: Rendered,
+    previous: StackStatus,
+    /// The inventory to plan against (no Namespace in someone else's namespace).
+    inventory: Vec<InventoryEntry>,
+    access: Option<Access>,
+    spec_revision: Option<String>,
+    attempted: Option<String>,
+    git_failure: Option<GitFailure>,
+    requested: Option<String>,
+    forced: bool,
+    /// The rollout key of the spec: its commit, or its generation.
+    revision: String,
+    settings: rollout::Settings,
+    secrets: SecretValues,
+    /// The spec's revision is held after a rollback: `rendered` is this
+    /// healthy revision's render instead.
+    held: Option<Arc<HealthySpec>>,
+}
+
+impl Desired {
+    /// The compose model `rendered` came from.
+    fn project<'a>(&'a self, stack: &'a Stack) -> &'a Project {
+        match &self.held {
+            Some(healthy) => &healthy.stack.spec.project,
+            None => &stack.spec.project,
+        }
+    }
+}
+
+/// What the plan stage hands on. It reads the stores and writes nothing.
+struct Planned {
+    plan: Plan,
+    inventory: Vec<InventoryEntry>,
+    drifted: Vec<InventoryEntry>,
+    kept: Vec<String>,
+    /// Something to write (or newly kept objects to report).
+    changes: bool,
+    waves: waves::Waves,
+    /// Workload objects (`kind`, `name`) the waves hold back.
+    held: BTreeSet<(String, String)>,
+}
+
+/// What the apply stage did.
+#[derive(Default)]
+struct Applied {
+    report: Option<ApplyReport>,
+    error: Option<ApplyError>,
+}
+
+/// What the health stage judged.
+struct Judged {
+    services: Vec<health::ServiceHealth>,
+    /// A written workload the watch has not brought back yet.
+    awaiting_watch: bool,
+    rollout: Option<RolloutStatus>,
+    verdict: rollout::Verdict,
+}
+
+/// The driver: each line one stage, each stage one function.
 async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, ReconcileError> {
+    // 1. Desired state: early stops, then the pure render (client only for status).
+    let desired = match desired_stage(stack, context).await? {
+        Stage::Next(desired) => desired,
+        Stage::Done(done) => return Ok(done),
+    };
+    // 2. Plan and waves: no client; reads the stores.
+    let planned = plan_stage(stack, &desired, &context.live);
+    if context.options.dry_run {
+        return Ok(dry_run_view(stack, context, &desired, &planned));
+    }
+    // 3 and 4. Apply and prune (client required).
+    let applied = match planned.changes || desired.forced || !planned.held.is_empty() {
+        true => {
+            let options = StageApply {
+                rendered: &desired.rendered,
+                inventory: &planned.inventory,
+                held: planned.held.clone(),
+                reapply_unchanged: desired.forced,
+            };
+            apply_stage(stack, context, options).await?
+        }
+        false => Applied::default(),
+    };
+    record_outcomes(context, applied.report.as_ref(), &planned.drifted);
+    // 5. Health, deadline and rollback (pure judgement; a rollback applies again).
+    let mut judged = health_stage(
+        stack,
+        &desired,
+        &planned,
+        &applied,
+        &context.live,
+        Utc::now(),
+    );
+    if let rollout::Verdict::TimedOut { message } = &judged.verdict
+        && desired.held.is_none()
+        && applied.error.is_none()
+        && desired.git_failure.is_none()
+    {
+        let decision = rollout::decide(
+            desired.settings.rollback,
+            &desired.revision,
+            desired.previous.last_healthy_revision.as_deref(),
+        );
+        if let rollout::Decision::RollBack { to } = decision {
+            match context.healthy_spec(stack).filter(|h| h.revision == to) {
+                Some(healthy) => {
+                    return roll_back(stack, context, &desired, &applied, healthy, message).await;
+                }
+                // Kept in memory only: after a restart there is nothing to render.
+                None => {
+                    judged.verdict = rollout::Verdict::TimedOut {
+                        message: format!(
+                            "{message}; cannot roll back: revision {} is no longer in memory (stackd restarted)",
+                            short_revision(&to)
+                        ),
+                    };
+                }
+            }
+        }
+    }
+    // 6. Status.
+    status_stage(stack, context, &desired, &planned, applied, judged).await
+}
+
+/// Stops early when there is nothing to apply (being deleted, suspended,
+/// waiting for secret values or the caches, a refused namespace), else renders
+/// the spec, or the last healthy revision while the spec's revision is held.
+async fn desired_stage(stack: &Stack, context: &Context) -> Result<Stage<Desired>, ReconcileError> {
     let (namespace, name) = key_of(stack);
     let stack_name = format!("{namespace}/{name}");
     if stack.metadata.deletion_timestamp.is_some() {
-        return Ok(Done::new(Action::await_change(), "deleting"));
+        return Ok(Stage::Done(Done::new(Action::await_change(), "deleting")));
     }
     let previous = stack.status.clone().unwrap_or_default();
     if is_suspended(stack) {
@@ -514,7 +695,8 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
         let observed = unchanged_observed(&previous, None, None, true);
         let new_status = status::build(stack, observed, now());
         finish(stack, context, new_status, None, false).await?;
-        return Ok(Done::new(Action::await_change(), Reason::Suspended.label()));
+        let done = Done::new(Action::await_change(), Reason::Suspended.label());
+        return Ok(Stage::Done(done));
     }
     let git_failure = git_failure(stack, context);
     let spec_revision = stack.spec.source.as_ref().map(|s| s.revision.clone());
@@ -523,7 +705,7 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
         .as_ref()
         .and_then(|f| f.revision.clone())
         .or_else(|| spec_revision.clone());
-    let secret_values = match &stack.spec.source {
+    let secrets = match &stack.spec.source {
         Some(source) => match context
             .handles
             .secrets
@@ -533,6 +715,7 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
             // Rendering now would drop (and prune) the Secrets: wait for the Git
             // source. When the Git side failed, say so meanwhile.
             None if secrets::needs_values(&stack.spec.project) => {
+                let wait = Action::requeue(context.options.secrets_wait);
                 if let Some(failed) = &git_failure {
                     let observed = unchanged_observed(
                         &previous,
@@ -542,25 +725,18 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
                     );
                     let new_status = status::build(stack, observed, now());
                     finish(stack, context, new_status, None, false).await?;
-                    return Ok(Done::new(
-                        Action::requeue(context.options.secrets_wait),
-                        failed.failure.reason.label(),
-                    ));
+                    let done = Done::new(wait, failed.failure.reason.label());
+                    return Ok(Stage::Done(done));
                 }
-                return Ok(Done::new(
-                    Action::requeue(context.options.secrets_wait),
-                    "waiting_for_secrets",
-                ));
+                return Ok(Stage::Done(Done::new(wait, "waiting_for_secrets")));
             }
             None => Default::default(),
         },
         None => Default::default(),
     };
     if !stores_ready(&context.live) {
-        return Ok(Done::new(
-            Action::requeue(STORES_NOT_READY_RETRY),
-            "waiting_for_cache",
-        ));
+        let done = Done::new(Action::requeue(STORES_NOT_READY_RETRY), "waiting_for_cache");
+        return Ok(Stage::Done(done));
     }
 
     let access = match namespace_access(stack) {
@@ -575,11 +751,44 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
             let observed = unchanged_observed(&previous, Some(failure), attempted, false);
             let new_status = status::build(stack, observed, now());
             finish(stack, context, new_status, None, false).await?;
-            return Ok(Done::new(Action::await_change(), error.label()));
+            return Ok(Stage::Done(Done::new(
+                Action::await_change(),
+                error.label(),
+            )));
         }
     };
+
+    let requested = annotation(stack, RECONCILE_REQUESTED_ANNOTATION);
+    let forced = requested.is_some() && requested != previous.last_handled_reconcile_at;
+    let revision = rollout::revision_of(stack);
+    // A held (rolled back) revision is not applied again; a newer revision or
+    // a requested reconcile releases it.
+    let held = match rollout::is_held(previous.held_revision.as_deref(), &revision, forced) {
+        false => None,
+        true => match context.healthy_spec(stack) {
+            Some(healthy) => Some(healthy),
+            // The healthy revision is not in memory (stackd restarted): apply
+            // nothing rather than the held revision.
+            None => {
+                let failure = Failure::new(
+                    Reason::RolledBack,
+                    previous.message.clone().unwrap_or_default(),
+                    false,
+                );
+                let observed = unchanged_observed(&previous, Some(failure), None, false);
+                let new_status = status::build(stack, observed, now());
+                finish(stack, context, new_status, None, false).await?;
+                let done = Done::new(Action::await_change(), Reason::RolledBack.label());
+                return Ok(Stage::Done(done));
+            }
+        },
+    };
     let render_options = context.options.render.borrow().clone();
-    let mut rendered = match render(stack, &secret_values, &render_options) {
+    let rendered = match &held {
+        Some(healthy) => render(&healthy.stack, &healthy.secrets, &render_options),
+        None => render(stack, &secrets, &render_options),
+    };
+    let mut rendered = match rendered {
         Ok(rendered) => rendered,
         Err(source) => {
             let error = ReconcileError::Render {
@@ -594,101 +803,226 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
             let new_status = status::build(stack, observed, now());
             let result = result_of(&new_status);
             finish(stack, context, new_status, None, false).await?;
-            return Ok(Done::new(Action::await_change(), result));
+            return Ok(Stage::Done(Done::new(Action::await_change(), result)));
         }
     };
-
-    let mut previous_inventory = previous.inventory.clone();
+    let mut inventory = previous.inventory.clone();
     if access == Some(Access::Allowed) {
         // Someone else's namespace: its Namespace object is never written (nor pruned).
         rendered.objects.retain(|o| o.kind() != "Namespace");
-        previous_inventory.retain(|e| e.kind != "Namespace");
+        inventory.retain(|e| e.kind != "Namespace");
     }
-    source::adopt_written_namespace(stack, &namespace, &rendered, &mut previous_inventory);
+    source::adopt_written_namespace(stack, &namespace, &rendered, &mut inventory);
+    Ok(Stage::Next(Desired {
+        rendered,
+        inventory,
+        access,
+        spec_revision,
+        attempted,
+        git_failure,
+        requested,
+        forced,
+        settings: rollout::settings(&stack.spec),
+        revision,
+        secrets,
+        held,
+        previous,
+    }))
+}
 
-    let requested = annotation(stack, RECONCILE_REQUESTED_ANNOTATION);
-    let forced = requested.is_some() && requested != previous.last_handled_reconcile_at;
-    let (inventory, drifted) = mark_drift(
-        stack,
+/// Drift, the plan, and the `depends_on` waves. No client: only the stores are read.
+fn plan_stage(stack: &Stack, desired: &Desired, live: &LiveStores) -> Planned {
+    let (namespace, _) = key_of(stack);
+    let project = desired.project(stack);
+    let (inventory, drifted) = drift::mark(
+        project,
         &namespace,
-        &rendered,
-        &previous_inventory,
-        &context.live,
+        &desired.rendered,
+        &desired.inventory,
+        live,
     );
-    let prune = stack.spec.prune;
-    let plan = Plan::for_stack(&namespace, &rendered, &inventory, prune);
+    let plan = Plan::for_stack(&namespace, &desired.rendered, &inventory, stack.spec.prune);
     let kept = status::kept(&plan);
     // Objects kept earlier cost nothing; newly kept ones get one pass that
     // writes nothing but reports them (plan, Event).
-    let changes = kept != previous.kept
+    let changes = kept != desired.previous.kept
         || plan
             .steps
             .iter()
             .any(|s| !matches!(s.action, StepAction::Unchanged | StepAction::Keep));
-
-    if context.options.dry_run {
-        let summary = status::summary(&plan, None, true);
-        let view_status = StackStatus {
-            inventory: previous.inventory.clone(),
-            ..previous.clone()
-        };
-        let view = status::view(stack, &view_status, None, Some(summary));
-        context.handles.state.put_stack(view);
-        return Ok(Done::new(Action::await_change(), "dry_run"));
-    }
-
-    let mut report = None;
-    let mut apply_error = None;
-    if forced || changes {
-        if context.cancel.is_cancelled() {
-            return Err(ReconcileError::NotLeader);
+    let changed = match &desired.previous.rollout {
+        Some(rollout) if rollout.revision == desired.revision => rollout.changed.clone(),
+        _ => Vec::new(),
+    };
+    let workloads = workloads_of(&desired.rendered);
+    let live_workloads: Vec<(String, Option<health::Workload>)> = workloads
+        .iter()
+        .map(|(service, object)| (service.clone(), live.existing_workload(object, &namespace)))
+        .collect();
+    let mut input = waves::WaveInput {
+        changed: changed.into_iter().collect(),
+        ..waves::WaveInput::default()
+    };
+    for (service, object) in &workloads {
+        input.workloads.insert(service.clone());
+        let step = plan
+            .steps
+            .iter()
+            .find(|s| s.target.kind == object.kind() && s.target.name == object.name());
+        match step.map(|s| s.action) {
+            Some(StepAction::Create) => {
+                input.creating.insert(service.clone());
+                input.pending.insert(service.clone());
+            }
+            Some(StepAction::Update) => {
+                input.pending.insert(service.clone());
+            }
+            _ => {}
         }
-        let rendered_nothing = rendered.objects.iter().all(|o| o.kind() == "Namespace");
-        let deletions = plan.count(StepAction::Delete);
-        if rendered_nothing && deletions > 0 && !context.options.allow_prune_all {
-            apply_error = Some(ApplyError::WouldPruneEverything {
-                stack: stack_name.clone(),
-                count: deletions,
-            });
-        } else {
-            let applier = Applier::new(
-                context.client.clone(),
-                ApplyOptions {
-                    allow_prune_all: context.options.allow_prune_all,
-                    prune,
-                    reapply_unchanged: forced,
-                    cancel: context.cancel.clone(),
-                    ..ApplyOptions::default()
-                },
+    }
+    for (service, workload) in &live_workloads {
+        input.live.insert(service.clone(), workload.as_ref());
+    }
+    let waves = waves::plan(&waves::edges(project), &input);
+    let held = workloads
+        .iter()
+        .filter(|(service, _)| waves.held.contains(service))
+        .map(|(_, object)| (object.kind().to_string(), object.name().to_string()))
+        .collect();
+    Planned {
+        plan,
+        inventory,
+        drifted,
+        kept,
+        changes,
+        waves,
+        held,
+    }
+}
+
+/// The rendered workloads by service (the service label).
+fn workloads_of(rendered: &Rendered) -> Vec<(String, &Object)> {
+    rendered
+        .objects
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                Object::Deployment(_)
+                    | Object::StatefulSet(_)
+                    | Object::DaemonSet(_)
+                    | Object::Job(_)
             )
-            .with_live_stores(context.live.clone())
-            .with_writer(writer(stack, context));
-            let mut done = applier
-                .apply(
-                    StackRef {
-                        name: &name,
-                        namespace: &namespace,
-                    },
-                    &rendered,
-                    &inventory,
-                )
-                .await;
-            record_outcomes(context, &done, &drifted);
-            apply_error = done.errors.drain(..).next();
-            report = Some(done);
-        }
-    }
+        })
+        .filter_map(|o| {
+            let service = o.metadata().labels.as_ref()?.get(SERVICE_LABEL)?;
+            Some((service.clone(), o))
+        })
+        .collect()
+}
 
+/// A dry run reports the plan on the status page and writes nothing.
+fn dry_run_view(stack: &Stack, context: &Context, desired: &Desired, planned: &Planned) -> Done {
+    let summary = status::summary(&planned.plan, None, true);
+    let view_status = StackStatus {
+        inventory: desired.previous.inventory.clone(),
+        ..desired.previous.clone()
+    };
+    let view = status::view(stack, &view_status, None, Some(summary));
+    context.handles.state.put_stack(view);
+    Done::new(Action::await_change(), "dry_run")
+}
+
+/// What the apply stage writes.
+struct StageApply<'a> {
+    rendered: &'a Rendered,
+    inventory: &'a [InventoryEntry],
+    /// Workloads a wave holds back: neither written nor pruned.
+    held: BTreeSet<(String, String)>,
+    reapply_unchanged: bool,
+}
+
+/// Applies, then prunes, refusing to prune everything when nothing but the
+/// Namespace is rendered.
+async fn apply_stage(
+    stack: &Stack,
+    context: &Context,
+    what: StageApply<'_>,
+) -> Result<Applied, ReconcileError> {
+    let (namespace, name) = key_of(stack);
+    if context.cancel.is_cancelled() {
+        return Err(ReconcileError::NotLeader);
+    }
+    let prune = stack.spec.prune;
+    let plan = Plan::for_stack(&namespace, what.rendered, what.inventory, prune);
+    let deletions = plan.count(StepAction::Delete);
+    if prune_guard(what.rendered, deletions, context.options.allow_prune_all) {
+        let error = ApplyError::WouldPruneEverything {
+            stack: format!("{namespace}/{name}"),
+            count: deletions,
+        };
+        return Ok(Applied {
+            report: None,
+            error: Some(error),
+        });
+    }
+    let applier = Applier::new(
+        context.client.clone(),
+        ApplyOptions {
+            allow_prune_all: context.options.allow_prune_all,
+            prune,
+            reapply_unchanged: what.reapply_unchanged,
+            cancel: context.cancel.clone(),
+            held: what.held,
+            ..ApplyOptions::default()
+        },
+    )
+    .with_live_stores(context.live.clone())
+    .with_writer(writer(stack, context));
+    let stack_ref = StackRef {
+        name: &name,
+        namespace: &namespace,
+    };
+    let mut report = applier
+        .apply(stack_ref, what.rendered, what.inventory)
+        .await;
+    let error = report.errors.drain(..).next();
+    Ok(Applied {
+        report: Some(report),
+        error,
+    })
+}
+
+/// Pruning every object needs `allow_prune_all`: a render with nothing but the
+/// Namespace left that would delete objects is refused.
+fn prune_guard(rendered: &Rendered, deletions: usize, allow_prune_all: bool) -> bool {
+    let rendered_nothing = rendered.objects.iter().all(|o| o.kind() == "Namespace");
+    rendered_nothing && deletions > 0 && !allow_prune_all
+}
+
+/// Service health from the stores, the rollout this pass continues or
+/// starts, and where it stands against its deadline.
+fn health_stage(
+    stack: &Stack,
+    desired: &Desired,
+    planned: &Planned,
+    applied: &Applied,
+    live: &LiveStores,
+    now: chrono::DateTime<Utc>,
+) -> Judged {
+    let (namespace, _) = key_of(stack);
+    let report = applied.report.as_ref();
     // A workload this reconcile just wrote is judged from the cache, which has
     // not seen the write yet: its old status would read as the new revision
     // being Ready. It stays Progressing until the watch brings it.
-    let just_written = |o: &Object| report.as_ref().is_some_and(|r| was_written(r, o));
+    let just_written = |o: &Object| report.is_some_and(|r| was_written(r, o));
     let mut awaiting_watch = false;
-    let services: Vec<_> = rendered
+    let services: Vec<_> = desired
+        .rendered
         .objects
         .iter()
         .filter_map(|o| {
-            let mut health = health::service_health(&context.live.workload(o, &namespace)?);
+            let mut health = health::service_health(&live.workload(o, &namespace)?);
             if just_written(o) {
                 health.complete = false;
                 awaiting_watch = true;
@@ -696,30 +1030,112 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
             Some(health)
         })
         .collect();
-    let applied_ok = apply_error.is_none();
-    let apply_error = apply_error.map(|source| ReconcileError::Apply {
-        stack: stack_name,
+    let written: Vec<String> = workloads_of(&desired.rendered)
+        .into_iter()
+        .filter(|(_, object)| just_written(object))
+        .map(|(service, _)| service)
+        .collect();
+    let previous = desired.previous.rollout.as_ref();
+    let rollout = rollout::next(previous, &desired.revision, &written, now);
+    let waiting = !planned.waves.waiting.is_empty() || planned.waves.failed.is_some();
+    let verdict = rollout::judge(
+        rollout.as_ref(),
+        &services,
+        waiting,
+        desired.settings.timeout,
+        now,
+    );
+    Judged {
+        services,
+        awaiting_watch,
+        rollout,
+        verdict,
+    }
+}
+
+/// The status of this pass, written once, and when to look again.
+async fn status_stage(
+    stack: &Stack,
+    context: &Context,
+    desired: &Desired,
+    planned: &Planned,
+    applied: Applied,
+    judged: Judged,
+) -> Result<Done, ReconcileError> {
+    let (namespace, name) = key_of(stack);
+    let previous = &desired.previous;
+    let applied_ok = applied.error.is_none();
+    let apply_error = applied.error.map(|source| ReconcileError::Apply {
+        stack: format!("{namespace}/{name}"),
         source,
     });
-    // A newer commit that failed on the Git side is the news; else this apply's failure.
-    let failure = git_failure.map(|f| f.failure).or_else(|| {
-        apply_error
-            .as_ref()
-            .map(|e| Failure::new(Reason::ApplyFailed, e.to_string(), e.is_transient()))
-    });
+    let healthy = judged.verdict == rollout::Verdict::Healthy && applied_ok;
+    // A newer commit that failed on the Git side is the news; else this apply's
+    // failure; else a failed dependency, a held revision or a missed deadline.
+    let failure = desired
+        .git_failure
+        .clone()
+        .map(|f| f.failure)
+        .or_else(|| {
+            apply_error
+                .as_ref()
+                .map(|e| Failure::new(Reason::ApplyFailed, e.to_string(), e.is_transient()))
+        })
+        .or_else(|| {
+            let failed = planned.waves.failed.as_ref()?;
+            Some(Failure::new(
+                Reason::DependencyFailed,
+                failed.clone(),
+                false,
+            ))
+        })
+        .or_else(|| {
+            desired.held.as_ref()?;
+            let message = previous.last_error.clone().unwrap_or_default();
+            Some(Failure::new(Reason::RolledBack, message, false))
+        })
+        .or_else(|| match &judged.verdict {
+            rollout::Verdict::TimedOut { message } => {
+                Some(Failure::new(Reason::HealthTimeout, message.clone(), false))
+            }
+            _ => None,
+        });
+    if healthy && desired.held.is_none() && desired.git_failure.is_none() {
+        context.remember_healthy(stack, &desired.revision, &desired.secrets);
+    }
+    let held_revision = match &desired.held {
+        Some(_) => previous.held_revision.clone(),
+        None => None,
+    };
+    let (rollout, last_healthy) = match (&desired.held, healthy) {
+        (None, true) => (None, Some(desired.revision.clone())),
+        (None, false) => (judged.rollout, previous.last_healthy_revision.clone()),
+        (Some(_), _) => (None, previous.last_healthy_revision.clone()),
+    };
+    let applied_revision = match &desired.held {
+        Some(healthy) => Some(healthy.revision.clone()),
+        None => applied_ok.then(|| desired.spec_revision.clone()).flatten(),
+    };
+    let report = applied.report;
     let observed = Observed {
-        services,
-        warnings: rendered.warnings.clone(),
+        services: judged.services,
+        warnings: desired.rendered.warnings.clone(),
         inventory: report
             .as_ref()
             .map(|r| r.inventory.clone())
             .unwrap_or_else(|| previous.inventory.clone()),
-        kept,
+        kept: planned.kept.clone(),
         failure,
-        applied_revision: applied_ok.then_some(spec_revision).flatten(),
-        attempted_revision: attempted,
-        handled_request: (forced && applied_ok).then(|| requested.clone()).flatten(),
+        applied_revision,
+        attempted_revision: desired.attempted.clone(),
+        handled_request: (desired.forced && applied_ok)
+            .then(|| desired.requested.clone())
+            .flatten(),
         suspended: false,
+        waiting: planned.waves.waiting.clone(),
+        rollout,
+        last_healthy_revision: last_healthy,
+        held_revision,
     };
     let new_status = status::build(stack, observed, now());
     let result = result_of(&new_status);
@@ -728,14 +1144,120 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
         .map(|r| status::summary(&r.plan, Some(r), false));
     finish(stack, context, new_status, summary, applied_ok).await?;
 
+    let resync = context.options.resync;
     match apply_error {
         Some(error) if error.is_transient() => Err(error),
         Some(_) => Ok(Done::new(Action::await_change(), result)),
         // The watch event of a written workload reconciles again; the short
         // requeue covers a write the server found to change nothing.
-        None if awaiting_watch => Ok(Done::new(Action::requeue(WRITTEN_RECHECK), result)),
-        None => Ok(Done::new(Action::requeue(context.options.resync), result)),
+        None if judged.awaiting_watch => Ok(Done::new(Action::requeue(WRITTEN_RECHECK), result)),
+        // Watch events bring dependencies and workloads back; the deadline needs a timer.
+        None => match judged.verdict {
+            rollout::Verdict::Waiting { remaining } => Ok(Done::new(
+                Action::requeue(resync.min(remaining + DEADLINE_SLACK)),
+                result,
+            )),
+            _ => Ok(Done::new(Action::requeue(resync), result)),
+        },
     }
+}
+
+/// Past a deadline by this much, so the timer never fires just before it.
+const DEADLINE_SLACK: Duration = Duration::from_millis(100);
+
+/// Re-applies the last healthy revision, pruning what it did not have, and
+/// holds the revision that missed its deadline.
+async fn roll_back(
+    stack: &Stack,
+    context: &Context,
+    desired: &Desired,
+    applied: &Applied,
+    healthy: Arc<HealthySpec>,
+    why: &str,
+) -> Result<Done, ReconcileError> {
+    let (namespace, name) = key_of(stack);
+    let render_options = context.options.render.borrow().clone();
+    let mut rendered =
+        render(&healthy.stack, &healthy.secrets, &render_options).map_err(|source| {
+            ReconcileError::Render {
+                stack: format!("{namespace}/{name}"),
+                source,
+            }
+        })?;
+    if desired.access == Some(Access::Allowed) {
+        rendered.objects.retain(|o| o.kind() != "Namespace");
+    }
+    let inventory = applied
+        .report
+        .as_ref()
+        .map(|r| r.inventory.clone())
+        .unwrap_or_else(|| desired.inventory.clone());
+    let what = StageApply {
+        rendered: &rendered,
+        inventory: &inventory,
+        held: BTreeSet::new(),
+        reapply_unchanged: true,
+    };
+    let back = apply_stage(stack, context, what).await?;
+    record_outcomes(context, back.report.as_ref(), &[]);
+    let message = format!(
+        "{why}; rolled back to revision {}",
+        short_revision(&healthy.revision)
+    );
+    let rolled_back = back.error.is_none();
+    if rolled_back {
+        context.handles.metrics.rolled_back(&namespace, &name);
+        tracing::warn!(stack = %format!("{namespace}/{name}"), %message, "rolled back");
+    }
+    let failure = match back.error {
+        None => Failure::new(Reason::RolledBack, message, false),
+        Some(source) => {
+            let error = ReconcileError::Apply {
+                stack: format!("{namespace}/{name}"),
+                source,
+            };
+            Failure::new(Reason::ApplyFailed, error.to_string(), error.is_transient())
+        }
+    };
+    let report = back.report;
+    let previous = &desired.previous;
+    let services = rendered
+        .objects
+        .iter()
+        .filter_map(|o| {
+            let mut health = health::service_health(&context.live.workload(o, &namespace)?);
+            health.complete = false;
+            Some(health)
+        })
+        .collect();
+    let observed = Observed {
+        services,
+        warnings: rendered.warnings.clone(),
+        inventory: report
+            .as_ref()
+            .map(|r| r.inventory.clone())
+            .unwrap_or(inventory),
+        kept: report
+            .as_ref()
+            .map(|r| status::kept(&r.plan))
+            .unwrap_or_default(),
+        failure: Some(failure),
+        applied_revision: rolled_back.then(|| healthy.revision.clone()),
+        attempted_revision: desired.attempted.clone(),
+        handled_request: None,
+        suspended: false,
+        waiting: Vec::new(),
+        rollout: None,
+        last_healthy_revision: previous.last_healthy_revision.clone(),
+        held_revision: rolled_back.then(|| desired.revision.clone()),
+    };
+    let new_status = status::build(stack, observed, now());
+    let result = result_of(&new_status);
+    let summary = report
+        .as_ref()
+        .map(|r| status::summary(&r.plan, Some(r), false));
+    finish(stack, context, new_status, summary, false).await?;
+    Ok(Done::new(Action::requeue(WRITTEN_RECHECK), result))
 }
 
 /// How soon a stack whose workloads were just written is looked at again.
@@ -815,86 +1337,15 @@ fn previous_services(previous: &StackStatus) -> Vec<health::ServiceHealth> {
             complete: s.ready >= s.desired && s.updated >= s.desired,
             status: s.clone(),
             failed: None,
+            detail: None,
         })
         .collect()
 }
 
-/// Objects whose hash matches the inventory but whose live object (from the
-/// stores) is missing or differs in a rendered field: their inventory hash is
-/// cleared so the plan updates them.
-fn mark_drift(
-    stack: &Stack,
-    namespace: &str,
-    rendered: &Rendered,
-    inventory: &[InventoryEntry],
-    live: &LiveStores,
-) -> (Vec<InventoryEntry>, Vec<InventoryEntry>) {
-    let mut marked = inventory.to_vec();
-    let mut drifted = Vec::new();
-    for object in &rendered.objects {
-        let entry = entry_for(namespace, object);
-        if !live::is_watched(&entry.kind) {
-            continue;
-        }
-        let Some(known) = marked.iter_mut().find(|old| {
-            (&old.kind, &old.namespace, &old.name) == (&entry.kind, &entry.namespace, &entry.name)
-        }) else {
-            continue;
-        };
-        if known.hash != entry.hash {
-            continue;
-        }
-        let difference = match live.get(&entry) {
-            None => Some("the object is missing".to_string()),
-            Some(current) => {
-                drift::difference(&desired_for_drift(object, &stack.spec.project), &current)
-            }
-        };
-        if let Some(path) = difference {
-            tracing::info!(object = %format!("{} {}/{}", entry.kind, namespace, entry.name), %path, "drift");
-            known.hash = None;
-            drifted.push(entry);
-        }
-    }
-    (marked, drifted)
-}
-
-/// The rendered fields that count for drift. Replicas the renderer filled in
-/// by default (compose sets neither `deploy.replicas` nor `scale`) belong to
-/// whoever scales the workload (an HPA, `kubectl scale`), not to stackd.
-fn desired_for_drift(object: &Object, project: &Project) -> serde_json::Value {
-    let mut desired = object.to_json();
-    let scalable = matches!(object, Object::Deployment(_) | Object::StatefulSet(_));
-    let service = object
-        .metadata()
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(SERVICE_LABEL));
-    let compose_sets_replicas = service.is_none_or(|label| {
-        project.services.iter().any(|(name, service)| {
-            names_match(name, label)
-                && (service.scale.is_some()
-                    || service
-                        .deploy
-                        .as_ref()
-                        .is_some_and(|d| d.replicas.is_some()))
-        })
-    });
-    if scalable
-        && !compose_sets_replicas
-        && let Some(spec) = desired.get_mut("spec").and_then(|s| s.as_object_mut())
-    {
-        spec.remove("replicas");
-    }
-    desired
-}
-
-/// A compose service name and the (sanitised) service label of its objects.
-fn names_match(compose_name: &str, label: &str) -> bool {
-    compose_name == label || compose_name.to_lowercase().replace(['_', '.'], "-") == label
-}
-
-fn record_outcomes(context: &Context, report: &ApplyReport, drifted: &[InventoryEntry]) {
+fn record_outcomes(context: &Context, report: Option<&ApplyReport>, drifted: &[InventoryEntry]) {
+    let Some(report) = report else {
+        return;
+    };
     let metrics = &context.handles.metrics;
     for (entry, outcome) in &report.results {
         match outcome {
@@ -1195,6 +1646,22 @@ mod tests {
         // Suspending a failing stack is not a recovery.
         let suspended = status(Reason::Suspended, "bbbbbbbbbbbb");
         assert_eq!(shown(outcome_event(Some(&broken), &suspended)), None);
+    }
+
+    #[test]
+    fn pruning_everything_needs_allow_prune_all() {
+        let namespace_only = Rendered {
+            objects: vec![Object::Namespace(Default::default())],
+            warnings: vec![],
+        };
+        assert!(prune_guard(&namespace_only, 3, false));
+        assert!(!prune_guard(&namespace_only, 3, true));
+        assert!(!prune_guard(&namespace_only, 0, false));
+        let with_a_workload = Rendered {
+            objects: vec![Object::Deployment(Default::default())],
+            warnings: vec![],
+        };
+        assert!(!prune_guard(&with_a_workload, 3, false));
     }
 
     #[test]

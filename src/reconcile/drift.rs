@@ -4,6 +4,13 @@
 
 use serde_json::Value;
 
+use crate::crd::{InventoryEntry, SERVICE_LABEL};
+use crate::reconcile::apply::entry_for;
+use crate::reconcile::live::{self, LiveStores};
+use crate::render::model::Project;
+use crate::render::object::{Object, Rendered};
+use crate::render::sanitise_name;
+
 /// The first path where `live` does not contain `desired`, or `None` when it does.
 pub fn difference(desired: &Value, live: &Value) -> Option<String> {
     let mut path = String::new();
@@ -54,6 +61,79 @@ fn is_empty(value: &Value) -> bool {
         Value::Array(items) => items.is_empty(),
         _ => false,
     }
+}
+
+/// Objects whose hash matches the inventory but whose live object (from the
+/// stores) is missing or differs in a rendered field: their inventory hash is
+/// cleared so the plan updates them.
+pub fn mark(
+    project: &Project,
+    namespace: &str,
+    rendered: &Rendered,
+    inventory: &[InventoryEntry],
+    live: &LiveStores,
+) -> (Vec<InventoryEntry>, Vec<InventoryEntry>) {
+    let mut marked = inventory.to_vec();
+    let mut drifted = Vec::new();
+    for object in &rendered.objects {
+        let entry = entry_for(namespace, object);
+        if !live::is_watched(&entry.kind) {
+            continue;
+        }
+        let Some(known) = marked.iter_mut().find(|old| {
+            (&old.kind, &old.namespace, &old.name) == (&entry.kind, &entry.namespace, &entry.name)
+        }) else {
+            continue;
+        };
+        if known.hash != entry.hash {
+            continue;
+        }
+        let difference = match live.get(&entry) {
+            None => Some("the object is missing".to_string()),
+            Some(current) => difference(&desired_for_drift(object, project), &current),
+        };
+        if let Some(path) = difference {
+            tracing::info!(object = %format!("{} {}/{}", entry.kind, namespace, entry.name), %path, "drift");
+            known.hash = None;
+            drifted.push(entry);
+        }
+    }
+    (marked, drifted)
+}
+
+/// The rendered fields that count for drift. Replicas the renderer filled in
+/// by default (compose sets neither `deploy.replicas` nor `scale`) belong to
+/// whoever scales the workload (an HPA, `kubectl scale`), not to stackd.
+fn desired_for_drift(object: &Object, project: &Project) -> serde_json::Value {
+    let mut desired = object.to_json();
+    let scalable = matches!(object, Object::Deployment(_) | Object::StatefulSet(_));
+    let service = object
+        .metadata()
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_LABEL));
+    let compose_sets_replicas = service.is_none_or(|label| {
+        project.services.iter().any(|(name, service)| {
+            names_match(name, label)
+                && (service.scale.is_some()
+                    || service
+                        .deploy
+                        .as_ref()
+                        .is_some_and(|d| d.replicas.is_some()))
+        })
+    });
+    if scalable
+        && !compose_sets_replicas
+        && let Some(spec) = desired.get_mut("spec").and_then(|s| s.as_object_mut())
+    {
+        spec.remove("replicas");
+    }
+    desired
+}
+
+/// A compose service name and the (sanitised) service label of its objects.
+fn names_match(compose_name: &str, label: &str) -> bool {
+    compose_name == label || sanitise_name(compose_name) == label
 }
 
 #[cfg(test)]

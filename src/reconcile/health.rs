@@ -24,8 +24,11 @@ pub struct ServiceHealth {
     pub status: ServiceStatus,
     /// The rollout finished: every replica updated and ready (a Job: completed).
     pub complete: bool,
-    /// The rollout cannot finish on its own (a Job that failed).
+    /// The rollout cannot finish on its own (a Job that failed, a Deployment
+    /// past its progress deadline).
     pub failed: Option<String>,
+    /// Why it is not Ready yet, from the workload's conditions, for messages.
+    pub detail: Option<String>,
 }
 
 fn is_current(generation: Option<i64>, observed: Option<i64>) -> bool {
@@ -59,15 +62,34 @@ pub fn service_health(workload: &Workload) -> ServiceHealth {
                 && updated >= desired
                 && total <= updated
                 && available >= updated;
-            health(
+            let conditions = status.conditions.unwrap_or_default();
+            let failed = conditions
+                .iter()
+                .find(|c| {
+                    c.type_ == "Progressing"
+                        && c.status == "False"
+                        && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+                })
+                .map(|c| {
+                    c.message
+                        .clone()
+                        .unwrap_or_else(|| "ProgressDeadlineExceeded".to_string())
+                });
+            let detail = conditions
+                .iter()
+                .find(|c| c.status == "False")
+                .and_then(|c| c.message.clone().or(c.reason.clone()));
+            let mut health = health(
                 "Deployment",
                 &d.metadata,
                 desired,
                 ready,
                 updated,
                 complete,
-                None,
-            )
+                failed,
+            );
+            health.detail = detail;
+            health
         }
         Workload::StatefulSet(s) => {
             let desired = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
@@ -158,6 +180,7 @@ fn health(
         },
         complete,
         failed,
+        detail: None,
     }
 }
 

@@ -120,6 +120,21 @@ impl LiveStores {
         }
     }
 
+    /// The live workload for a rendered one, only if the stores have it.
+    pub fn existing_workload(&self, rendered: &Object, namespace: &str) -> Option<Workload> {
+        let ns = rendered.namespace().unwrap_or(namespace);
+        let name = rendered.name();
+        match rendered {
+            Object::Deployment(_) => typed(&self.deployments, ns, name).map(Workload::Deployment),
+            Object::StatefulSet(_) => {
+                typed(&self.stateful_sets, ns, name).map(Workload::StatefulSet)
+            }
+            Object::DaemonSet(_) => typed(&self.daemon_sets, ns, name).map(Workload::DaemonSet),
+            Object::Job(_) => typed(&self.jobs, ns, name).map(Workload::Job),
+            _ => None,
+        }
+    }
+
     /// The live workload for a rendered one, or the rendered one itself (no status
     /// yet: not ready) while the reflector has not seen it.
     pub fn workload(&self, rendered: &Object, namespace: &str) -> Option<Workload> {

@@ -12,9 +12,11 @@ pub mod impersonate;
 pub mod leader;
 pub mod live;
 pub mod offline;
+pub mod rollout;
 pub mod secrets;
 pub mod source;
 pub mod status;
+pub mod waves;
 
 pub use caches::{CacheState, CacheSync};
 pub use controller::{ControllerHandles, ControllerOptions, run};

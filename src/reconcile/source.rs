@@ -127,6 +127,8 @@ pub fn stack_object(repository: &str, desired: &DesiredStack) -> Stack {
     stack.spec.pod_security = desired.tenancy.pod_security;
     stack.spec.network_policies = desired.tenancy.network_policies;
     stack.spec.service_account_name = desired.tenancy.service_account_name.clone();
+    stack.spec.health_timeout = desired.tenancy.health_timeout.clone();
+    stack.spec.rollback = desired.tenancy.rollback;
     stack.metadata.labels = Some(BTreeMap::from([(
         REPOSITORY_LABEL.to_string(),
         repository_label_value(repository),

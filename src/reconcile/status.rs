@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::crd::{InventoryEntry, Stack, StackPhase, StackStatus};
+use crate::crd::{InventoryEntry, RolloutStatus, Stack, StackPhase, StackStatus};
 use crate::reason::Reason;
 use crate::reconcile::apply::{Action, ApplyReport, Outcome, Plan};
 use crate::reconcile::health::{self, ServiceHealth};
@@ -29,6 +29,25 @@ pub struct Observed {
     pub handled_request: Option<String>,
     /// Reconciling is suspended: nothing was applied.
     pub suspended: bool,
+    /// What each held-back service waits for (`depends_on` waves).
+    pub waiting: Vec<String>,
+    /// The rollout under way, as it is now (`None`: none).
+    pub rollout: Option<RolloutStatus>,
+    /// The last fully Ready revision, as it is now.
+    pub last_healthy_revision: Option<String>,
+    /// The rolled-back revision that is held, as it is now.
+    pub held_revision: Option<String>,
+}
+
+impl Observed {
+    /// Waves, rollout, last healthy and held revision as `previous` had them.
+    pub fn keeping_rollout(mut self, previous: &StackStatus) -> Self {
+        self.waiting = previous.waiting.clone();
+        self.rollout = previous.rollout.clone();
+        self.last_healthy_revision = previous.last_healthy_revision.clone();
+        self.held_revision = previous.held_revision.clone();
+        self
+    }
 }
 
 /// Why the attempted revision is not running.
@@ -66,8 +85,12 @@ fn outcome(
     }
     if let Some(failure) = &observed.failure {
         let message = failure.message.clone();
+        let phase = match failure.reason {
+            Reason::RolledBack => StackPhase::RolledBack,
+            _ => StackPhase::Failure,
+        };
         return (
-            StackPhase::Failure,
+            phase,
             failure.reason,
             message.clone(),
             Some(message),
@@ -75,11 +98,21 @@ fn outcome(
         );
     }
     let (phase, message) = health::phase(&observed.services);
+    if !observed.waiting.is_empty() {
+        let message = format!("{message}; {}", observed.waiting.join("; "));
+        return (
+            StackPhase::Progressing,
+            Reason::Progressing,
+            message,
+            None,
+            false,
+        );
+    }
     match phase {
         StackPhase::Available => (phase, Reason::Available, message, None, false),
         StackPhase::Failure => (
             phase,
-            Reason::HealthFailed,
+            Reason::HealthTimeout,
             message.clone(),
             Some(message),
             false,
@@ -122,6 +155,10 @@ pub fn build(stack: &Stack, observed: Observed, now: Time) -> StackStatus {
         last_handled_reconcile_at: observed
             .handled_request
             .or(previous.last_handled_reconcile_at),
+        waiting: observed.waiting,
+        rollout: observed.rollout,
+        last_healthy_revision: observed.last_healthy_revision,
+        held_revision: observed.held_revision,
     }
 }
 
@@ -227,6 +264,7 @@ mod tests {
             },
             complete,
             failed: None,
+            detail: None,
         }
     }
 
@@ -241,6 +279,10 @@ mod tests {
             attempted_revision: Some("abc".into()),
             handled_request: None,
             suspended: false,
+            waiting: vec![],
+            rollout: None,
+            last_healthy_revision: None,
+            held_revision: None,
         }
     }
 

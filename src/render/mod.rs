@@ -41,6 +41,8 @@ pub fn stack_for(
             pod_security: None,
             network_policies: None,
             service_account_name: None,
+            health_timeout: None,
+            rollback: None,
             project,
         },
         status: None,

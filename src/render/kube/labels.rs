@@ -11,6 +11,9 @@ pub const PART_OF: &str = "app.kubernetes.io/part-of";
 pub const NAME: &str = "app.kubernetes.io/name";
 /// Pod-template annotation whose change rolls the pods when mounted content changes.
 pub const CONFIG_HASH: &str = "stackd.dev/config-hash";
+/// Pod-template annotation with the template hash of each `restart: true`
+/// dependency (`db=<hash>`), so the pods roll when the dependency's do.
+pub const RESTART_ON: &str = "stackd.dev/restart-on";
 
 /// Where every object of one stack goes and who owns it.
 #[derive(Clone, Debug)]

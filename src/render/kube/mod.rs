@@ -3,6 +3,7 @@
 //! Pure: no client, no I/O. The rules are those of `docs/mapping.md`; each
 //! submodule owns one part of them.
 
+mod dependencies;
 mod ingress;
 mod labels;
 mod names;
@@ -36,7 +37,7 @@ use self::storage::{ServiceStorage, StackFiles};
 use self::warnings::Warnings;
 use self::workload::Kind;
 
-pub use self::labels::CONFIG_HASH;
+pub use self::labels::{CONFIG_HASH, RESTART_ON};
 pub use self::names::project_name;
 pub use self::names::sanitise as sanitise_name;
 pub use self::security::{ENFORCE_LABEL, PodSecurity, WARN_LABEL};
@@ -204,6 +205,7 @@ pub fn render(
         network_policy::add(&scope, project, &inputs, &mut objects, &mut warnings);
     }
 
+    dependencies::annotate_restarts(project, &service_names, &mut objects);
     // What the API server itself would refuse fails here, before any apply.
     validate::check(&objects)?;
     let mut rendered = Rendered {

@@ -64,9 +64,6 @@ pub fn service_warnings(
     if service.build.is_some() && service.image.is_some() {
         warnings.ignored(name, "build", "the image is pulled, not built");
     }
-    if !service.depends_on.is_empty() {
-        warnings.ignored(name, "depends_on", "start ordering is not supported yet");
-    }
     let has_restart_policy = service
         .deploy
         .as_ref()

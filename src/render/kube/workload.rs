@@ -242,8 +242,14 @@ impl WorkloadInput<'_> {
         if let Some(update) = update {
             for (set, field) in [
                 (update.delay_ms.is_some(), "delay"),
-                (update.failure_action.is_some(), "failure_action"),
-                (update.monitor_ms.is_some(), "monitor"),
+                // `rollback` and `monitor` drive stackd's own rollback and health deadline.
+                (
+                    update
+                        .failure_action
+                        .as_deref()
+                        .is_some_and(|a| a != "rollback"),
+                    "failure_action",
+                ),
                 (update.max_failure_ratio.is_some(), "max_failure_ratio"),
             ] {
                 if set {

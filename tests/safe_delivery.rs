@@ -1,0 +1,562 @@
+//! Safe delivery end to end against the in-process API server: `depends_on`
+//! waves, health deadlines, rollback and holds. Workload readiness is set the
+//! way the cluster's controllers set it, through the status subresource.
+//! These read the request log, so on a real cluster (`KUBECONFIG_E2E`) they
+//! say so and skip, as the other controller tests do.
+
+#[path = "fake_api/mod.rs"]
+mod fake_api;
+#[path = "reconcile_support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, Patch, PatchParams};
+use pretty_assertions::assert_eq;
+use serde_json::{Value, json};
+use stackd::crd::{StackPhase, StackStatus};
+use stackd::reconcile::{DesiredStack, SyncPolicy};
+use tokio::time::Instant;
+
+use support::{Harness, desired, object_writes, test_options, write_paths};
+
+const NS: &str = "shop";
+const PRUNE: SyncPolicy = SyncPolicy {
+    prune: true,
+    allow_prune_all: false,
+};
+
+macro_rules! harness {
+    () => {
+        match Harness::started(test_options()).await {
+            Some(h) => h,
+            None => {
+                eprintln!("real cluster: skipping (needs the request log)");
+                return;
+            }
+        }
+    };
+}
+
+fn service(image: &str) -> Value {
+    json!({"image": image})
+}
+
+fn depends(image: &str, on: Value) -> Value {
+    json!({"image": image, "dependsOn": on})
+}
+
+fn job(image: &str) -> Value {
+    json!({"image": image, "deploy": {"mode": "replicated-job"}})
+}
+
+fn stack(services: Value, revision: &str) -> DesiredStack {
+    desired(NS, "shop", json!({ "services": services }), revision)
+}
+
+/// `stack` with a health deadline and rollback on or off.
+fn with_deadline(mut stack: DesiredStack, timeout: &str, rollback: bool) -> DesiredStack {
+    stack.tenancy.health_timeout = Some(timeout.to_string());
+    stack.tenancy.rollback = Some(rollback);
+    stack
+}
+
+fn exists(h: &Harness, kind: &str, name: &str) -> bool {
+    let api_version = if kind == "Job" { "batch/v1" } else { "apps/v1" };
+    h.object(api_version, kind, NS, name).is_some()
+}
+
+fn image(h: &Harness, name: &str) -> Option<String> {
+    h.object("apps/v1", "Deployment", NS, name)?
+        .pointer("/spec/template/spec/containers/0/image")?
+        .as_str()
+        .map(str::to_string)
+}
+
+fn status(h: &Harness) -> StackStatus {
+    h.status(NS, "shop").unwrap_or_default()
+}
+
+/// The Ready condition's (status, reason) and the Stalled condition's status.
+fn conditions(h: &Harness) -> (String, String, String) {
+    let status = status(h);
+    let find = |kind: &str| {
+        let found = status.conditions.iter().find(|c| c.type_ == kind);
+        found.map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    let (ready, reason) = find("Ready").unwrap_or_default();
+    let (stalled, _) = find("Stalled").unwrap_or_default();
+    (ready, reason, stalled)
+}
+
+/// What the Deployment controller writes once the pods of the current generation are up.
+async fn deployment_ready(h: &Harness, name: &str) {
+    let api: Api<Deployment> = Api::namespaced(h.client.clone(), NS);
+    let deployment = api.get(name).await.unwrap();
+    let generation = deployment.metadata.generation.unwrap_or(1);
+    let status = json!({"status": {"observedGeneration": generation, "replicas": 1,
+        "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+/// What the Job controller writes when the Job ends.
+async fn job_ended(h: &Harness, name: &str, succeeded: bool) {
+    let api: Api<Job> = Api::namespaced(h.client.clone(), NS);
+    let (kind, counts) = match succeeded {
+        true => ("Complete", json!({"succeeded": 1})),
+        false => ("Failed", json!({"failed": 4})),
+    };
+    let mut status = json!({"status": {"conditions": [{"type": kind, "status": "True",
+        "reason": if succeeded { "Completed" } else { "BackoffLimitExceeded" },
+        "message": if succeeded { "done" } else { "Job has reached the specified backoff limit" }}]}});
+    for (key, value) in counts.as_object().unwrap() {
+        status["status"][key] = value.clone();
+    }
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+/// Index in the request log of the first write whose path ends with `suffix`.
+fn first_write(h: &Harness, suffix: &str) -> Option<usize> {
+    write_paths(&h.fake.writes())
+        .iter()
+        .position(|p| p.ends_with(suffix) || p.contains(&format!("{suffix}?")))
+}
+
+#[tokio::test]
+async fn web_is_written_only_after_db_is_ready_and_within_a_second_of_it() {
+    let h = harness!();
+    let services = json!({
+        "db": service("postgres:16"),
+        "web": depends("nginx:1.27", json!({"db": {"condition": "service_healthy"}})),
+    });
+    h.sync(vec![stack(services, "r1")], PRUNE).await.unwrap();
+    h.wait_for("db", |h| exists(h, "Deployment", "db")).await;
+    h.settle().await;
+    // Everything but web's workload went at once; web waits and says what for.
+    assert!(h.object("v1", "Service", NS, "web").is_some());
+    assert!(!exists(&h, "Deployment", "web"));
+    let waiting = ["web: waiting for db (service_healthy): 0/1 ready".to_string()];
+    assert_eq!(status(&h).waiting, waiting);
+    let view = h.handles.state.stack(NS, "shop").unwrap();
+    assert!(view.message.unwrap().contains(&waiting[0]));
+
+    deployment_ready(&h, "db").await;
+    let ready_at = Instant::now();
+    h.wait_for("web", |h| exists(h, "Deployment", "web")).await;
+    let latency = ready_at.elapsed();
+    eprintln!("db Ready → web written: {latency:?}");
+    assert!(latency < Duration::from_secs(1), "{latency:?}");
+    // The request log: db's status said Ready before web's first write.
+    let db_ready = first_write(&h, "/deployments/db/status").unwrap();
+    let web_written = first_write(&h, "/deployments/web").unwrap();
+    assert!(
+        db_ready < web_written,
+        "{:#?}",
+        write_paths(&h.fake.writes())
+    );
+    h.wait_for("waiting cleared", |h| status(h).waiting.is_empty())
+        .await;
+}
+
+#[tokio::test]
+async fn an_app_waits_for_its_migration_job_to_succeed() {
+    let h = harness!();
+    let services = json!({
+        "migrate": job("flyway/flyway:10"),
+        "app": depends("nginx:1.27", json!({"migrate": {"condition": "service_completed_successfully"}})),
+    });
+    h.sync(vec![stack(services, "r1")], PRUNE).await.unwrap();
+    h.wait_for("the Job", |h| exists(h, "Job", "migrate")).await;
+    h.settle().await;
+    assert!(!exists(&h, "Deployment", "app"));
+    assert_eq!(
+        status(&h).waiting,
+        ["app: waiting for migrate (service_completed_successfully): 0/1 succeeded"]
+    );
+    job_ended(&h, "migrate", true).await;
+    let ended = Instant::now();
+    h.wait_for("app", |h| exists(h, "Deployment", "app")).await;
+    assert!(ended.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn a_failed_migration_fails_the_stack_naming_the_job() {
+    let h = harness!();
+    let services = json!({
+        "migrate": job("flyway/flyway:10"),
+        "app": depends("nginx:1.27", json!({"migrate": {"condition": "service_completed_successfully"}})),
+    });
+    h.sync(vec![stack(services, "r1")], PRUNE).await.unwrap();
+    h.wait_for("the Job", |h| exists(h, "Job", "migrate")).await;
+    job_ended(&h, "migrate", false).await;
+    h.wait_for("DependencyFailed", |h| {
+        conditions(h).1 == "DependencyFailed"
+    })
+    .await;
+    h.settle().await;
+    let status = status(&h);
+    assert_eq!(status.phase, Some(StackPhase::Failure));
+    assert_eq!(
+        status.message.as_deref(),
+        Some(
+            "app: dependency migrate (service_completed_successfully) failed: Job migrate failed: Job has reached the specified backoff limit"
+        )
+    );
+    assert!(!exists(&h, "Deployment", "app"));
+}
+
+#[tokio::test]
+async fn an_optional_missing_dependency_does_not_block() {
+    let h = harness!();
+    let services = json!({
+        "web": depends("nginx:1.27", json!({"cache": {"condition": "service_healthy", "required": false}})),
+    });
+    h.sync(vec![stack(services, "r1")], PRUNE).await.unwrap();
+    h.wait_for("web", |h| exists(h, "Deployment", "web")).await;
+    assert!(status(&h).waiting.is_empty());
+}
+
+#[tokio::test]
+async fn a_three_level_chain_goes_one_level_per_wave() {
+    let h = harness!();
+    let healthy = |on: &str| json!({ on: {"condition": "service_healthy"} });
+    let services = json!({
+        "db": service("postgres:16"),
+        "api": depends("api:1", healthy("db")),
+        "web": depends("nginx:1.27", healthy("api")),
+    });
+    h.sync(vec![stack(services, "r1")], PRUNE).await.unwrap();
+    h.wait_for("db", |h| exists(h, "Deployment", "db")).await;
+    h.settle().await;
+    assert!(!exists(&h, "Deployment", "api") && !exists(&h, "Deployment", "web"));
+    deployment_ready(&h, "db").await;
+    h.wait_for("api", |h| exists(h, "Deployment", "api")).await;
+    h.settle().await;
+    assert!(!exists(&h, "Deployment", "web"));
+    assert_eq!(
+        status(&h).waiting,
+        ["web: waiting for api (service_healthy): 0/1 ready"]
+    );
+    deployment_ready(&h, "api").await;
+    h.wait_for("web", |h| exists(h, "Deployment", "web")).await;
+    deployment_ready(&h, "web").await;
+    h.wait_for("Available", |h| {
+        status(h).phase == Some(StackPhase::Available)
+    })
+    .await;
+    assert_eq!(status(&h).last_healthy_revision.as_deref(), Some("r1"));
+    assert_eq!(status(&h).rollout, None);
+}
+
+fn restart_annotation(h: &Harness, name: &str) -> Option<String> {
+    h.object("apps/v1", "Deployment", NS, name)?
+        .pointer("/spec/template/metadata/annotations/stackd.dev~1restart-on")?
+        .as_str()
+        .map(str::to_string)
+}
+
+#[tokio::test]
+async fn restart_true_rolls_the_dependent_once_the_dependency_is_ready_again() {
+    let h = harness!();
+    let services = |db: &str| {
+        json!({
+            "db": service(db),
+            "web": depends("nginx:1.27", json!({"db": {"condition": "service_healthy", "restart": true}})),
+        })
+    };
+    h.sync(vec![stack(services("postgres:16"), "r1")], PRUNE)
+        .await
+        .unwrap();
+    h.wait_for("db", |h| exists(h, "Deployment", "db")).await;
+    deployment_ready(&h, "db").await;
+    h.wait_for("web", |h| exists(h, "Deployment", "web")).await;
+    deployment_ready(&h, "web").await;
+    h.wait_for("Available", |h| {
+        status(h).phase == Some(StackPhase::Available)
+    })
+    .await;
+    let before = restart_annotation(&h, "web").expect("the restart annotation");
+
+    // A new db: web keeps its pods until db is Ready again, then rolls.
+    h.sync(vec![stack(services("postgres:17"), "r2")], PRUNE)
+        .await
+        .unwrap();
+    h.wait_for("db updated", |h| {
+        image(h, "db").as_deref() == Some("postgres:17")
+    })
+    .await;
+    h.settle().await;
+    assert_eq!(restart_annotation(&h, "web").as_ref(), Some(&before));
+    deployment_ready(&h, "db").await;
+    let ready_at = Instant::now();
+    h.wait_for("web rolled", |h| {
+        restart_annotation(h, "web").is_some_and(|a| a != before)
+    })
+    .await;
+    assert!(ready_at.elapsed() < Duration::from_secs(1));
+}
+
+/// r1 (web and db) deployed and Ready: the last healthy revision.
+async fn healthy_r1(h: &Harness, rollback: bool) -> DesiredStack {
+    let services = json!({"db": service("postgres:16"), "web": service("nginx:1.27")});
+    let r1 = with_deadline(stack(services, "r1"), "2s", rollback);
+    h.sync(vec![r1.clone()], PRUNE).await.unwrap();
+    h.wait_for("r1", |h| {
+        exists(h, "Deployment", "web") && exists(h, "Deployment", "db")
+    })
+    .await;
+    deployment_ready(h, "db").await;
+    deployment_ready(h, "web").await;
+    h.wait_for("r1 Available", |h| {
+        status(h).last_healthy_revision.as_deref() == Some("r1")
+    })
+    .await;
+    r1
+}
+
+/// r2: web's image is broken and a worker is added; neither becomes Ready.
+fn bad_r2(rollback: bool) -> DesiredStack {
+    let services = json!({
+        "db": service("postgres:16"),
+        "web": service("nginx:broken"),
+        "worker": service("busybox:1"),
+    });
+    with_deadline(stack(services, "r2"), "2s", rollback)
+}
+
+#[tokio::test]
+async fn a_revision_past_its_deadline_is_rolled_back_and_held() {
+    let h = harness!();
+    healthy_r1(&h, true).await;
+    let r1_web = h.object("apps/v1", "Deployment", NS, "web").unwrap();
+
+    let applied = Instant::now();
+    h.sync(vec![bad_r2(true)], PRUNE).await.unwrap();
+    h.wait_for("r2 applied", |h| {
+        image(h, "web").as_deref() == Some("nginx:broken")
+    })
+    .await;
+    h.wait_for("RolledBack", |h| {
+        status(h).phase == Some(StackPhase::RolledBack)
+    })
+    .await;
+    assert!(applied.elapsed() >= Duration::from_secs(2));
+    h.settle().await;
+
+    // The live objects are r1's again, field by field; r2's worker is pruned.
+    let web = h.object("apps/v1", "Deployment", NS, "web").unwrap();
+    assert_eq!(web["spec"], r1_web["spec"]);
+    assert_eq!(web["metadata"]["labels"], r1_web["metadata"]["labels"]);
+    assert_eq!(
+        web["metadata"]["annotations"],
+        r1_web["metadata"]["annotations"]
+    );
+    assert!(!exists(&h, "Deployment", "worker"));
+    let held = status(&h);
+    assert_eq!(held.held_revision.as_deref(), Some("r2"));
+    assert_eq!(held.last_applied_revision.as_deref(), Some("r1"));
+    assert_eq!(held.last_healthy_revision.as_deref(), Some("r1"));
+    assert_eq!(
+        conditions(&h),
+        ("False".into(), "RolledBack".into(), "True".into())
+    );
+    let message = held.message.unwrap();
+    assert!(
+        message.starts_with(
+            "revision r2 not Ready within 2s: web (rollout not finished), worker (0/1 ready)"
+        ),
+        "{message}"
+    );
+    assert!(message.contains("rolled back to revision r1"), "{message}");
+    let metrics = h.handles.metrics.render();
+    assert!(
+        metrics.contains(r#"stackd_rollbacks_total{namespace="shop",stack="shop"} 1"#),
+        "{metrics}"
+    );
+    let view = h.handles.state.stack(NS, "shop").unwrap();
+    assert_eq!(view.phase, StackPhase::RolledBack);
+    let events = h.fake.objects_of("events.k8s.io/v1", "Event");
+    let rolled_back: Vec<_> = events
+        .iter()
+        .filter(|e| e["reason"] == "RolledBack" && e["type"] == "Warning")
+        .collect();
+    assert_eq!(rolled_back.len(), 1, "{events:#?}");
+    assert!(
+        rolled_back[0]["note"]
+            .as_str()
+            .unwrap()
+            .contains("commit r2: revision r2")
+    );
+
+    // Later polls bring the held commit again: nothing of it is applied.
+    h.fake.clear_requests();
+    for _ in 0..2 {
+        h.sync(vec![bad_r2(true)], PRUNE).await.unwrap();
+        h.settle().await;
+    }
+    assert_eq!(object_writes(&h.fake.writes()), Vec::<String>::new());
+    assert_eq!(image(&h, "web").as_deref(), Some("nginx:1.27"));
+
+    // A newer commit releases the hold and is applied at once.
+    let services = json!({"db": service("postgres:16"), "web": service("nginx:1.28")});
+    h.sync(
+        vec![with_deadline(stack(services, "r3"), "2s", true)],
+        PRUNE,
+    )
+    .await
+    .unwrap();
+    h.wait_for("r3", |h| image(h, "web").as_deref() == Some("nginx:1.28"))
+        .await;
+    h.wait_for("the hold released", |h| status(h).held_revision.is_none())
+        .await;
+    assert_eq!(status(&h).phase, Some(StackPhase::Progressing));
+}
+
+#[tokio::test]
+async fn with_rollback_off_the_stack_stays_in_health_timeout() {
+    let h = harness!();
+    healthy_r1(&h, false).await;
+    h.sync(vec![bad_r2(false)], PRUNE).await.unwrap();
+    h.wait_for("HealthTimeout", |h| conditions(h).1 == "HealthTimeout")
+        .await;
+    h.settle().await;
+    let status = status(&h);
+    assert_eq!(status.phase, Some(StackPhase::Failure));
+    assert_eq!(
+        status.message.as_deref(),
+        Some("revision r2 not Ready within 2s: web (rollout not finished), worker (0/1 ready)")
+    );
+    assert_eq!(status.held_revision, None);
+    // The bad revision's objects stay.
+    assert_eq!(image(&h, "web").as_deref(), Some("nginx:broken"));
+    assert!(exists(&h, "Deployment", "worker"));
+    assert_eq!(conditions(&h).2, "True");
+}
+
+#[tokio::test]
+async fn a_stack_that_was_never_ready_has_nothing_to_roll_back_to() {
+    let h = harness!();
+    h.sync(vec![bad_r2(true)], PRUNE).await.unwrap();
+    h.wait_for("HealthTimeout", |h| conditions(h).1 == "HealthTimeout")
+        .await;
+    h.settle().await;
+    assert_eq!(status(&h).last_healthy_revision, None);
+    assert_eq!(status(&h).held_revision, None);
+    assert!(exists(&h, "Deployment", "web") && exists(&h, "Deployment", "worker"));
+    assert!(
+        !h.handles
+            .metrics
+            .render()
+            .contains("stackd_rollbacks_total{")
+    );
+}
+
+#[tokio::test]
+async fn a_newer_commit_cancels_a_health_wait_within_a_second() {
+    let h = harness!();
+    let waiting = with_deadline(bad_r2(true), "10m", true);
+    h.sync(vec![waiting], PRUNE).await.unwrap();
+    h.wait_for("r2 applied", |h| exists(h, "Deployment", "worker"))
+        .await;
+    h.settle().await;
+    assert_eq!(conditions(&h).1, "Progressing");
+
+    let services = json!({"db": service("postgres:16"), "web": service("nginx:1.28")});
+    let seen = Instant::now();
+    h.sync(
+        vec![with_deadline(stack(services, "r3"), "10m", true)],
+        PRUNE,
+    )
+    .await
+    .unwrap();
+    h.wait_for("r3", |h| image(h, "web").as_deref() == Some("nginx:1.28"))
+        .await;
+    let latency = seen.elapsed();
+    eprintln!("newer commit seen → applied: {latency:?}");
+    assert!(latency < Duration::from_secs(1), "{latency:?}");
+    h.wait_for("worker pruned", |h| !exists(h, "Deployment", "worker"))
+        .await;
+    h.wait_for("the r3 rollout", |h| {
+        status(h).rollout.map(|r| r.revision).as_deref() == Some("r3")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_restart_mid_deadline_counts_from_the_recorded_start() {
+    let Some(mut h) = Harness::started(test_options()).await else {
+        eprintln!("real cluster: skipping (needs the request log)");
+        return;
+    };
+    let slow = with_deadline(bad_r2(false), "4s", false);
+    h.sync(vec![slow], PRUNE).await.unwrap();
+    h.wait_for("the rollout recorded", |h| status(h).rollout.is_some())
+        .await;
+    let started_at = status(&h).rollout.unwrap().started_at;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    h.stop().await;
+    h.start(test_options());
+    let restarted = Instant::now();
+    h.wait_for("HealthTimeout", |h| conditions(h).1 == "HealthTimeout")
+        .await;
+    // Four seconds from the first apply, not from the restart.
+    assert!(
+        restarted.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        restarted.elapsed()
+    );
+    assert_eq!(status(&h).rollout.unwrap().started_at, started_at);
+}
+
+#[tokio::test]
+async fn after_a_restart_a_missed_deadline_says_it_cannot_roll_back() {
+    let Some(mut h) = Harness::started(test_options()).await else {
+        eprintln!("real cluster: skipping (needs the request log)");
+        return;
+    };
+    healthy_r1(&h, true).await;
+    let slow = with_deadline(bad_r2(true), "3s", true);
+    h.sync(vec![slow], PRUNE).await.unwrap();
+    h.wait_for("r2 applied", |h| exists(h, "Deployment", "worker"))
+        .await;
+    h.stop().await;
+    h.start(test_options());
+    h.wait_for("HealthTimeout", |h| conditions(h).1 == "HealthTimeout")
+        .await;
+    let message = status(&h).message.unwrap();
+    assert!(
+        message
+            .ends_with("cannot roll back: revision r1 is no longer in memory (stackd restarted)"),
+        "{message}"
+    );
+    // Stays on the bad revision's objects; nothing is held.
+    assert!(exists(&h, "Deployment", "worker"));
+    assert_eq!(status(&h).held_revision, None);
+}
+
+#[tokio::test]
+async fn a_restart_mid_wave_resumes_the_wave() {
+    let Some(mut h) = Harness::started(test_options()).await else {
+        eprintln!("real cluster: skipping (needs the request log)");
+        return;
+    };
+    let services = json!({
+        "db": service("postgres:16"),
+        "web": depends("nginx:1.27", json!({"db": {"condition": "service_healthy"}})),
+    });
+    h.sync(vec![stack(services, "r1")], PRUNE).await.unwrap();
+    h.wait_for("db", |h| exists(h, "Deployment", "db")).await;
+    h.settle().await;
+    h.stop().await;
+    h.start(test_options());
+    h.settle().await;
+    assert!(!exists(&h, "Deployment", "web"));
+    deployment_ready(&h, "db").await;
+    h.wait_for("web", |h| exists(h, "Deployment", "web")).await;
+}

@@ -10,7 +10,7 @@ pub const REDACTED: &str = "(changed)";
 
 /// One changed field. `old` is `None` when the live object lacks the field (an
 /// addition), `new` is `None` when stackd no longer renders a list item.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FieldChange {
     /// A JSON pointer, e.g. `/spec/template/spec/containers/0/image`.
     pub path: String,

@@ -9,7 +9,8 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::crd::{InventoryEntry, ServiceStatus, StackPhase};
+use crate::crd::{HistoryEntry, InventoryEntry, ServiceStatus, StackPhase};
+use crate::field_diff::FieldChange;
 use crate::reason::Reason;
 
 /// A repository as the status page shows it. URLs never carry credentials.
@@ -41,6 +42,19 @@ pub struct PlanSummary {
     pub kept: Vec<String>,
     pub unchanged: usize,
     pub dry_run: bool,
+    /// The changed fields of each updated object (`Kind/name`), old → new, as
+    /// they were before this apply; kept in memory only, never in the Stack.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diffs: Vec<ObjectDiff>,
+}
+
+/// One updated object's changed fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectDiff {
+    /// `Kind/name`.
+    pub object: String,
+    pub changes: Vec<FieldChange>,
 }
 
 /// A stack as the status page shows it.
@@ -66,6 +80,8 @@ pub struct StackView {
     pub last_sync: Option<DateTime<Utc>>,
     pub objects: Vec<InventoryEntry>,
     pub last_plan: Option<PlanSummary>,
+    /// `status.history`: the last revisions that touched the stack, oldest first.
+    pub history: Vec<HistoryEntry>,
 }
 
 /// Identifies a stack: namespace, then name.

@@ -212,7 +212,9 @@ async fn stack_page(
     Query(query): Query<PageQuery>,
 ) -> Response {
     match app.state.stack(&namespace, &name) {
-        Some(stack) => Html(page::stack_detail(&stack, query.refresh())).into_response(),
+        Some(stack) => {
+            Html(page::stack_detail(&stack, query.refresh(), chrono::Utc::now())).into_response()
+        }
         None => (
             StatusCode::NOT_FOUND,
             Html(format!(

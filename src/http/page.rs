@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
-use crate::crd::StackPhase;
+use crate::crd::{HistoryOutcome, StackPhase};
 use crate::reason::Reason;
 use crate::state::{RepositoryView, StackView};
 
@@ -76,6 +76,9 @@ form.filters label { display: flex; flex-direction: column; font-size: .9em; }
 input, select, button { font: inherit; max-width: 100%; }
 nav.pages { display: flex; flex-wrap: wrap; gap: 1rem; margin: .5rem 0; }
 .muted { color: var(--muted); }
+pre.diff { white-space: pre-wrap; overflow-wrap: anywhere; background: var(--head); padding: .5rem; border: 1px solid var(--line); }
+.del { color: #a40e26; } .ins { color: #116329; } .hunk { color: #57606a; }
+h3 { font-size: 1rem; margin: 1rem 0 .25rem; }
 @media (max-width: 40rem) {
   body { padding: .5rem; font-size: 15px; } th, td { padding: .3rem; }
   /* On a phone each row is a card: one cell a line, labelled by its column. */
@@ -546,8 +549,89 @@ pub fn overview(
     page("stackd", &body, refresh)
 }
 
+/// `status.history`, newest first.
+fn history_table(stack: &StackView, now: DateTime<Utc>) -> String {
+    const COLUMNS: [&str; 8] = [
+        "Revision",
+        "Subject",
+        "When",
+        "Outcome",
+        "Ready after",
+        "Created",
+        "Updated",
+        "Pruned",
+    ];
+    let mut out = String::from("<h2 id=\"history\">History</h2>\n");
+    out.push_str(&table_head("history", &COLUMNS));
+    if stack.history.is_empty() {
+        out.push_str("<tr><td colspan=\"8\">No revision applied yet.</td></tr>\n");
+    }
+    for entry in stack.history.iter().rev() {
+        let reason = entry
+            .reason
+            .as_deref()
+            .map(|r| format!(" <span class=\"reason\">{}</span>", escape(r)))
+            .unwrap_or_default();
+        let outcome = match entry.outcome {
+            HistoryOutcome::Applied => "applied".to_string(),
+            HistoryOutcome::Failed => format!("<span class=\"error\">failed</span>{reason}"),
+            HistoryOutcome::RolledBack => format!("rolled back{reason}"),
+            HistoryOutcome::Held => format!("held{reason}"),
+        };
+        let when = chrono::DateTime::from_timestamp(entry.attempted_at.0.as_second(), 0);
+        let ready = match entry.seconds_to_ready {
+            Some(s) if s < 120 => format!("{s} s"),
+            Some(s) => format!("{} min {} s", s / 60, s % 60),
+            None => "—".to_string(),
+        };
+        out.push_str(&row(
+            &COLUMNS,
+            &[
+                short_sha(Some(&entry.revision)),
+                optional(entry.subject.as_deref()),
+                ago(when, now),
+                outcome,
+                ready,
+                entry.created.to_string(),
+                entry.updated.to_string(),
+                entry.pruned.to_string(),
+            ],
+        ));
+    }
+    out.push_str("</tbody></table></div>\n");
+    out
+}
+
+/// The changed fields of each object the last apply updated, old → new.
+fn field_diffs(stack: &StackView) -> String {
+    let Some(plan) = stack.last_plan.as_ref().filter(|p| !p.diffs.is_empty()) else {
+        return String::new();
+    };
+    let mut out = String::from(
+        "<h2 id=\"diffs\">Changed fields in the last apply</h2>\n<p class=\"meta\">Fields stackd manages, live value before the apply (−) and the value applied (+); a Secret shows only that it changed.</p>\n",
+    );
+    for diff in &plan.diffs {
+        let _ = write!(
+            out,
+            "<h3><code>{}</code></h3>\n<pre class=\"diff\">",
+            escape(&diff.object)
+        );
+        for change in &diff.changes {
+            let _ = write!(
+                out,
+                "<span class=\"hunk\">@@ {} @@</span>\n<span class=\"del\">- {}</span>\n<span class=\"ins\">+ {}</span>\n",
+                escape(&change.path),
+                escape(&crate::field_diff::show(change.old.as_ref())),
+                escape(&crate::field_diff::show(change.new.as_ref())),
+            );
+        }
+        out.push_str("</pre>\n");
+    }
+    out
+}
+
 /// One stack: services, objects, and the last plan.
-pub fn stack_detail(stack: &StackView, refresh: Refresh) -> String {
+pub fn stack_detail(stack: &StackView, refresh: Refresh, now: DateTime<Utc>) -> String {
     let mut body = String::new();
     let title = format!("{}/{}", stack.namespace, stack.name);
     let here = format!(
@@ -587,6 +671,8 @@ pub fn stack_detail(stack: &StackView, refresh: Refresh) -> String {
             escape(error)
         );
     }
+    body.push_str(&history_table(stack, now));
+    body.push_str(&field_diffs(stack));
     body.push_str(
         "<h2 id=\"services\">Services</h2>\n<div class=\"table-wrap\" role=\"region\" aria-labelledby=\"services\" tabindex=\"0\"><table aria-labelledby=\"services\">\n\
          <thead><tr><th scope=\"col\">Service</th><th scope=\"col\">Kind</th><th scope=\"col\">Desired</th><th scope=\"col\">Ready</th><th scope=\"col\">Updated</th></tr></thead>\n<tbody>\n",
@@ -750,7 +836,7 @@ mod tests {
                 None,
                 &Filter::default(),
             ),
-            stack_detail(&stack, Refresh::Auto),
+            stack_detail(&stack, Refresh::Auto, Utc::now()),
         ] {
             assert!(
                 html.contains("<meta http-equiv=\"refresh\" content=\"10\">"),
@@ -770,7 +856,7 @@ mod tests {
                 None,
                 &Filter::default(),
             ),
-            stack_detail(&stack, Refresh::Off),
+            stack_detail(&stack, Refresh::Off, Utc::now()),
         ] {
             assert!(!html.contains("http-equiv=\"refresh\""), "{html}");
             assert!(html.contains("\">resume auto-reload</a>"), "{html}");
@@ -817,13 +903,13 @@ mod tests {
             }),
             ..StackView::default()
         };
-        let html = stack_detail(&stack, Refresh::Off);
+        let html = stack_detail(&stack, Refresh::Off, Utc::now());
         assert!(
             html.contains("<dt>Kept (not pruned)</dt><dd><code>Deployment/db</code></dd>"),
             "{html}"
         );
         stack.last_plan = Some(Default::default());
-        assert!(!stack_detail(&stack, Refresh::Off).contains("Kept"));
+        assert!(!stack_detail(&stack, Refresh::Off, Utc::now()).contains("Kept"));
     }
 
     fn many(count: usize) -> Vec<StackView> {
@@ -940,5 +1026,82 @@ mod tests {
     fn long_errors_are_shortened_on_the_overview() {
         assert_eq!(shorten("a<b", 10), "a&lt;b");
         assert_eq!(shorten("éééé", 2), "éé…");
+    }
+
+    #[test]
+    fn the_stack_page_shows_history_and_field_diffs_with_secrets_redacted() {
+        use crate::crd::HistoryEntry;
+        use crate::field_diff::changes;
+        use crate::state::{ObjectDiff, PlanSummary};
+        use serde_json::json;
+        let now = Utc::now();
+        let at = |seconds: i64| {
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::from_second(now.timestamp() - seconds).unwrap(),
+            )
+        };
+        let entry = |revision: &str, outcome, reason: Option<&str>, ready| HistoryEntry {
+            revision: revision.into(),
+            subject: Some(format!("<b>{revision}</b>")),
+            attempted_at: at(600),
+            outcome,
+            reason: reason.map(str::to_string),
+            seconds_to_ready: ready,
+            created: 2,
+            updated: 1,
+            pruned: 0,
+        };
+        let secret = |value: &str| json!({"kind": "Secret", "data": {"PASSWORD": value}});
+        let stack = StackView {
+            namespace: "shop".into(),
+            name: "web".into(),
+            history: vec![
+                entry("1111111111aaaa", HistoryOutcome::Applied, None, Some(42)),
+                entry(
+                    "2222222222bbbb",
+                    HistoryOutcome::Failed,
+                    Some("RenderFailed"),
+                    None,
+                ),
+            ],
+            last_plan: Some(PlanSummary {
+                diffs: vec![
+                    ObjectDiff {
+                        object: "Deployment/<web>".into(),
+                        changes: changes(
+                            &json!({"spec": {"replicas": 3}}),
+                            &json!({"spec": {"replicas": 1}}),
+                        ),
+                    },
+                    ObjectDiff {
+                        object: "Secret/db".into(),
+                        changes: changes(&secret("bmV3"), &secret("b2xk")),
+                    },
+                ],
+                ..PlanSummary::default()
+            }),
+            ..StackView::default()
+        };
+        let html = stack_detail(&stack, Refresh::Off, now);
+        // Newest first.
+        let newest = html.find(">22222222<").unwrap();
+        assert!(newest < html.find(">11111111<").unwrap(), "{html}");
+        assert!(html.contains("<td data-label=\"Outcome\"><span class=\"error\">failed</span> <span class=\"reason\">RenderFailed</span></td>"), "{html}");
+        assert!(
+            html.contains("<td data-label=\"Ready after\">42 s</td>"),
+            "{html}"
+        );
+        assert!(html.contains("&lt;b&gt;1111111111aaaa&lt;/b&gt;"), "{html}");
+        assert!(html.contains(">10 min ago</time>"), "{html}");
+        assert!(
+            html.contains("<h3><code>Deployment/&lt;web&gt;</code></h3>"),
+            "{html}"
+        );
+        assert!(html.contains("@@ /spec/replicas @@</span>\n<span class=\"del\">- 1</span>\n<span class=\"ins\">+ 3</span>"), "{html}");
+        assert!(
+            html.contains("@@ /data/PASSWORD @@</span>\n<span class=\"del\">- (changed)</span>"),
+            "{html}"
+        );
+        assert!(!html.contains("bmV3") && !html.contains("b2xk"), "{html}");
     }
 }

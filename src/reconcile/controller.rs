@@ -492,6 +492,7 @@ fn unchanged_observed(
         attempted_revision,
         handled_request: None,
         suspended,
+        counts: status::Counts::default(),
     }
 }
 
@@ -626,8 +627,19 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
 
     if context.options.dry_run {
         let summary = status::summary(&plan, None, true);
+        // Nothing runs: the services that would, with their desired counts.
+        let services = match previous.services.is_empty() {
+            true => rendered
+                .objects
+                .iter()
+                .filter_map(crate::reconcile::offline::workload_of)
+                .map(|w| health::service_health(&w).status)
+                .collect(),
+            false => previous.services.clone(),
+        };
         let view_status = StackStatus {
             inventory: previous.inventory.clone(),
+            services,
             ..previous.clone()
         };
         let view = status::view(stack, &view_status, None, Some(summary));
@@ -637,6 +649,7 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
 
     let mut report = None;
     let mut apply_error = None;
+    let mut diffs = Vec::new();
     if forced || changes {
         if context.cancel.is_cancelled() {
             return Err(ReconcileError::NotLeader);
@@ -661,6 +674,8 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
             )
             .with_live_stores(context.live.clone())
             .with_writer(writer(stack, context));
+            // The fields about to change, read from the cache before the write.
+            diffs = status::diffs_before(&plan, &rendered, |entry| context.live.get(entry));
             let mut done = applier
                 .apply(
                     StackRef {
@@ -705,6 +720,12 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
             .as_ref()
             .map(|e| Failure::new(Reason::ApplyFailed, e.to_string(), e.is_transient()))
     });
+    let summary = report.as_ref().map(|r| {
+        let mut summary = status::summary(&r.plan, Some(r), false);
+        diffs.retain(|d| summary.updated.contains(&d.object));
+        summary.diffs = diffs;
+        summary
+    });
     let observed = Observed {
         services,
         warnings: rendered.warnings.clone(),
@@ -718,12 +739,10 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
         attempted_revision: attempted,
         handled_request: (forced && applied_ok).then(|| requested.clone()).flatten(),
         suspended: false,
+        counts: summary.as_ref().map(status::Counts::of).unwrap_or_default(),
     };
     let new_status = status::build(stack, observed, now());
     let result = result_of(&new_status);
-    let summary = report
-        .as_ref()
-        .map(|r| status::summary(&r.plan, Some(r), false));
     finish(stack, context, new_status, summary, applied_ok).await?;
 
     match apply_error {
@@ -949,11 +968,12 @@ fn stores_ready(live: &LiveStores) -> bool {
 async fn finish(
     stack: &Stack,
     context: &Context,
-    new_status: StackStatus,
+    mut new_status: StackStatus,
     summary: Option<crate::state::PlanSummary>,
     succeeded: bool,
 ) -> Result<(), ReconcileError> {
     let (namespace, name) = key_of(stack);
+    add_subject(stack, context, &mut new_status);
     let changed = stack.status.as_ref() != Some(&new_status);
     if changed {
         if context.cancel.is_cancelled() {
@@ -1011,6 +1031,24 @@ async fn finish(
         context.handles.state.observe(observation);
     }
     Ok(())
+}
+
+/// The newest history entry's commit subject, from the Git source's view of the
+/// stack's repository when its head is that commit (the Stack does not carry it).
+fn add_subject(stack: &Stack, context: &Context, status: &mut StackStatus) {
+    let Some(entry) = status.history.last_mut().filter(|e| e.subject.is_none()) else {
+        return;
+    };
+    let Some(repository) = annotation(stack, REPOSITORY_ANNOTATION) else {
+        return;
+    };
+    entry.subject = context
+        .handles
+        .state
+        .repositories()
+        .into_iter()
+        .find(|r| r.name == repository && r.commit.as_deref() == Some(entry.revision.as_str()))
+        .and_then(|r| r.subject);
 }
 
 /// Apply and prune Events whenever objects were written; one Warning per

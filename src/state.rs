@@ -82,6 +82,9 @@ pub struct StackView {
     pub last_plan: Option<PlanSummary>,
     /// `status.history`: the last revisions that touched the stack, oldest first.
     pub history: Vec<HistoryEntry>,
+    /// The services' `depends_on`, ports and volumes, for the page's picture.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shapes: Vec<crate::http::picture::ServiceShape>,
 }
 
 /// Identifies a stack: namespace, then name.

@@ -3,6 +3,7 @@
 //! [`SourceControl`]; they never call the Kubernetes API or git themselves.
 
 pub mod page;
+pub mod picture;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -79,6 +79,7 @@ nav.pages { display: flex; flex-wrap: wrap; gap: 1rem; margin: .5rem 0; }
 pre.diff { white-space: pre-wrap; overflow-wrap: anywhere; background: var(--head); padding: .5rem; border: 1px solid var(--line); }
 .del { color: #a40e26; } .ins { color: #116329; } .hunk { color: #57606a; }
 h3 { font-size: 1rem; margin: 1rem 0 .25rem; }
+figure { margin: 0; }
 @media (max-width: 40rem) {
   body { padding: .5rem; font-size: 15px; } th, td { padding: .3rem; }
   /* On a phone each row is a card: one cell a line, labelled by its column. */
@@ -102,6 +103,7 @@ pub enum Refresh {
 }
 
 fn page(title: &str, body: &str, refresh: Refresh) -> String {
+    let picture_style = super::picture::STYLE;
     let meta = match refresh {
         Refresh::Auto => format!("<meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">\n"),
         Refresh::Off => String::new(),
@@ -109,7 +111,7 @@ fn page(title: &str, body: &str, refresh: Refresh) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         {meta}<title>{}</title>\n<style>{STYLE}</style>\n</head>\n\
+         {meta}<title>{}</title>\n<style>{STYLE}{picture_style}</style>\n</head>\n\
          <body>\n<main>\n{body}</main>\n</body>\n</html>\n",
         escape(title)
     )
@@ -669,6 +671,13 @@ pub fn stack_detail(stack: &StackView, refresh: Refresh, now: DateTime<Utc>) -> 
             body,
             "<h2 id=\"error\">Last error</h2>\n<pre class=\"error\">{}</pre>",
             escape(error)
+        );
+    }
+    let picture = super::picture::svg(&stack.shapes, &stack.services);
+    if !picture.is_empty() {
+        let _ = write!(
+            body,
+            "<h2 id=\"picture\">Picture</h2>\n<figure class=\"picture-wrap\">{picture}<figcaption class=\"meta\">Each box a service: kind, ready/desired, health in words; arrows from a dependency to the service that <code>depends_on</code> it; <code>port</code> and <code>vol</code> marks for published ports and volumes.</figcaption></figure>\n"
         );
     }
     body.push_str(&history_table(stack, now));

@@ -316,6 +316,7 @@ pub fn view(
         objects: status.inventory.clone(),
         last_plan,
         history: status.history.clone(),
+        shapes: crate::http::picture::shapes(&stack.spec.project),
     }
 }
 

@@ -48,6 +48,21 @@ pub struct PlanSummary {
     pub diffs: Vec<ObjectDiff>,
 }
 
+/// Events kept per stack for the page.
+pub const EVENTS_KEPT: usize = 20;
+
+/// One Event stackd published about a stack.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView {
+    pub time: DateTime<Utc>,
+    /// `Normal` or `Warning`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub reason: String,
+    pub note: String,
+}
+
 /// One updated object's changed fields.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -82,6 +97,9 @@ pub struct StackView {
     pub last_plan: Option<PlanSummary>,
     /// `status.history`: the last revisions that touched the stack, oldest first.
     pub history: Vec<HistoryEntry>,
+    /// The last [`EVENTS_KEPT`] Events stackd published for the stack, oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<EventView>,
     /// The services' `depends_on`, ports and volumes, for the page's picture.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shapes: Vec<crate::http::picture::ServiceShape>,

@@ -714,6 +714,12 @@ async fn a_restored_deployment_is_reported_as_an_event() {
     // The recorder folds repeats of one reason into a series.
     assert_eq!(applied.len(), 1, "{applied:#?}");
     assert_eq!(applied[0]["series"]["count"], 2, "{applied:#?}");
+    // The page keeps each one it published, for the stack's Events table.
+    let events = h.handles.state.stack(NS, "shop").unwrap().events;
+    let reasons: Vec<_> = events.iter().map(|e| e.reason.as_str()).collect();
+    assert_eq!(reasons, ["Applied", "Applied"], "{events:#?}");
+    assert_eq!(events[1].kind, "Normal");
+    assert_eq!(events[1].note, "created 0, updated 1", "{events:#?}");
 }
 
 #[tokio::test]

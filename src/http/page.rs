@@ -604,6 +604,33 @@ fn history_table(stack: &StackView, now: DateTime<Utc>) -> String {
     out
 }
 
+/// The last Events stackd published for the stack, newest first.
+fn events_table(stack: &StackView, now: DateTime<Utc>) -> String {
+    const COLUMNS: [&str; 4] = ["When", "Type", "Reason", "Message"];
+    let mut out = String::from("<h2 id=\"events\">Events</h2>\n");
+    out.push_str(&table_head("events", &COLUMNS));
+    if stack.events.is_empty() {
+        out.push_str("<tr><td colspan=\"4\">No Events since stackd started.</td></tr>\n");
+    }
+    for event in stack.events.iter().rev() {
+        let kind = match event.kind.as_str() {
+            "Warning" => "<span class=\"warn\">Warning</span>".to_string(),
+            other => escape(other),
+        };
+        out.push_str(&row(
+            &COLUMNS,
+            &[
+                ago(Some(event.time), now),
+                kind,
+                escape(&event.reason),
+                escape(&event.note),
+            ],
+        ));
+    }
+    out.push_str("</tbody></table></div>\n");
+    out
+}
+
 /// The changed fields of each object the last apply updated, old → new.
 fn field_diffs(stack: &StackView) -> String {
     let Some(plan) = stack.last_plan.as_ref().filter(|p| !p.diffs.is_empty()) else {
@@ -682,6 +709,7 @@ pub fn stack_detail(stack: &StackView, refresh: Refresh, now: DateTime<Utc>) -> 
     }
     body.push_str(&history_table(stack, now));
     body.push_str(&field_diffs(stack));
+    body.push_str(&events_table(stack, now));
     body.push_str(
         "<h2 id=\"services\">Services</h2>\n<div class=\"table-wrap\" role=\"region\" aria-labelledby=\"services\" tabindex=\"0\"><table aria-labelledby=\"services\">\n\
          <thead><tr><th scope=\"col\">Service</th><th scope=\"col\">Kind</th><th scope=\"col\">Desired</th><th scope=\"col\">Ready</th><th scope=\"col\">Updated</th></tr></thead>\n<tbody>\n",

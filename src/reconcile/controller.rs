@@ -996,7 +996,7 @@ async fn finish(
             source,
         })?;
     }
-    publish_events(stack, context, &new_status, summary.as_ref()).await;
+    let published = publish_events(stack, context, &new_status, summary.as_ref()).await;
 
     let metrics = &context.handles.metrics;
     let ready = new_status
@@ -1022,11 +1022,18 @@ async fn finish(
             .with_label_values(&[&namespace, &name])
             .set(now.timestamp() as f64);
     }
+    // The page's Events: the last ones published for this stack, in memory.
+    let mut events = previous_view
+        .as_ref()
+        .map(|v| v.events.clone())
+        .unwrap_or_default();
+    events.extend(published);
+    let excess = events.len().saturating_sub(crate::state::EVENTS_KEPT);
+    events.drain(..excess);
     let last_plan = summary.or_else(|| previous_view.and_then(|v| v.last_plan));
-    context
-        .handles
-        .state
-        .put_stack(status::view(stack, &new_status, last_sync, last_plan));
+    let mut view = status::view(stack, &new_status, last_sync, last_plan);
+    view.events = events;
+    context.handles.state.put_stack(view);
     if let Some(observation) = crate::notify::observation_of(stack, &new_status) {
         context.handles.state.observe(observation);
     }
@@ -1059,7 +1066,7 @@ async fn publish_events(
     context: &Context,
     status: &StackStatus,
     summary: Option<&crate::state::PlanSummary>,
-) {
+) -> Vec<crate::state::EventView> {
     let mut events = Vec::new();
     if let Some(summary) = summary {
         let applied = summary.created.len() + summary.updated.len();
@@ -1108,14 +1115,26 @@ async fn publish_events(
     }
     events.extend(outcome_event(stack.status.as_ref(), status));
     let reference = stack.object_ref(&());
+    let mut published = Vec::new();
     for event in events {
         if context.cancel.is_cancelled() {
-            return;
+            break;
         }
         if let Err(error) = context.recorder.publish(&event, &reference).await {
             tracing::warn!(%error, "publishing an Event");
         }
+        published.push(crate::state::EventView {
+            time: chrono::Utc::now(),
+            kind: match event.type_ {
+                EventType::Normal => "Normal",
+                EventType::Warning => "Warning",
+            }
+            .to_string(),
+            reason: event.reason,
+            note: event.note.unwrap_or_default(),
+        });
     }
+    published
 }
 
 /// The failure or recovery Event between two statuses: a Warning named after

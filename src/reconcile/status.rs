@@ -317,6 +317,7 @@ pub fn view(
         last_plan,
         history: status.history.clone(),
         shapes: crate::http::picture::shapes(&stack.spec.project),
+        events: Vec::new(),
     }
 }
 

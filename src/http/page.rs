@@ -66,8 +66,12 @@ time span { white-space: nowrap; }
 .warn { color: #6b4b00; }
 a { color: #0550ae; }
 .visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%); white-space: nowrap; }
-/* Long names, URLs and paths break anywhere rather than widen the page. */
+/* Long names, URLs and paths break anywhere rather than widen the page; short
+   values and headers never break, so that the table gives them their width. */
 th, td, code, pre, dd, li, p { overflow-wrap: anywhere; }
+th, .sha, .phase, time, td[data-label="Ready"], td[data-label="Warnings"] { white-space: nowrap; overflow-wrap: normal; }
+td[data-label="Stack"], td[data-label="Subject"] { min-width: 8rem; }
+td[data-label="Last error"] { width: 30%; }
 .counts { display: flex; flex-wrap: wrap; gap: .5rem; padding: 0; margin: .5rem 0; list-style: none; }
 .counts a { display: inline-block; padding: .1rem .6rem; border: 1px solid var(--line); border-radius: 1rem; text-decoration: none; }
 .counts a[aria-current] { border-color: #0550ae; font-weight: 600; }
@@ -84,6 +88,7 @@ figure { margin: 0; }
   body { padding: .5rem; font-size: 15px; } th, td { padding: .3rem; }
   /* On a phone each row is a card: one cell a line, labelled by its column. */
   table.cards thead { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%); }
+  table.cards th { white-space: normal; overflow-wrap: anywhere; }
   table.cards, table.cards tbody, table.cards tr, table.cards td { display: block; width: 100%; }
   table.cards tr { border-bottom: 1px solid var(--line); padding: .3rem 0; }
   table.cards td { border: 0; padding: .1rem .3rem; }

@@ -190,6 +190,10 @@ pub struct StackStatus {
     /// applied again until a newer commit changes the stack or a reconcile is requested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_revision: Option<String>,
+    /// The last revisions that touched the stack, oldest first, at most
+    /// [`HISTORY_LIMIT`]: what `kubectl get stack -o yaml` and the page show.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
 }
 
 /// A rollout: one revision on its way to Ready.
@@ -203,6 +207,49 @@ pub struct RolloutStatus {
     /// Services whose workload this rollout wrote: their dependents wait for them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changed: Vec<String>,
+}
+
+/// Revisions kept in `status.history`. Flux keeps 5 Helm releases; the page shows
+/// 20 (issue 12), and 20 entries of about 250 bytes stay far below etcd's object limit.
+pub const HISTORY_LIMIT: usize = 20;
+
+/// One revision that touched the stack.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// The commit SHA.
+    pub revision: String,
+    /// The commit's subject line, when the Git source knew it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// When stackd first tried this revision.
+    pub attempted_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    pub outcome: HistoryOutcome,
+    /// The `Ready` reason of a failed or held revision (`RenderFailed`, `ApplyFailed`, `Suspended`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Seconds from the first attempt until every service was Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_to_ready: Option<i64>,
+    /// Objects created, updated and pruned while this revision was applied.
+    #[serde(default)]
+    pub created: u32,
+    #[serde(default)]
+    pub updated: u32,
+    #[serde(default)]
+    pub pruned: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum HistoryOutcome {
+    Applied,
+    /// Rendering, loading or applying failed: `reason` says where.
+    Failed,
+    /// Applied, then replaced by the previous revision (a failed health deadline).
+    RolledBack,
+    /// Not applied: reconciling is suspended.
+    Held,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

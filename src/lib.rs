@@ -8,6 +8,7 @@ pub mod config;
 pub mod crd;
 pub mod daemon;
 pub mod diff;
+pub mod field_diff;
 pub mod git;
 pub mod http;
 pub mod local;

@@ -92,7 +92,7 @@ struct RenderArgs {
     /// key decryption.ageKeyFile).
     #[arg(long, value_name = "PATH")]
     age_key_file: Option<PathBuf>,
-    /// Output format.
+    /// Output format (`stackd diff` prints a text diff unless `-o json`).
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Yaml)]
     output: Format,
 }
@@ -418,6 +418,7 @@ fn one_repository_config(
 }
 
 fn diff(args: RenderArgs) -> anyhow::Result<ExitCode> {
+    let output = args.output;
     let request = local_request(args)?;
     let mut rendered = render_local(&request)?;
     // The first object is the stack's Namespace, labelled with the stack's name.
@@ -455,14 +456,25 @@ fn diff(args: RenderArgs) -> anyhow::Result<ExitCode> {
         }
         anyhow::Ok(stackd::diff::diff(&client, &stack, &namespace, &rendered).await?)
     })?;
-    let mut changed = 0;
-    for change in &changes {
-        println!("{change}");
-        if change.change != stackd::diff::Change::Unchanged {
-            changed += 1;
+    let changed = changes
+        .iter()
+        .filter(|c| c.change != stackd::diff::Change::Unchanged)
+        .count();
+    let text = match output {
+        Format::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&stackd::diff::json(&changes))?
+        ),
+        Format::Yaml => {
+            use std::io::IsTerminal;
+            let colour = colour(
+                std::io::stdout().is_terminal(),
+                std::env::var_os("NO_COLOR"),
+            );
+            stackd::diff::text(&changes, colour)
         }
-    }
-    println!("{changed} of {} objects would change", changes.len());
+    };
+    std::io::stdout().write_all(text.as_bytes())?;
     Ok(if changed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -9,7 +9,8 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::crd::{InventoryEntry, ServiceStatus, StackPhase};
+use crate::crd::{HistoryEntry, InventoryEntry, ServiceStatus, StackPhase};
+use crate::field_diff::FieldChange;
 use crate::reason::Reason;
 
 /// A repository as the status page shows it. URLs never carry credentials.
@@ -42,6 +43,34 @@ pub struct PlanSummary {
     pub kept: Vec<String>,
     pub unchanged: usize,
     pub dry_run: bool,
+    /// The changed fields of each updated object (`Kind/name`), old → new, as
+    /// they were before this apply; kept in memory only, never in the Stack.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diffs: Vec<ObjectDiff>,
+}
+
+/// Events kept per stack for the page.
+pub const EVENTS_KEPT: usize = 20;
+
+/// One Event stackd published about a stack.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView {
+    pub time: DateTime<Utc>,
+    /// `Normal` or `Warning`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub reason: String,
+    pub note: String,
+}
+
+/// One updated object's changed fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectDiff {
+    /// `Kind/name`.
+    pub object: String,
+    pub changes: Vec<FieldChange>,
 }
 
 /// A stack as the status page shows it.
@@ -67,6 +96,14 @@ pub struct StackView {
     pub last_sync: Option<DateTime<Utc>>,
     pub objects: Vec<InventoryEntry>,
     pub last_plan: Option<PlanSummary>,
+    /// `status.history`: the last revisions that touched the stack, oldest first.
+    pub history: Vec<HistoryEntry>,
+    /// The last [`EVENTS_KEPT`] Events stackd published for the stack, oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<EventView>,
+    /// The services' `depends_on`, ports and volumes, for the page's picture.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shapes: Vec<crate::http::picture::ServiceShape>,
 }
 
 /// Identifies a stack: namespace, then name.

@@ -1,5 +1,5 @@
 //! `stackd diff` against the API server (reached through a kubeconfig): creates,
-//! no changes, an update naming the field, a prune, and `kubectl diff` exit codes.
+//! no changes, an update with the field's old and new values (text and `-o json`), a prune, and `kubectl diff` exit codes.
 
 mod common;
 #[path = "fake_api/mod.rs"]
@@ -69,16 +69,57 @@ async fn diff_reports_creates_updates_and_deletes_with_kubectl_exit_codes() {
         "metadata": {"name": "old", "namespace": "shop", "labels": {"stackd.dev/stack": "shop"}},
         "spec": {"ports": [{"port": 80}]}
     }));
-    let (code, text) = tokio::task::spawn_blocking(move || diff(&kubeconfig))
-        .await
-        .unwrap();
+    let (code, text) = tokio::task::spawn_blocking({
+        let kubeconfig = kubeconfig.clone();
+        move || diff(&kubeconfig)
+    })
+    .await
+    .unwrap();
     assert_eq!(code, 1, "{text}");
+    // A unified diff of the field with its old and new values, no colour off a terminal.
     assert!(
-        text.contains("~ update Deployment shop/app (first difference at /spec/template/spec/containers/0/image)"),
+        text.contains(
+            "~ update Deployment shop/app (1 field)\n\
+             --- live Deployment shop/app\n\
+             +++ stackd Deployment shop/app\n\
+             @@ /spec/template/spec/containers/0/image @@\n\
+             -\"traefik/whoami:edited\"\n\
+             +\"traefik/whoami:v1.10\"\n"
+        ),
         "{text}"
     );
+    assert!(!text.contains('\x1b'), "{text}");
     assert!(text.contains("- delete Service shop/old"), "{text}");
     assert!(text.contains("2 of 12 objects would change"), "{text}");
+
+    // The same for CI: a list of objects with actions and changed paths.
+    let (code, json) = tokio::task::spawn_blocking(move || diff_with(&kubeconfig, &["-o", "json"]))
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{json}");
+    let objects: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let objects = objects.as_array().unwrap();
+    assert_eq!(objects.len(), 12, "{json}");
+    let app = objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment" && o["name"] == "app")
+        .unwrap();
+    assert_eq!(app["action"], "update");
+    assert_eq!(app["namespace"], "shop");
+    assert_eq!(
+        app["changes"],
+        serde_json::json!([{"path": "/spec/template/spec/containers/0/image",
+                            "old": "traefik/whoami:edited", "new": "traefik/whoami:v1.10"}])
+    );
+    let old = objects.iter().find(|o| o["name"] == "old").unwrap();
+    assert_eq!(old["action"], "delete");
+    assert_eq!(
+        objects
+            .iter()
+            .filter(|o| o["action"] == "unchanged")
+            .count(),
+        10
+    );
 }
 
 /// `stackd diff` with extra arguments, in examples/repo/shop.

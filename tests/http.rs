@@ -203,7 +203,7 @@ async fn page_shows_stacks_and_escapes_hostile_names() {
     let server = start(None).await;
     let html = server.get("/").await.text().await.unwrap();
     assert!(html.contains(">shop/shop</a>"), "{html}");
-    assert!(html.contains("<td>1/2</td>"));
+    assert!(html.contains("<td data-label=\"Ready\">1/2</td>"), "{html}");
     assert!(html.contains("git.example.com/team/apps.git"));
     assert!(html.contains("Bump nginx"));
     assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
@@ -215,6 +215,61 @@ async fn page_shows_stacks_and_escapes_hostile_names() {
         "{detail}"
     );
     assert!(detail.contains("<code>Deployment/app</code>"));
+}
+
+#[tokio::test]
+async fn the_overview_filters_from_the_query_string() {
+    let server = start(None).await;
+    let html = server
+        .get("/?phase=Failure&repo=&q=")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
+    assert!(!html.contains(">shop/shop</a>"), "{html}");
+    assert!(
+        html.contains("aria-current=\"page\">Failure 1</a>"),
+        "{html}"
+    );
+    let html = server.get("/?q=SHO&page=x").await.text().await.unwrap();
+    assert!(html.contains(">shop/shop</a>"), "{html}");
+    assert!(!html.contains("alert(1)"), "{html}");
+    assert!(html.contains("page 1 of 1 · stacks 1–1 of 1"), "{html}");
+}
+
+#[tokio::test]
+async fn the_page_and_the_api_are_gzipped_when_the_client_accepts_it() {
+    use std::io::Read;
+    let server = start(None).await;
+    for path in ["/", "/api/v1/stacks"] {
+        let plain = server.get(path).await;
+        assert!(plain.headers().get("content-encoding").is_none(), "{path}");
+        let plain = plain.bytes().await.unwrap();
+        let gzipped = server
+            .client
+            .get(format!("{}{path}", server.base))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(gzipped.headers()["content-encoding"], "gzip", "{path}");
+        let body = gzipped.bytes().await.unwrap();
+        assert!(body.len() < plain.len(), "{path}");
+        let mut text = Vec::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut text)
+            .unwrap();
+        // The page shows the time it was made; the JSON is the same bytes.
+        if path != "/" {
+            assert_eq!(text, plain, "{path}");
+        } else {
+            assert!(String::from_utf8(text).unwrap().contains(">shop/shop</a>"));
+        }
+    }
 }
 
 #[tokio::test]

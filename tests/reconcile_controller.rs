@@ -183,6 +183,30 @@ async fn a_changed_compose_file_updates_exactly_the_changed_objects() {
     let plan = view.last_plan.unwrap();
     assert_eq!(plan.updated, ["Deployment/web"]);
     assert!(plan.created.is_empty() && plan.pruned.is_empty());
+    // The page's field diff: the image, old → new, read before the write.
+    let image_change = plan
+        .diffs
+        .iter()
+        .find(|d| d.object == "Deployment/web")
+        .and_then(|d| {
+            d.changes
+                .iter()
+                .find(|c| c.path == "/spec/template/spec/containers/0/image")
+        })
+        .unwrap_or_else(|| panic!("{:#?}", plan.diffs));
+    assert_eq!(image_change.old, Some(serde_json::json!("nginx:1.27")));
+    assert_eq!(image_change.new, Some(serde_json::json!("nginx:1.28")));
+    // status.history on the Stack: both revisions, the newest last, with counts.
+    let history = h.status(NS, "shop").unwrap().history;
+    let revisions: Vec<_> = history.iter().map(|e| e.revision.as_str()).collect();
+    assert_eq!(revisions, ["r1", "r2"]);
+    assert_eq!(history[1].outcome, stackd::crd::HistoryOutcome::Applied);
+    assert_eq!(
+        (history[1].created, history[1].updated, history[1].pruned),
+        (0, 1, 0)
+    );
+    assert!(history[0].created > 0, "{history:#?}");
+    assert_eq!(view.history, history);
 }
 
 #[tokio::test]
@@ -617,6 +641,13 @@ async fn dry_run_writes_nothing_and_reports_the_plan() {
         "{plan:?}"
     );
     assert_eq!(plan.unchanged, 1, "{plan:?}");
+    // The services that would run, with their desired counts, none ready.
+    let services = h.handles.state.stack(NS, "shop").unwrap().services;
+    let web = services.iter().find(|s| s.name == "web").unwrap();
+    assert_eq!(
+        (web.kind.as_str(), web.desired, web.ready),
+        ("Deployment", 1, 0)
+    );
 }
 
 #[tokio::test]
@@ -687,6 +718,12 @@ async fn a_restored_deployment_is_reported_as_an_event() {
     // The recorder folds repeats of one reason into a series.
     assert_eq!(applied.len(), 1, "{applied:#?}");
     assert_eq!(applied[0]["series"]["count"], 2, "{applied:#?}");
+    // The page keeps each one it published, for the stack's Events table.
+    let events = h.handles.state.stack(NS, "shop").unwrap().events;
+    let reasons: Vec<_> = events.iter().map(|e| e.reason.as_str()).collect();
+    assert_eq!(reasons, ["Applied", "Applied"], "{events:#?}");
+    assert_eq!(events[1].kind, "Normal");
+    assert_eq!(events[1].note, "created 0, updated 1", "{events:#?}");
 }
 
 #[tokio::test]

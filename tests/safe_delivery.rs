@@ -381,6 +381,14 @@ async fn a_revision_past_its_deadline_is_rolled_back_and_held() {
     );
     let view = h.handles.state.stack(NS, "shop").unwrap();
     assert_eq!(view.phase, StackPhase::RolledBack);
+    // The history (Stack status, page, API) says the bad revision was rolled back.
+    let history = status(&h).history;
+    let last = history.last().expect("a history entry");
+    assert_eq!(
+        (last.revision.as_str(), last.outcome),
+        ("r2", stackd::crd::HistoryOutcome::RolledBack),
+        "{history:?}"
+    );
     let events = h.fake.objects_of("events.k8s.io/v1", "Event");
     let rolled_back: Vec<_> = events
         .iter()

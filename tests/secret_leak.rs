@@ -21,6 +21,7 @@
 //! SOPS-encrypted files: a secret file and a `.env` variable interpolated into
 //! the service's environment; their decrypted values and the age identity are
 //! searched for too.
+//! `stackd diff` against a changed Secret, text and JSON, is searched the same way.
 
 mod common;
 #[path = "fake_api/mod.rs"]
@@ -347,6 +348,89 @@ async fn no_secret_in_json_debug_logs_objects_or_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_in_text_trace_logs_objects_or_http() {
     secrets_stay_secret("text", "trace").await;
+}
+
+/// `stackd diff` (text and `-o json`) shows that a Secret's values changed, never
+/// the old value in the cluster nor the new one in the repository.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_in_stackd_diff_text_or_json() {
+    let cluster = test_client().await;
+    let scenario = Scenario::new();
+    let (old, new, env) = (Known::new("old"), Known::new("new"), Known::new("env"));
+    let dir = tempfile::tempdir().unwrap();
+    let stack = dir.path().join("vault");
+    std::fs::create_dir_all(&stack).unwrap();
+    std::fs::write(stack.join("compose.yaml"), VAULT_COMPOSE).unwrap();
+    std::fs::write(stack.join("db_password.txt"), &new.value).unwrap();
+    std::fs::write(stack.join(".env"), format!("API_KEY={}\n", env.value)).unwrap();
+    let namespace = scenario.namespace("vault");
+    let namespaces: Api<DynamicObject> =
+        Api::all_with(cluster.client.clone(), &namespace_resource());
+    let labels = json!({"app.kubernetes.io/managed-by": "stackd", "stackd.dev/stack": "vault"});
+    namespaces
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": namespace, "labels": labels}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    // Last week's password, applied by stackd.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(cluster.client.clone(), &namespace);
+    secrets
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "vault-db-password", "namespace": namespace, "labels": labels},
+                "type": "Opaque", "data": {"db_password": STANDARD.encode(&old.value)}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let kubeconfig = kubeconfig(&cluster, dir.path());
+    let mut surfaces = Surfaces::default();
+    for format in ["yaml", "json"] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_stackd"))
+            .args(["diff", "--namespace", &namespace, "-o", format])
+            .arg(&stack)
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("NO_COLOR")
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert_eq!(output.status.code(), Some(1), "{stdout}");
+        surfaces.add(format!("stackd diff -o {format} (stdout)"), stdout);
+        surfaces.add(
+            format!("stackd diff -o {format} (stderr)"),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        );
+    }
+    cleanup(&cluster, std::slice::from_ref(&namespace)).await;
+    // The positive control: the diff did see the Secret change.
+    let text = surfaces.text_of("stackd diff -o yaml (stdout)");
+    assert!(
+        text.contains("@@ /data/db_password @@\n-(changed)\n+(changed)\n"),
+        "{text}"
+    );
+    let json: Value =
+        serde_json::from_str(&surfaces.text_of("stackd diff -o json (stdout)")).unwrap();
+    let secret = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "vault-db-password")
+        .unwrap();
+    assert_eq!(
+        secret["changes"][0],
+        json!({"path": "/data/db_password", "old": "(changed)", "new": "(changed)", "redacted": true})
+    );
+    // A created Secret is listed by name only.
+    assert!(text.contains("+ create Secret "), "{text}");
+    let leaks = surfaces.leaks(&[&old, &new, &env]);
+    assert!(leaks.is_empty(), "secrets leaked: {leaks:#?}");
 }
 
 async fn secrets_stay_secret(log_format: &str, rust_log: &str) {

@@ -3,6 +3,7 @@
 //! [`SourceControl`]; they never call the Kubernetes API or git themselves.
 
 pub mod page;
+pub mod picture;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use subtle::ConstantTimeEq;
+use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -126,6 +128,8 @@ pub fn router(app: AppState, metrics_on_main: bool) -> Router {
             timeout,
         ))
         .layer(TraceLayer::new_for_http())
+        // gzip when the client accepts it: the 1,000-stack JSON shrinks about tenfold.
+        .layer(CompressionLayer::new().gzip(true))
         .with_state(app)
 }
 
@@ -155,10 +159,15 @@ pub async fn serve(
     .await
 }
 
-/// `?refresh=off` stops the page reloading itself.
+/// `?refresh=off` stops the page reloading itself; the overview also reads its
+/// view from `?phase=Failure&repo=apps&q=shop&page=2`.
 #[derive(serde::Deserialize)]
 struct PageQuery {
     refresh: Option<String>,
+    phase: Option<String>,
+    repo: Option<String>,
+    q: Option<String>,
+    page: Option<String>,
 }
 
 impl PageQuery {
@@ -166,6 +175,23 @@ impl PageQuery {
         match self.refresh.as_deref() {
             Some("off" | "0" | "false" | "no") => page::Refresh::Off,
             _ => page::Refresh::Auto,
+        }
+    }
+
+    /// Empty values (an untouched form field) mean "any"; a bad page number the first.
+    fn filter(&self) -> page::Filter {
+        let given = |value: &Option<String>| {
+            value
+                .as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        page::Filter {
+            phase: given(&self.phase).and_then(|p| page::parse_phase(&p)),
+            repo: given(&self.repo),
+            q: given(&self.q),
+            page: given(&self.page).and_then(|p| p.parse().ok()).unwrap_or(1),
         }
     }
 }
@@ -177,6 +203,7 @@ async fn overview(State(app): State<AppState>, Query(query): Query<PageQuery>) -
         chrono::Utc::now(),
         query.refresh(),
         app.state.config_error().as_deref(),
+        &query.filter(),
     ))
 }
 
@@ -186,7 +213,9 @@ async fn stack_page(
     Query(query): Query<PageQuery>,
 ) -> Response {
     match app.state.stack(&namespace, &name) {
-        Some(stack) => Html(page::stack_detail(&stack, query.refresh())).into_response(),
+        Some(stack) => {
+            Html(page::stack_detail(&stack, query.refresh(), chrono::Utc::now())).into_response()
+        }
         None => (
             StatusCode::NOT_FOUND,
             Html(format!(

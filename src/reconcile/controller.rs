@@ -529,6 +529,7 @@ fn unchanged_observed(
         rollout: None,
         last_healthy_revision: None,
         held_revision: None,
+        counts: status::Counts::default(),
     }
     .keeping_rollout(previous)
 }
@@ -602,6 +603,8 @@ struct Planned {
 struct Applied {
     report: Option<ApplyReport>,
     error: Option<ApplyError>,
+    /// The fields about to change, read from the cache before the write.
+    diffs: Vec<crate::state::ObjectDiff>,
 }
 
 /// What the health stage judged.
@@ -924,8 +927,20 @@ fn workloads_of(rendered: &Rendered) -> Vec<(String, &Object)> {
 /// A dry run reports the plan on the status page and writes nothing.
 fn dry_run_view(stack: &Stack, context: &Context, desired: &Desired, planned: &Planned) -> Done {
     let summary = status::summary(&planned.plan, None, true);
+    // Nothing runs: the services that would, with their desired counts.
+    let services = match desired.previous.services.is_empty() {
+        true => desired
+            .rendered
+            .objects
+            .iter()
+            .filter_map(crate::reconcile::offline::workload_of)
+            .map(|w| health::service_health(&w).status)
+            .collect(),
+        false => desired.previous.services.clone(),
+    };
     let view_status = StackStatus {
         inventory: desired.previous.inventory.clone(),
+        services,
         ..desired.previous.clone()
     };
     let view = status::view(stack, &view_status, None, Some(summary));
@@ -964,6 +979,7 @@ async fn apply_stage(
         return Ok(Applied {
             report: None,
             error: Some(error),
+            diffs: Vec::new(),
         });
     }
     let applier = Applier::new(
@@ -983,6 +999,7 @@ async fn apply_stage(
         name: &name,
         namespace: &namespace,
     };
+    let diffs = status::diffs_before(&plan, what.rendered, |entry| context.live.get(entry));
     let mut report = applier
         .apply(stack_ref, what.rendered, what.inventory)
         .await;
@@ -990,6 +1007,7 @@ async fn apply_stage(
     Ok(Applied {
         report: Some(report),
         error,
+        diffs,
     })
 }
 
@@ -1117,6 +1135,13 @@ async fn status_stage(
         None => applied_ok.then(|| desired.spec_revision.clone()).flatten(),
     };
     let report = applied.report;
+    let mut diffs = applied.diffs;
+    let summary = report.as_ref().map(|r| {
+        let mut summary = status::summary(&r.plan, Some(r), false);
+        diffs.retain(|d| summary.updated.contains(&d.object));
+        summary.diffs = diffs;
+        summary
+    });
     let observed = Observed {
         services: judged.services,
         warnings: desired.rendered.warnings.clone(),
@@ -1136,12 +1161,10 @@ async fn status_stage(
         rollout,
         last_healthy_revision: last_healthy,
         held_revision,
+        counts: summary.as_ref().map(status::Counts::of).unwrap_or_default(),
     };
     let new_status = status::build(stack, observed, now());
     let result = result_of(&new_status);
-    let summary = report
-        .as_ref()
-        .map(|r| status::summary(&r.plan, Some(r), false));
     finish(stack, context, new_status, summary, applied_ok).await?;
 
     let resync = context.options.resync;
@@ -1220,6 +1243,9 @@ async fn roll_back(
         }
     };
     let report = back.report;
+    let summary = report
+        .as_ref()
+        .map(|r| status::summary(&r.plan, Some(r), false));
     let previous = &desired.previous;
     let services = rendered
         .objects
@@ -1250,12 +1276,10 @@ async fn roll_back(
         rollout: None,
         last_healthy_revision: previous.last_healthy_revision.clone(),
         held_revision: rolled_back.then(|| desired.revision.clone()),
+        counts: summary.as_ref().map(status::Counts::of).unwrap_or_default(),
     };
     let new_status = status::build(stack, observed, now());
     let result = result_of(&new_status);
-    let summary = report
-        .as_ref()
-        .map(|r| status::summary(&r.plan, Some(r), false));
     finish(stack, context, new_status, summary, false).await?;
     Ok(Done::new(Action::requeue(WRITTEN_RECHECK), result))
 }
@@ -1402,11 +1426,12 @@ fn stores_ready(live: &LiveStores) -> bool {
 async fn finish(
     stack: &Stack,
     context: &Context,
-    new_status: StackStatus,
+    mut new_status: StackStatus,
     summary: Option<crate::state::PlanSummary>,
     succeeded: bool,
 ) -> Result<(), ReconcileError> {
     let (namespace, name) = key_of(stack);
+    add_subject(stack, context, &mut new_status);
     let changed = stack.status.as_ref() != Some(&new_status);
     if changed {
         if context.cancel.is_cancelled() {
@@ -1430,7 +1455,6 @@ async fn finish(
         })?;
     }
     // Metrics and the page follow the status at once; Events (requests) last.
-    let event_summary = summary.clone();
     let metrics = &context.handles.metrics;
     let ready = new_status
         .services
@@ -1455,16 +1479,47 @@ async fn finish(
             .with_label_values(&[&namespace, &name])
             .set(now.timestamp() as f64);
     }
+    let events = previous_view
+        .as_ref()
+        .map(|v| v.events.clone())
+        .unwrap_or_default();
+    let event_summary = summary.clone();
     let last_plan = summary.or_else(|| previous_view.and_then(|v| v.last_plan));
-    context
-        .handles
-        .state
-        .put_stack(status::view(stack, &new_status, last_sync, last_plan));
+    let mut view = status::view(stack, &new_status, last_sync, last_plan);
+    view.events = events;
+    context.handles.state.put_stack(view);
     if let Some(observation) = crate::notify::observation_of(stack, &new_status) {
         context.handles.state.observe(observation);
     }
-    publish_events(stack, context, &new_status, event_summary.as_ref()).await;
+    let published = publish_events(stack, context, &new_status, event_summary.as_ref()).await;
+    // The page's Events: the last ones published for this stack, in memory.
+    if !published.is_empty()
+        && let Some(mut view) = context.handles.state.stack(&namespace, &name)
+    {
+        view.events.extend(published);
+        let excess = view.events.len().saturating_sub(crate::state::EVENTS_KEPT);
+        view.events.drain(..excess);
+        context.handles.state.put_stack(view);
+    }
     Ok(())
+}
+
+/// The newest history entry's commit subject, from the Git source's view of the
+/// stack's repository when its head is that commit (the Stack does not carry it).
+fn add_subject(stack: &Stack, context: &Context, status: &mut StackStatus) {
+    let Some(entry) = status.history.last_mut().filter(|e| e.subject.is_none()) else {
+        return;
+    };
+    let Some(repository) = annotation(stack, REPOSITORY_ANNOTATION) else {
+        return;
+    };
+    entry.subject = context
+        .handles
+        .state
+        .repositories()
+        .into_iter()
+        .find(|r| r.name == repository && r.commit.as_deref() == Some(entry.revision.as_str()))
+        .and_then(|r| r.subject);
 }
 
 /// Apply and prune Events whenever objects were written; one Warning per
@@ -1475,7 +1530,7 @@ async fn publish_events(
     context: &Context,
     status: &StackStatus,
     summary: Option<&crate::state::PlanSummary>,
-) {
+) -> Vec<crate::state::EventView> {
     let mut events = Vec::new();
     if let Some(summary) = summary {
         let applied = summary.created.len() + summary.updated.len();
@@ -1524,14 +1579,26 @@ async fn publish_events(
     }
     events.extend(outcome_event(stack.status.as_ref(), status));
     let reference = stack.object_ref(&());
+    let mut published = Vec::new();
     for event in events {
         if context.cancel.is_cancelled() {
-            return;
+            break;
         }
         if let Err(error) = context.recorder.publish(&event, &reference).await {
             tracing::warn!(%error, "publishing an Event");
         }
+        published.push(crate::state::EventView {
+            time: chrono::Utc::now(),
+            kind: match event.type_ {
+                EventType::Normal => "Normal",
+                EventType::Warning => "Warning",
+            }
+            .to_string(),
+            reason: event.reason,
+            note: event.note.unwrap_or_default(),
+        });
     }
+    published
 }
 
 /// The failure or recovery Event between two statuses: a Warning named after

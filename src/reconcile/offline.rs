@@ -58,7 +58,8 @@ pub fn plan_offline(stacks: &[DesiredStack], options: &RenderOptions) -> Vec<Sta
         .collect()
 }
 
-fn workload_of(object: &crate::render::object::Object) -> Option<health::Workload> {
+/// A rendered workload as the health check reads it (no status: nothing ready).
+pub fn workload_of(object: &crate::render::object::Object) -> Option<health::Workload> {
     use crate::render::object::Object;
     match object {
         Object::Deployment(d) => Some(health::Workload::Deployment(d.clone())),

@@ -4,7 +4,10 @@
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::crd::{InventoryEntry, RolloutStatus, Stack, StackPhase, StackStatus};
+use crate::crd::{
+    HISTORY_LIMIT, HistoryEntry, HistoryOutcome, InventoryEntry, RolloutStatus, Stack, StackPhase,
+    StackStatus,
+};
 use crate::reason::Reason;
 use crate::reconcile::apply::{Action, ApplyReport, Outcome, Plan};
 use crate::reconcile::health::{self, ServiceHealth};
@@ -37,6 +40,8 @@ pub struct Observed {
     pub last_healthy_revision: Option<String>,
     /// The rolled-back revision that is held, as it is now.
     pub held_revision: Option<String>,
+    /// Objects this reconcile created, updated and pruned.
+    pub counts: Counts,
 }
 
 impl Observed {
@@ -47,6 +52,25 @@ impl Observed {
         self.last_healthy_revision = previous.last_healthy_revision.clone();
         self.held_revision = previous.held_revision.clone();
         self
+    }
+}
+
+/// Objects one reconcile created, updated and pruned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub created: u32,
+    pub updated: u32,
+    pub pruned: u32,
+}
+
+impl Counts {
+    pub fn of(summary: &PlanSummary) -> Counts {
+        let count = |items: &[String]| u32::try_from(items.len()).unwrap_or(u32::MAX);
+        Counts {
+            created: count(&summary.created),
+            updated: count(&summary.updated),
+            pruned: count(&summary.pruned),
+        }
     }
 }
 
@@ -121,11 +145,77 @@ fn outcome(
     }
 }
 
+/// `status.history` after this reconcile: the attempted revision's entry is added
+/// (dropping the oldest beyond [`HISTORY_LIMIT`]) or brought up to date with its
+/// outcome, counts and time to Ready. Unchanged when nothing changed, so that an
+/// unchanged situation still writes nothing.
+fn history(
+    previous: &StackStatus,
+    observed: &Observed,
+    phase: StackPhase,
+    reason: Reason,
+    now: &Time,
+) -> Vec<HistoryEntry> {
+    let mut history = previous.history.clone();
+    let Some(revision) = observed
+        .attempted_revision
+        .clone()
+        .or_else(|| previous.last_attempted_revision.clone())
+    else {
+        return history;
+    };
+    let (outcome, why) = match (&observed.failure, observed.suspended) {
+        (_, true) => (HistoryOutcome::Held, Some(Reason::Suspended)),
+        (Some(failure), false) if failure.reason == Reason::RolledBack => {
+            (HistoryOutcome::RolledBack, Some(failure.reason))
+        }
+        (Some(failure), false) => (HistoryOutcome::Failed, Some(failure.reason)),
+        (None, false) => (HistoryOutcome::Applied, None),
+    };
+    if history.last().is_none_or(|last| last.revision != revision) {
+        history.push(HistoryEntry {
+            revision,
+            subject: None,
+            attempted_at: now.clone(),
+            outcome,
+            reason: None,
+            seconds_to_ready: None,
+            created: 0,
+            updated: 0,
+            pruned: 0,
+        });
+        let excess = history.len().saturating_sub(HISTORY_LIMIT);
+        history.drain(..excess);
+    }
+    let Some(entry) = history.last_mut() else {
+        return history;
+    };
+    // A later suspension does not undo what was applied.
+    if !(outcome == HistoryOutcome::Held && entry.outcome == HistoryOutcome::Applied) {
+        entry.outcome = outcome;
+        entry.reason = why.map(|r| r.as_str().to_string());
+    }
+    let counts = observed.counts;
+    entry.created = entry.created.saturating_add(counts.created);
+    entry.updated = entry.updated.saturating_add(counts.updated);
+    entry.pruned = entry.pruned.saturating_add(counts.pruned);
+    if entry.outcome == HistoryOutcome::Applied
+        && reason == Reason::Available
+        && phase == StackPhase::Available
+        && entry.seconds_to_ready.is_none()
+    {
+        entry.seconds_to_ready =
+            Some((now.0.as_second() - entry.attempted_at.0.as_second()).max(0));
+    }
+    history
+}
+
 /// The new status. Transition times and anything unchanged stay as they were,
 /// so an unchanged situation gives an equal status (and no write).
 pub fn build(stack: &Stack, observed: Observed, now: Time) -> StackStatus {
     let previous = stack.status.clone().unwrap_or_default();
     let (phase, reason, message, error, retrying) = outcome(&observed, &previous);
+    let history = history(&previous, &observed, phase, reason, &now);
     let generation = stack.metadata.generation;
     let ready = observed.services.iter().filter(|s| s.complete).count();
     let total = observed.services.len();
@@ -159,6 +249,7 @@ pub fn build(stack: &Stack, observed: Observed, now: Time) -> StackStatus {
         rollout: observed.rollout,
         last_healthy_revision: observed.last_healthy_revision,
         held_revision: observed.held_revision,
+        history,
     }
 }
 
@@ -206,6 +297,31 @@ pub fn summary(plan: &Plan, report: Option<&ApplyReport>, dry_run: bool) -> Plan
     summary
 }
 
+/// The changed fields of every object `plan` updates, old (`live`, before the
+/// apply) → new (rendered); a Secret's values only `(changed)`. Objects whose
+/// kind is not watched, or that are not in the cache, are left out.
+pub fn diffs_before(
+    plan: &Plan,
+    rendered: &crate::render::object::Rendered,
+    live: impl Fn(&InventoryEntry) -> Option<serde_json::Value>,
+) -> Vec<crate::state::ObjectDiff> {
+    plan.steps
+        .iter()
+        .filter(|step| step.action == Action::Update)
+        .filter_map(|step| {
+            let object = rendered
+                .objects
+                .iter()
+                .find(|o| o.kind() == step.target.kind && o.name() == step.target.name)?;
+            let changes = crate::field_diff::changes(&object.to_json(), &live(&step.target)?);
+            (!changes.is_empty()).then(|| crate::state::ObjectDiff {
+                object: describe(&step.target),
+                changes,
+            })
+        })
+        .collect()
+}
+
 /// The status-page view of a stack.
 pub fn view(
     stack: &Stack,
@@ -240,6 +356,9 @@ pub fn view(
         last_sync,
         objects: status.inventory.clone(),
         last_plan,
+        history: status.history.clone(),
+        shapes: crate::http::picture::shapes(&stack.spec.project),
+        events: Vec::new(),
     }
 }
 
@@ -275,6 +394,7 @@ mod tests {
             inventory: vec![],
             kept: vec![],
             failure: error.map(|e| Failure::new(Reason::RenderFailed, e, false)),
+            counts: Counts::default(),
             applied_revision: error.is_none().then(|| "abc".into()),
             attempted_revision: Some("abc".into()),
             handled_request: None,
@@ -296,6 +416,60 @@ mod tests {
         assert_eq!(first.observed_generation, Some(3));
         stack.status = Some(first.clone());
         assert_eq!(build(&stack, observed(None), time(20)), first);
+    }
+
+    #[test]
+    fn history_records_each_revision_its_outcome_counts_and_time_to_ready() {
+        let mut stack = Stack::new("shop", StackSpec::default());
+        let at = |revision: &str, error: Option<&str>, ready: bool, created: u32| Observed {
+            services: vec![web(ready)],
+            attempted_revision: Some(revision.into()),
+            counts: Counts {
+                created,
+                updated: 1,
+                pruned: 0,
+            },
+            ..observed(error)
+        };
+        let mut step = |observed: Observed, seconds: i64| {
+            let status = build(&stack, observed, time(seconds));
+            stack.status = Some(status.clone());
+            status.history
+        };
+        step(at("aaa", None, false, 3), 100);
+        let history = step(at("aaa", None, true, 0), 142);
+        assert_eq!(history.len(), 1);
+        let first = &history[0];
+        assert_eq!(first.outcome, HistoryOutcome::Applied);
+        assert_eq!(first.seconds_to_ready, Some(42));
+        assert_eq!((first.created, first.updated, first.pruned), (3, 2, 0));
+        assert_eq!(first.attempted_at, time(100));
+        // Unchanged afterwards: no write.
+        let again = Observed {
+            counts: Counts::default(),
+            ..at("aaa", None, true, 0)
+        };
+        assert_eq!(step(again, 500), history);
+
+        let history = step(at("bbb", Some("bad port"), false, 0), 600);
+        assert_eq!(history.len(), 2);
+        assert_eq!(history[1].outcome, HistoryOutcome::Failed);
+        assert_eq!(history[1].reason.as_deref(), Some("RenderFailed"));
+        assert_eq!(history[1].seconds_to_ready, None);
+        let held = Observed {
+            suspended: true,
+            ..at("ccc", None, false, 0)
+        };
+        assert_eq!(step(held, 700)[2].outcome, HistoryOutcome::Held);
+
+        // Bounded: the oldest go.
+        for i in 0..30 {
+            step(at(&format!("r{i}"), None, true, 1), 1000 + i);
+        }
+        let history = stack.status.as_ref().unwrap().history.clone();
+        assert_eq!(history.len(), crate::crd::HISTORY_LIMIT);
+        assert_eq!(history[0].revision, "r10");
+        assert_eq!(history[19].revision, "r29");
     }
 
     #[test]
@@ -406,6 +580,7 @@ mod tests {
                 kept: vec!["Deployment/d".into()],
                 unchanged: 1,
                 dry_run: true,
+                diffs: vec![],
             }
         );
         assert_eq!(kept(&plan), ["Deployment/d"]);

@@ -165,7 +165,10 @@ impl GitSync {
         let oid =
             git2::Oid::from_str(commit).map_err(|_| format!("{commit:?} is not a commit id"))?;
         let mirror = Mirror::dir_for(data_dir, &source.repository);
-        // The mirror keeps every commit it fetched; see the README, "Safe rollouts".
+        // No ref is needed to keep the commit: only a mirror's first fetch is
+        // shallow, later ones are incremental, and nothing ever prunes the
+        // mirror's objects, so a commit once applied stays readable (even after
+        // a force-push). Only a rebuilt mirror lacks it, and then this says so.
         let reader = GitTreeSource::at_commit(&mirror, oid)
             .map_err(|e| format!("commit not readable in the mirror: {}", e.message()))?;
         let dir = RepoPath::new(&source.path).map_err(|e| e.to_string())?;

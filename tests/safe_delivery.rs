@@ -9,6 +9,7 @@ mod fake_api;
 #[path = "reconcile_support/mod.rs"]
 mod support;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -16,11 +17,13 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, Patch, PatchParams};
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
-use stackd::crd::{StackPhase, StackStatus};
-use stackd::reconcile::{DesiredStack, SyncPolicy};
+use stackd::crd::{Stack, StackPhase, StackSpec, StackStatus};
+use stackd::reconcile::source::stack_object;
+use stackd::reconcile::{DesiredStack, RevisionLoader, SyncPolicy};
+use stackd::render::model::SecretValues;
 use tokio::time::Instant;
 
-use support::{Harness, desired, object_writes, test_options, write_paths};
+use support::{Harness, REPOSITORY, desired, object_writes, test_options, write_paths};
 
 const NS: &str = "shop";
 const PRUNE: SyncPolicy = SyncPolicy {
@@ -544,6 +547,114 @@ async fn after_a_restart_a_missed_deadline_says_it_cannot_roll_back() {
         "{message}"
     );
     // Stays on the bad revision's objects; nothing is held.
+    assert!(exists(&h, "Deployment", "worker"));
+    assert_eq!(status(&h).held_revision, None);
+}
+
+/// What the daemon's mirror loader does, from a fixed set of revisions: the
+/// Stack spec the Git sync made of each, and the revisions asked for.
+struct Revisions {
+    known: Vec<DesiredStack>,
+    asked: Mutex<Vec<String>>,
+}
+
+impl RevisionLoader for Revisions {
+    fn load(&self, stack: &Stack, revision: &str) -> Result<(StackSpec, SecretValues), String> {
+        self.asked.lock().unwrap().push(revision.to_string());
+        assert_eq!(stack.metadata.name.as_deref(), Some("shop"));
+        let found = self.known.iter().find(|d| d.source.revision == revision);
+        let found =
+            found.ok_or_else(|| "commit not readable in the mirror: not found".to_string())?;
+        Ok((stack_object(REPOSITORY, found).spec, found.secrets.clone()))
+    }
+}
+
+fn loader(known: Vec<DesiredStack>) -> Arc<Revisions> {
+    Arc::new(Revisions {
+        known,
+        asked: Mutex::default(),
+    })
+}
+
+#[tokio::test]
+async fn after_a_restart_a_missed_deadline_rolls_back_to_the_revision_loaded_from_git() {
+    let Some(mut h) = Harness::started(test_options()).await else {
+        eprintln!("real cluster: skipping (needs the request log)");
+        return;
+    };
+    let r1 = healthy_r1(&h, true).await;
+    let r1_web = h.object("apps/v1", "Deployment", NS, "web").unwrap();
+    let slow = with_deadline(bad_r2(true), "3s", true);
+    h.sync(vec![slow.clone()], PRUNE).await.unwrap();
+    h.wait_for("r2 applied", |h| exists(h, "Deployment", "worker"))
+        .await;
+    // The restart forgets r1; the loader renders it again from Git.
+    h.stop().await;
+    let revisions = loader(vec![r1.clone(), slow]);
+    h.handles.revisions = Some(revisions.clone());
+    h.start(test_options());
+    h.wait_for("RolledBack", |h| {
+        status(h).phase == Some(StackPhase::RolledBack)
+    })
+    .await;
+    h.settle().await;
+    assert_eq!(*revisions.asked.lock().unwrap(), ["r1"]);
+    // The live objects are r1's again, field by field; r2's worker is pruned.
+    let web = h.object("apps/v1", "Deployment", NS, "web").unwrap();
+    assert_eq!(web["spec"], r1_web["spec"]);
+    assert_eq!(web["metadata"]["labels"], r1_web["metadata"]["labels"]);
+    assert_eq!(
+        web["metadata"]["annotations"],
+        r1_web["metadata"]["annotations"]
+    );
+    assert!(!exists(&h, "Deployment", "worker"));
+    let held = status(&h);
+    assert_eq!(held.held_revision.as_deref(), Some("r2"));
+    assert_eq!(held.last_applied_revision.as_deref(), Some("r1"));
+    let message = held.message.unwrap();
+    assert!(message.contains("rolled back to revision r1"), "{message}");
+
+    // Another restart while r2 is held: r1 is loaded again and r2 is not re-applied.
+    h.stop().await;
+    let again = loader(vec![r1]);
+    h.handles.revisions = Some(again.clone());
+    let writes_before = h.fake.writes().len();
+    h.start(test_options());
+    h.settle().await;
+    assert_eq!(*again.asked.lock().unwrap(), ["r1"]);
+    assert!(!exists(&h, "Deployment", "worker"));
+    assert_eq!(image(&h, "web").as_deref(), Some("nginx:1.27"));
+    let written = write_paths(&h.fake.writes()[writes_before..]);
+    assert!(
+        !written.iter().any(|p| p.contains("/deployments")),
+        "{written:?}"
+    );
+    assert_eq!(status(&h).phase, Some(StackPhase::RolledBack));
+}
+
+#[tokio::test]
+async fn after_a_restart_a_revision_git_no_longer_has_is_not_rolled_back_to() {
+    let Some(mut h) = Harness::started(test_options()).await else {
+        eprintln!("real cluster: skipping (needs the request log)");
+        return;
+    };
+    healthy_r1(&h, true).await;
+    let slow = with_deadline(bad_r2(true), "3s", true);
+    h.sync(vec![slow], PRUNE).await.unwrap();
+    h.wait_for("r2 applied", |h| exists(h, "Deployment", "worker"))
+        .await;
+    h.stop().await;
+    h.handles.revisions = Some(loader(Vec::new()));
+    h.start(test_options());
+    h.wait_for("HealthTimeout", |h| conditions(h).1 == "HealthTimeout")
+        .await;
+    let message = status(&h).message.unwrap();
+    assert!(
+        message.ends_with(
+            "cannot roll back: revision r1 could not be loaded again: commit not readable in the mirror: not found"
+        ),
+        "{message}"
+    );
     assert!(exists(&h, "Deployment", "worker"));
     assert_eq!(status(&h).held_revision, None);
 }

@@ -3,6 +3,7 @@
 //! desired stacks of each repository, and whoever leads applies them.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,9 +13,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::RepositoryPolicy;
-use crate::crd::StackPhase;
+use crate::crd::{Stack, StackPhase, StackSpec};
+use crate::git::discovery::stack_at;
+use crate::git::mirror::Mirror;
 use crate::git::source::{PollResult, RepositoryState, RepositoryUpdate};
-use crate::reconcile::{DesiredStack, SecretStore, SyncPolicy};
+use crate::git::tree::GitTreeSource;
+use crate::reconcile::{DesiredStack, RevisionLoader, SecretStore, SyncPolicy};
+use crate::render::files::RepoPath;
+use crate::render::model::SecretValues;
 use crate::state::{SharedState, StackView};
 use crate::tenancy::{NamespaceRules, Tenancy};
 
@@ -115,7 +121,87 @@ fn desired_stacks(
     (desired, sync_policy)
 }
 
+/// Re-renders a past revision of a Git stack from the mirror, for a rollback
+/// after stackd restarted (memory no longer has the revision).
+pub struct MirrorRevisions {
+    pub sync: Arc<GitSync>,
+    pub data_dir: PathBuf,
+}
+
+impl RevisionLoader for MirrorRevisions {
+    fn load(&self, stack: &Stack, revision: &str) -> Result<(StackSpec, SecretValues), String> {
+        self.sync.load_revision(&self.data_dir, stack, revision)
+    }
+}
+
 impl GitSync {
+    /// `stack` as the Git sync would apply it at `commit`: that commit's files,
+    /// read from the repository's mirror under `data_dir`, loaded with the
+    /// repository's current settings. Blocking. Errors quote no secret value.
+    pub fn load_revision(
+        &self,
+        data_dir: &Path,
+        stack: &Stack,
+        commit: &str,
+    ) -> Result<(StackSpec, SecretValues), String> {
+        let source = stack
+            .spec
+            .source
+            .as_ref()
+            .ok_or("the stack does not come from Git")?;
+        let offer = {
+            let pending = self.lock();
+            let found = pending
+                .latest
+                .values()
+                .find(|o| o.update.url == source.repository);
+            found.cloned().ok_or_else(|| {
+                format!(
+                    "repository {} is not synced by this stackd",
+                    source.repository
+                )
+            })?
+        };
+        let oid =
+            git2::Oid::from_str(commit).map_err(|_| format!("{commit:?} is not a commit id"))?;
+        let mirror = Mirror::dir_for(data_dir, &source.repository);
+        // No ref is needed to keep the commit: only a mirror's first fetch is
+        // shallow, later ones are incremental, and nothing ever prunes the
+        // mirror's objects, so a commit once applied stays readable (even after
+        // a force-push). Only a rebuilt mirror lacks it, and then this says so.
+        let reader = GitTreeSource::at_commit(&mirror, oid)
+            .map_err(|e| format!("commit not readable in the mirror: {}", e.message()))?;
+        let dir = RepoPath::new(&source.path).map_err(|e| e.to_string())?;
+        let found = stack_at(&reader, &dir, &offer.update.repository)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no compose file in {:?} at that commit", source.path))?;
+        let update = RepositoryUpdate {
+            commit: commit.to_string(),
+            stacks: vec![found],
+            reader: Arc::new(reader),
+            ..offer.update.clone()
+        };
+        let mut failed = None;
+        let (desired, _) = desired_stacks(
+            &update,
+            &offer.policy,
+            self.own_namespace.as_deref(),
+            |_, error| failed = Some(error.to_string()),
+        );
+        let (namespace, name) = (
+            stack.metadata.namespace.as_deref(),
+            stack.metadata.name.as_deref(),
+        );
+        let desired = desired
+            .into_iter()
+            .find(|d| Some(d.namespace.as_str()) == namespace && Some(d.name.as_str()) == name)
+            .ok_or_else(|| {
+                failed.unwrap_or_else(|| "the stack is not there at that commit".into())
+            })?;
+        let object = stack_object(&offer.update.repository, &desired);
+        Ok((object.spec, desired.secrets))
+    }
+
     pub fn new(own_namespace: Option<String>, state: SharedState, failures: GitFailures) -> Self {
         GitSync {
             own_namespace,

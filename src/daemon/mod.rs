@@ -259,6 +259,10 @@ pub async fn run(
                 metrics: metrics.clone(),
                 caches: caches.clone(),
                 failures: failures.clone(),
+                revisions: Some(Arc::new(live::MirrorRevisions {
+                    sync: sync.clone(),
+                    data_dir: options.data_dir.clone(),
+                })),
             };
             let controller_options = ControllerOptions {
                 render: render_receiver,

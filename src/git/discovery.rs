@@ -139,6 +139,17 @@ pub fn discover(
     Ok(stacks)
 }
 
+/// The stack in `dir` alone, if it holds a compose file: what [`discover`]
+/// finds there, without scanning the rest of the snapshot.
+pub fn stack_at(
+    source: &dyn FileSource,
+    dir: &RepoPath,
+    root_name: &str,
+) -> Result<Option<DiscoveredStack>, DiscoveryError> {
+    let entries = source.list(dir)?;
+    stack_in(source, dir, &entries, root_name)
+}
+
 fn stack_in(
     source: &dyn FileSource,
     dir: &RepoPath,

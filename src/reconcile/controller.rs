@@ -25,7 +25,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::crd::{
-    FIELD_MANAGER, InventoryEntry, RolloutStatus, SERVICE_LABEL, STACK_LABEL, Stack, StackStatus,
+    FIELD_MANAGER, InventoryEntry, RolloutStatus, SERVICE_LABEL, STACK_LABEL, Stack, StackSpec,
+    StackStatus,
 };
 use crate::metrics::Metrics;
 use crate::reason::Reason;
@@ -110,6 +111,15 @@ pub struct ControllerHandles {
     pub caches: CacheSync,
     /// What the Git side found wrong with each stack's newest commit.
     pub failures: GitFailures,
+    /// Re-renders a past revision when memory no longer has it (after a restart).
+    pub revisions: Option<Arc<dyn RevisionLoader>>,
+}
+
+/// Loads a stack as the Git source saw it at a past commit: its spec and its
+/// secret values, read from the mirror. Blocking I/O: called off the runtime.
+pub trait RevisionLoader: Send + Sync {
+    /// `stack`'s spec at `revision` and its secret values, or why not (no secret value in it).
+    fn load(&self, stack: &Stack, revision: &str) -> Result<(StackSpec, SecretValues), String>;
 }
 
 /// Everything one reconcile needs.
@@ -133,6 +143,44 @@ impl Context {
     fn healthy_spec(&self, stack: &Stack) -> Option<Arc<HealthySpec>> {
         let healthy = self.healthy.lock().unwrap_or_else(|e| e.into_inner());
         healthy.get(&key_of(stack)).cloned()
+    }
+
+    /// The healthy revision `to` of `stack`: from memory, else re-rendered from
+    /// Git through the loader (and remembered). `Err` says why neither worked.
+    async fn healthy_revision(&self, stack: &Stack, to: &str) -> Result<Arc<HealthySpec>, String> {
+        if let Some(healthy) = self.healthy_spec(stack).filter(|h| h.revision == to) {
+            return Ok(healthy);
+        }
+        let Some(loader) = self.handles.revisions.clone() else {
+            return Err(format!(
+                "revision {} is no longer in memory (stackd restarted)",
+                short_revision(to)
+            ));
+        };
+        let (current, revision) = (stack.clone(), to.to_string());
+        let loaded = tokio::task::spawn_blocking(move || loader.load(&current, &revision))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|loaded| loaded)
+            .map_err(|why| {
+                format!(
+                    "revision {} could not be loaded again: {why}",
+                    short_revision(to)
+                )
+            })?;
+        let (spec, secrets) = loaded;
+        let healthy = Arc::new(HealthySpec {
+            revision: to.to_string(),
+            stack: Stack {
+                metadata: stack.metadata.clone(),
+                spec,
+                status: None,
+            },
+            secrets,
+        });
+        let mut known = self.healthy.lock().unwrap_or_else(|e| e.into_inner());
+        known.insert(key_of(stack), healthy.clone());
+        Ok(healthy)
     }
 
     fn remember_healthy(&self, stack: &Stack, revision: &str, secrets: &SecretValues) {
@@ -662,17 +710,13 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
             desired.previous.last_healthy_revision.as_deref(),
         );
         if let rollout::Decision::RollBack { to } = decision {
-            match context.healthy_spec(stack).filter(|h| h.revision == to) {
-                Some(healthy) => {
+            match context.healthy_revision(stack, &to).await {
+                Ok(healthy) => {
                     return roll_back(stack, context, &desired, &applied, healthy, message).await;
                 }
-                // Kept in memory only: after a restart there is nothing to render.
-                None => {
+                Err(why) => {
                     judged.verdict = rollout::Verdict::TimedOut {
-                        message: format!(
-                            "{message}; cannot roll back: revision {} is no longer in memory (stackd restarted)",
-                            short_revision(&to)
-                        ),
+                        message: format!("{message}; cannot roll back: {why}"),
                     };
                 }
             }
@@ -680,6 +724,18 @@ async fn reconcile_stack(stack: &Stack, context: &Context) -> Result<Done, Recon
     }
     // 6. Status.
     status_stage(stack, context, &desired, &planned, applied, judged).await
+}
+
+/// The revision to apply while the spec's is held: the last healthy one.
+async fn healthy_to_hold(
+    stack: &Stack,
+    context: &Context,
+    previous: &StackStatus,
+) -> Option<Arc<HealthySpec>> {
+    match previous.last_healthy_revision.as_deref() {
+        Some(to) => context.healthy_revision(stack, to).await.ok(),
+        None => context.healthy_spec(stack),
+    }
 }
 
 /// Stops early when there is nothing to apply (being deleted, suspended,
@@ -768,9 +824,9 @@ async fn desired_stage(stack: &Stack, context: &Context) -> Result<Stage<Desired
     // a requested reconcile releases it.
     let held = match rollout::is_held(previous.held_revision.as_deref(), &revision, forced) {
         false => None,
-        true => match context.healthy_spec(stack) {
+        true => match healthy_to_hold(stack, context, &previous).await {
             Some(healthy) => Some(healthy),
-            // The healthy revision is not in memory (stackd restarted): apply
+            // The healthy revision can be neither found nor loaded: apply
             // nothing rather than the held revision.
             None => {
                 let failure = Failure::new(

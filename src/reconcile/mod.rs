@@ -19,7 +19,7 @@ pub mod status;
 pub mod waves;
 
 pub use caches::{CacheState, CacheSync};
-pub use controller::{ControllerHandles, ControllerOptions, run};
+pub use controller::{ControllerHandles, ControllerOptions, RevisionLoader, run};
 pub use error::ReconcileError;
 pub use failures::{GitFailure, GitFailures};
 pub use secrets::SecretStore;

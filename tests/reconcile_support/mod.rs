@@ -102,6 +102,7 @@ impl Harness {
                 metrics: Metrics::new(),
                 caches: CacheSync::default(),
                 failures: Default::default(),
+                revisions: None,
             },
             cancel: CancellationToken::new(),
             task: None,

@@ -123,17 +123,8 @@ fn reconciles(metrics: &str, stack: &str) -> f64 {
 }
 
 fn start(config: &Path, dir: &Path, port: u16, kubeconfig: &Path, log: &str) -> common::Daemon {
-    let child = common::stackd_run(
-        env!("CARGO_BIN_EXE_stackd").as_ref(),
-        config,
-        &dir.join("data"),
-        port,
-        kubeconfig,
-    )
-    .stderr(std::fs::File::create(dir.join(log)).unwrap())
-    .spawn()
-    .unwrap();
-    common::Daemon(child)
+    let binary = env!("CARGO_BIN_EXE_stackd").as_ref();
+    common::start_stackd(binary, config, dir, port, kubeconfig, log)
 }
 
 /// Waits until this process has reconciled every stack `more_than` times.
@@ -152,10 +143,8 @@ async fn reconciled(port: u16, stacks: &[String], more_than: f64) -> String {
 async fn a_restart_and_a_forced_relist_write_nothing() {
     let cluster = fake_api::test_client().await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = match (&cluster.fake, std::env::var_os("KUBECONFIG_E2E")) {
-        (Some(fake), _) => common::write_kubeconfig(dir.path(), fake.url()),
-        (None, path) => PathBuf::from(path.expect("KUBECONFIG_E2E names the real cluster")),
-    };
+    let fake_url = cluster.fake.as_ref().map(|f| f.url());
+    let kubeconfig = common::daemon_kubeconfig(dir.path(), fake_url);
     // Unique names: on a real cluster earlier runs' namespaces may still be there.
     let suffix = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
     let stacks: Vec<String> = ["shop", "blog"]

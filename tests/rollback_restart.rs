@@ -22,17 +22,8 @@ const R1: &str = "services:\n  web:\n    image: nginx:1.27\n";
 const R2: &str = "services:\n  web:\n    image: nginx:broken\n  worker:\n    image: busybox:1\n";
 
 fn start(config: &Path, dir: &Path, port: u16, kubeconfig: &Path, log: &str) -> common::Daemon {
-    let child = common::stackd_run(
-        env!("CARGO_BIN_EXE_stackd").as_ref(),
-        config,
-        &dir.join("data"),
-        port,
-        kubeconfig,
-    )
-    .stderr(std::fs::File::create(dir.join(log)).unwrap())
-    .spawn()
-    .unwrap();
-    common::Daemon(child)
+    let binary = env!("CARGO_BIN_EXE_stackd").as_ref();
+    common::start_stackd(binary, config, dir, port, kubeconfig, log)
 }
 
 /// What the Deployment controller writes once the pods of the current generation are up.
@@ -50,10 +41,8 @@ async fn deployment_ready(api: &Api<Deployment>, name: &str) {
 async fn a_restarted_stackd_rolls_back_to_the_healthy_revision_from_the_mirror() {
     let cluster = fake_api::test_client().await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = match (&cluster.fake, std::env::var_os("KUBECONFIG_E2E")) {
-        (Some(fake), _) => common::write_kubeconfig(dir.path(), fake.url()),
-        (None, path) => PathBuf::from(path.expect("KUBECONFIG_E2E names the real cluster")),
-    };
+    let fake_url = cluster.fake.as_ref().map(|f| f.url());
+    let kubeconfig = common::daemon_kubeconfig(dir.path(), fake_url);
     let stack = format!("rollback-{:06x}", rand::random::<u32>() & 0xff_ffff);
     let upstream = git_support::Upstream::new(dir.path(), "apps");
     upstream.write(&format!("stacks/{stack}/compose.yaml"), R1);

@@ -96,10 +96,8 @@ fn a_write_is_classified_by_kind() {
 async fn each_write_is_needed_on_a_first_apply_and_a_one_line_change() {
     let cluster = fake_api::test_client().await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = match (&cluster.fake, std::env::var_os("KUBECONFIG_E2E")) {
-        (Some(fake), _) => common::write_kubeconfig(dir.path(), fake.url()),
-        (None, path) => PathBuf::from(path.expect("KUBECONFIG_E2E names the real cluster")),
-    };
+    let fake_url = cluster.fake.as_ref().map(|f| f.url());
+    let kubeconfig = common::daemon_kubeconfig(dir.path(), fake_url);
     let suffix = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
     let stacks: Vec<String> = ["shop", "blog"]
         .iter()
@@ -124,17 +122,9 @@ async fn each_write_is_needed_on_a_first_apply_and_a_one_line_change() {
 
     let port = common::free_port();
     let log = dir.path().join("stackd.log");
-    let child = common::stackd_run(
-        env!("CARGO_BIN_EXE_stackd").as_ref(),
-        &config,
-        &dir.path().join("data"),
-        port,
-        &kubeconfig,
-    )
-    .stderr(std::fs::File::create(&log).unwrap())
-    .spawn()
-    .unwrap();
-    let mut daemon = common::Daemon(child);
+    let binary = env!("CARGO_BIN_EXE_stackd").as_ref();
+    let mut daemon =
+        common::start_stackd(binary, &config, dir.path(), port, &kubeconfig, "stackd.log");
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
     for stack in &stacks {

@@ -232,6 +232,33 @@ pub fn write_kubeconfig(dir: &Path, server: &str) -> PathBuf {
     path
 }
 
+/// The kubeconfig a `stackd run` under test uses: one for the in-process API
+/// server at `fake_url`, or the real cluster's named by `KUBECONFIG_E2E`.
+pub fn daemon_kubeconfig(dir: &Path, fake_url: Option<&str>) -> PathBuf {
+    match fake_url {
+        Some(url) => write_kubeconfig(dir, url),
+        None => PathBuf::from(
+            std::env::var_os("KUBECONFIG_E2E").expect("KUBECONFIG_E2E names the real cluster"),
+        ),
+    }
+}
+
+/// Spawns [`stackd_run`] of `binary` with its data in `dir/data` and its log in `dir/<log>`.
+pub fn start_stackd(
+    binary: &std::ffi::OsStr,
+    config: &Path,
+    dir: &Path,
+    port: u16,
+    kubeconfig: &Path,
+    log: &str,
+) -> Daemon {
+    let child = stackd_run(binary, config, &dir.join("data"), port, kubeconfig)
+        .stderr(std::fs::File::create(dir.join(log)).unwrap())
+        .spawn()
+        .unwrap();
+    Daemon(child)
+}
+
 /// `stackd run` with a configuration file and a data directory, listening on
 /// 127.0.0.1:`port`, against the cluster of `kubeconfig` (never an in-cluster
 /// namespace). Callers add output handling and spawn it.

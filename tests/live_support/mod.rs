@@ -34,11 +34,7 @@ pub struct Live {
 
 /// The kubeconfig the daemon uses: the fake's, or `KUBECONFIG_E2E` itself.
 fn kubeconfig(cluster: &TestCluster, dir: &Path) -> PathBuf {
-    match (&cluster.fake, std::env::var_os("KUBECONFIG_E2E")) {
-        (Some(fake), _) => common::write_kubeconfig(dir, fake.url()),
-        (None, Some(path)) => PathBuf::from(path),
-        (None, None) => unreachable!("test_client gives the fake without KUBECONFIG_E2E"),
-    }
+    common::daemon_kubeconfig(dir, cluster.fake.as_ref().map(|f| f.url()))
 }
 
 impl Live {

@@ -17,5 +17,6 @@ pub mod notify;
 pub mod reason;
 pub mod reconcile;
 pub mod render;
+pub mod shard;
 pub mod state;
 pub mod tenancy;

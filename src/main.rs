@@ -133,6 +133,15 @@ struct RunArgs {
     /// This replica's name in the Lease.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Split the stacks into N shards, each granted by a Lease `stackd-shard-K`
+    /// in --lease-namespace; each replica holds a fair share of them and
+    /// reconciles only their stacks (implies leases, with or without --leader-election).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    shards: Option<u32>,
+    /// How long a Lease (leader or shard) lasts without renewal; renewals come
+    /// at a third of it. A dead replica's work is taken over within about this long.
+    #[arg(long, default_value = "15s", value_parser = parse_lease_duration)]
+    lease_duration: std::time::Duration,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -284,8 +293,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
             PathBuf::from(stackd::git::settings::DEFAULT_DATA_DIR)
         }
     });
-    let leader_election = args
-        .leader_election
+    let leader_election = (args.leader_election || args.shards.is_some())
         .then(|| stackd::daemon::LeaderSettings {
             namespace: args.lease_namespace.clone(),
             lease_name: "stackd-leader".to_string(),
@@ -305,6 +313,8 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         own_namespace: Some(args.lease_namespace.clone()),
         kube_qps: args.kube_qps,
         kube_burst: args.kube_burst,
+        shards: args.shards,
+        lease_duration: args.lease_duration,
     };
     limit_malloc_arenas();
     let runtime = tokio::runtime::Runtime::new()?;
@@ -315,6 +325,17 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
     result?;
     Ok(())
+}
+
+/// `--lease-duration`: "15s", "1m"; at least 3 s, so that renewals (a third of
+/// it) stay at least a second apart.
+fn parse_lease_duration(text: &str) -> Result<std::time::Duration, String> {
+    let duration = stackd::git::settings::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration such as 15s or 1m"))?;
+    if duration < std::time::Duration::from_secs(3) {
+        return Err(format!("{text:?} is shorter than 3s"));
+    }
+    Ok(duration)
 }
 
 /// How long blocking work may delay the exit after the daemon has stopped.

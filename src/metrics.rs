@@ -33,6 +33,8 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     pub commit_status_total: IntCounterVec,
     pub notifications_total: IntCounterVec,
+    /// 1 for each shard whose Lease this replica holds (`--shards`), else 0.
+    pub shard_owned: IntGaugeVec,
     /// The phase and reason labels each stack's `stack_info` and
     /// `stack_ready` series currently have.
     phases: Arc<Mutex<BTreeMap<(String, String), StackLabels>>>,
@@ -178,6 +180,11 @@ impl Metrics {
                 "stackd_notifications_total",
                 "Notifications by notification name and result (sent, refused, failed, dropped).",
                 &["name", "result"],
+            ),
+            shard_owned: gauge(
+                "stackd_shard_owned",
+                "1 while this replica holds the shard's Lease (--shards), else 0.",
+                &["shard"],
             ),
             phases: Arc::default(),
             registry,

@@ -104,6 +104,12 @@ pub struct StackView {
     /// The services' `depends_on`, ports and volumes, for the page's picture.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shapes: Vec<crate::http::picture::ServiceShape>,
+    /// With `--shards`: the stack's shard, and the replica holding it (as the
+    /// Leases said when last read); filled in when read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 /// Identifies a stack: namespace, then name.
@@ -124,6 +130,8 @@ pub struct SharedState {
     inner: Arc<RwLock<Snapshot>>,
     /// Where stack outcomes go for commit statuses and notifications.
     observer: Arc<std::sync::OnceLock<crate::notify::Observer>>,
+    /// With `--shards`: who holds each shard.
+    shards: Arc<std::sync::OnceLock<crate::reconcile::shards::ShardHolders>>,
 }
 
 impl SharedState {
@@ -141,7 +149,8 @@ impl SharedState {
     }
 
     pub fn stacks(&self) -> Vec<StackView> {
-        self.read().stacks.values().cloned().collect()
+        let stacks: Vec<StackView> = self.read().stacks.values().cloned().collect();
+        stacks.into_iter().map(|v| self.with_shard(v)).collect()
     }
 
     pub fn stack(&self, namespace: &str, name: &str) -> Option<StackView> {
@@ -149,6 +158,24 @@ impl SharedState {
             .stacks
             .get(&(namespace.to_string(), name.to_string()))
             .cloned()
+            .map(|v| self.with_shard(v))
+    }
+
+    /// Shows each stack's shard and holder from now on (`--shards`).
+    pub fn set_shards(&self, holders: crate::reconcile::shards::ShardHolders) {
+        let _ = self.shards.set(holders);
+    }
+
+    fn with_shard(&self, mut view: StackView) -> StackView {
+        if let Some((shard, replica)) = self
+            .shards
+            .get()
+            .and_then(|h| h.of_stack(&view.namespace, &view.name))
+        {
+            view.shard = Some(shard);
+            view.replica = replica;
+        }
+        view
     }
 
     pub fn config_error(&self) -> Option<String> {

@@ -392,7 +392,7 @@ impl Pipeline {
         let run = {
             let (sync, client) = (sync.clone(), h.client.clone());
             let (secrets, leading) = (h.handles.secrets.clone(), leading.clone());
-            async move { sync.run(client, secrets, leading).await }
+            async move { sync.run(client, secrets, leading, None).await }
         };
         tokio::spawn(run);
         Some(Pipeline {

@@ -36,6 +36,7 @@ const NS: &str = "shop";
 const PRUNE: SyncPolicy = SyncPolicy {
     prune: true,
     allow_prune_all: false,
+    shards: 0,
 };
 
 macro_rules! harness {
@@ -321,7 +322,7 @@ impl Live {
         tokio::spawn({
             let (sync, client) = (sync.clone(), h.client.clone());
             let (secrets, leading) = (h.handles.secrets.clone(), leading.clone());
-            async move { sync.run(client, secrets, leading).await }
+            async move { sync.run(client, secrets, leading, None).await }
         });
         tokio::spawn(async move {
             let policy: RepositoryPolicy = serde_json::from_value(json!({})).unwrap();

@@ -164,3 +164,61 @@ fn cluster_role_covers_every_rendered_kind_and_nothing_more() {
     let granted_resources: BTreeSet<(String, String)> = granted.keys().cloned().collect();
     assert_eq!(granted_resources, expected);
 }
+
+/// `manifests/sharded/`: the base with three replicas and `--shards` in place
+/// of `--leader-election`. No kustomize runs here, so the test applies the
+/// overlay's JSON patch itself (replace and test, the two ops it uses), then
+/// validates the result and checks that `stackd run` accepts its arguments.
+#[test]
+fn the_sharded_overlay_runs_three_replicas_with_shards() {
+    let root = common::repo_dir().join("manifests");
+    let overlay = &documents(&root.join("sharded/kustomization.yaml"))[0];
+    assert_eq!(overlay["resources"], serde_json::json!([".."]));
+    let patch = &overlay["patches"][0];
+    assert_eq!(patch["target"]["kind"], "Deployment");
+    let ops: Vec<serde_json::Value> =
+        serde_saphyr::from_str(patch["patch"].as_str().unwrap()).unwrap();
+    let mut deployment = documents(&root.join("deployment.yaml"))
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment")
+        .unwrap();
+    for op in &ops {
+        let path = op["path"].as_str().unwrap();
+        let target = deployment.pointer_mut(path).unwrap_or_else(|| panic!("no {path}"));
+        match op["op"].as_str().unwrap() {
+            "test" => assert_eq!(*target, op["value"], "{path}"),
+            "replace" => *target = op["value"].clone(),
+            other => panic!("unexpected op {other}"),
+        }
+    }
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let args: Vec<String> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    assert!(args.contains(&"--shards=6".to_string()), "{args:?}");
+    assert!(!args.contains(&"--leader-election".to_string()), "{args:?}");
+
+    // The arguments parse (`--help` after them stops before anything runs).
+    let output = Command::new(env!("CARGO_BIN_EXE_stackd"))
+        .args(&args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("--shards"));
+
+    if let Some(validator) = common::kubernetes_validate() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("deployment.yaml");
+        std::fs::write(&file, serde_json::to_string(&deployment).unwrap()).unwrap();
+        let output = Command::new(validator)
+            .args(["--kubernetes-version", "1.33.0", "--strict", "--quiet"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    }
+}

@@ -25,6 +25,7 @@ const NS: &str = "shop";
 const PRUNE: SyncPolicy = SyncPolicy {
     prune: true,
     allow_prune_all: false,
+    shards: 0,
 };
 
 fn image(h: &Harness, kind: &str, name: &str) -> Option<String> {

@@ -126,6 +126,7 @@ async fn a_replica_that_loses_the_lease_stops_writing_and_another_takes_over() {
     let policy = SyncPolicy {
         prune: true,
         allow_prune_all: false,
+        shards: 0,
     };
 
     // Replica "a" leads and runs the controller.

@@ -22,6 +22,7 @@ use support::{Harness, desired, object_writes, test_options, web_and_db, write_p
 const PRUNE: SyncPolicy = SyncPolicy {
     prune: true,
     allow_prune_all: false,
+    shards: 0,
 };
 
 macro_rules! harness {
@@ -223,6 +224,7 @@ async fn vanished_stacks_are_deleted_but_never_all_unless_allowed() {
     let allowed = SyncPolicy {
         prune: true,
         allow_prune_all: true,
+        shards: 0,
     };
     let report = h.sync(vec![], allowed).await.unwrap();
     assert_eq!(report.deleted, ["shop/shop"]);

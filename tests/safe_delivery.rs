@@ -29,6 +29,7 @@ const NS: &str = "shop";
 const PRUNE: SyncPolicy = SyncPolicy {
     prune: true,
     allow_prune_all: false,
+    shards: 0,
 };
 
 macro_rules! harness {

@@ -25,6 +25,7 @@ use support::{Harness, desired, test_options, web_and_db, with_image, without};
 const PRUNE: SyncPolicy = SyncPolicy {
     prune: true,
     allow_prune_all: false,
+    shards: 0,
 };
 
 /// A name no earlier run on a real cluster left behind.

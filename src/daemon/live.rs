@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::Client;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -18,6 +17,7 @@ use crate::git::discovery::stack_at;
 use crate::git::mirror::Mirror;
 use crate::git::source::{PollResult, RepositoryState, RepositoryUpdate};
 use crate::git::tree::GitTreeSource;
+use crate::reconcile::shards::ShardHolders;
 use crate::reconcile::{DesiredStack, RevisionLoader, SecretStore, SyncPolicy};
 use crate::render::files::RepoPath;
 use crate::render::model::SecretValues;
@@ -40,7 +40,8 @@ const RETRY_AFTER: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub struct GitSync {
     inner: Mutex<Pending>,
-    changed: Notify,
+    /// Bumped at each offer; every running sync (one per held shard) sees it.
+    changed: watch::Sender<u64>,
     /// The namespace stackd runs in: refused to stacks unless listed exactly.
     own_namespace: Option<String>,
     /// Shown at once for stacks that fail on the Git side.
@@ -52,6 +53,8 @@ pub struct GitSync {
     render: Option<watch::Receiver<RenderOptions>>,
     /// What the last sync of each repository saw: unchanged commits cost no request.
     memory: SyncMemory,
+    /// With `--shards`: the shards and who holds them.
+    shards: Option<ShardHolders>,
 }
 
 #[derive(Default)]
@@ -117,6 +120,7 @@ fn desired_stacks(
     let sync_policy = SyncPolicy {
         prune: policy.prune && policy.allow_empty && !any_failed,
         allow_prune_all: policy.allow_empty,
+        shards: 0,
     };
     (desired, sync_policy)
 }
@@ -211,6 +215,28 @@ impl GitSync {
         }
     }
 
+    /// Labels each Stack with its shard, and notifies only of the stacks of
+    /// shards this replica holds.
+    pub fn with_shards(mut self, holders: ShardHolders) -> Self {
+        self.shards = Some(holders);
+        self
+    }
+
+    fn shard_count(&self) -> u32 {
+        self.shards.as_ref().map_or(0, ShardHolders::shards)
+    }
+
+    /// Whether this replica reports on the stack: without shards always, else
+    /// when it holds the stack's shard (the others would report it too).
+    fn reports_on(&self, namespace: &str, name: &str) -> bool {
+        match &self.shards {
+            None => true,
+            Some(holders) => holders
+                .of_stack(namespace, name)
+                .is_none_or(|(shard, _)| holders.holds(shard)),
+        }
+    }
+
     /// Renders with the configuration's settings (the controller's).
     pub fn with_render_options(mut self, render: watch::Receiver<RenderOptions>) -> Self {
         self.render = Some(render);
@@ -279,7 +305,7 @@ impl GitSync {
             .insert(update.repository.clone(), Arc::new(offer));
         pending.dirty.insert(update.repository.clone());
         drop(pending);
-        self.changed.notify_one();
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// A stack that failed on the Git side, for the page at once and for the
@@ -306,7 +332,8 @@ impl GitSync {
             last_error: Some(failure.message.clone()),
             ..base
         });
-        self.state.observe(crate::notify::Observation {
+        if self.reports_on(namespace, name) {
+            self.state.observe(crate::notify::Observation {
             repository: repository.to_string(),
             namespace: namespace.to_string(),
             stack: name.to_string(),
@@ -315,7 +342,8 @@ impl GitSync {
             reason: failure.reason.as_str().to_string(),
             message: failure.message.clone(),
             at: chrono::Utc::now(),
-        });
+            });
+        }
         self.failures.set_stack(
             namespace,
             name,
@@ -333,20 +361,35 @@ impl GitSync {
         pending.dirty.retain(|name| repositories.contains(name));
     }
 
-    /// Applies queued repositories while `leading` is not cancelled. On taking
-    /// the lead everything is applied once: a previous leader may have died first.
-    pub async fn run(&self, client: Client, secrets: SecretStore, leading: CancellationToken) {
+    /// Applies queued repositories while `leading` is not cancelled: every
+    /// repository, or with `--shards` those of `shard`. On taking the lead (or
+    /// the shard) everything is applied once: a previous holder may have died first.
+    pub async fn run(
+        &self,
+        client: Client,
+        secrets: SecretStore,
+        leading: CancellationToken,
+        shard: Option<u32>,
+    ) {
+        let shards = self.shard_count();
+        let mine = |repository: &str| {
+            shard.is_none_or(|shard| crate::shard::of_repository(repository, shards) == shard)
+        };
+        let mut changed = self.changed.subscribe();
         // Another replica may have written while this one did not lead.
         self.memory.forget();
         {
             let mut pending = self.lock();
-            let all: BTreeSet<String> = pending.latest.keys().cloned().collect();
-            pending.dirty = all;
+            let all: Vec<String> = pending.latest.keys().cloned().collect();
+            pending.dirty.extend(all.into_iter().filter(|r| mine(r)));
         }
         loop {
             let batch: Vec<(String, Arc<Offer>)> = {
                 let mut pending = self.lock();
-                let dirty = std::mem::take(&mut pending.dirty);
+                let dirty: Vec<String> = pending.dirty.iter().filter(|r| mine(r)).cloned().collect();
+                for repository in &dirty {
+                    pending.dirty.remove(repository);
+                }
                 dirty
                     .into_iter()
                     .filter_map(|name| {
@@ -373,6 +416,7 @@ impl GitSync {
                     // As with a stack that does not load: prune nothing.
                     policy.prune = false;
                 }
+                policy.shards = shards;
                 let synced = sync_repository_remembered(
                     &self.memory,
                     &client,
@@ -435,7 +479,7 @@ impl GitSync {
             };
             tokio::select! {
                 _ = leading.cancelled() => return,
-                _ = self.changed.notified() => {}
+                _ = changed.changed() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }

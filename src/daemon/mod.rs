@@ -32,7 +32,8 @@ use crate::http::{AppState, SourceControl, metrics_router, router, serve};
 use crate::metrics::Metrics;
 use crate::reason::Reason;
 use crate::reconcile::GitFailures;
-use crate::reconcile::leader::{LeaderElection, LeaseTiming};
+use crate::reconcile::leader::LeaderElection;
+use crate::reconcile::shards::{self, ShardElection, ShardHolders};
 use crate::reconcile::{CacheSync, ControllerHandles, ControllerOptions, SecretStore};
 use crate::render::{self, RenderOptions};
 use crate::state::{RepositoryView, SharedState, StackView};
@@ -62,6 +63,11 @@ pub struct RunOptions {
     /// Client-side rate limit of API requests (`--kube-qps`, `--kube-burst`); 0 turns it off.
     pub kube_qps: f64,
     pub kube_burst: u32,
+    /// `--shards N`: hold some of the Leases `stackd-shard-0 … N-1` (in the
+    /// leader-election namespace, as this identity) and work on those shards only.
+    pub shards: Option<u32>,
+    /// How long a Lease lasts without renewal (`--lease-duration`).
+    pub lease_duration: Duration,
 }
 
 /// Where the leader-election Lease lives and who this replica is.
@@ -173,8 +179,9 @@ pub async fn run(
     let client = if options.dry_run {
         None
     } else {
+        let identity = options.leader_election.as_ref().map(|l| l.identity.as_str());
         Some(rate_limit::rate_limited(
-            connect().await?,
+            connect(&user_agent(identity)).await?,
             options.kube_qps,
             options.kube_burst,
         ))
@@ -245,14 +252,24 @@ pub async fn run(
             let observer =
                 start_notifier(&config, &metrics, &state, options.leader_election.is_none());
             notifier = Some(observer.clone());
-            let sync = Arc::new(
-                GitSync::new(
-                    options.own_namespace.clone(),
-                    state.clone(),
-                    failures.clone(),
-                )
-                .with_render_options(render_receiver.clone()),
-            );
+            let holders = match (options.shards, &options.leader_election) {
+                (Some(shards), Some(leader)) => {
+                    let holders = ShardHolders::new(shards, &leader.identity);
+                    state.set_shards(holders.clone());
+                    Some(holders)
+                }
+                _ => None,
+            };
+            let mut sync = GitSync::new(
+                options.own_namespace.clone(),
+                state.clone(),
+                failures.clone(),
+            )
+            .with_render_options(render_receiver.clone());
+            if let Some(holders) = &holders {
+                sync = sync.with_shards(holders.clone());
+            }
+            let sync = Arc::new(sync);
             let handles = ControllerHandles {
                 secrets: SecretStore::new(),
                 state: state.clone(),
@@ -273,46 +290,71 @@ pub async fn run(
                     .unwrap_or_else(|| "stackd".to_string()),
                 ..ControllerOptions::default()
             };
+            let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let work = {
                 let (client, sync) = (client.clone(), sync.clone());
-                move |leading: CancellationToken| {
-                    let (client, sync, handles, controller_options) = (
+                move |shard: Option<u32>, leading: CancellationToken| {
+                    let (client, sync, mut handles, mut controller_options) = (
                         client.clone(),
                         sync.clone(),
                         handles.clone(),
                         controller_options.clone(),
                     );
-                    let observer = observer.clone();
+                    controller_options.shard = shard;
+                    if shard.is_some() {
+                        // Each shard's caches list on their own; /readyz follows none of them.
+                        handles.caches = CacheSync::default();
+                    }
+                    let (observer, active) = (observer.clone(), active.clone());
                     async move {
-                        // Only the replica that reconciles reports outcomes.
+                        // Only a replica that reconciles reports outcomes (of its own stacks).
+                        active.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         observer.set_active(true);
                         let git = {
                             let (client, secrets, leading) =
                                 (client.clone(), handles.secrets.clone(), leading.clone());
-                            tokio::spawn(async move { sync.run(client, secrets, leading).await })
+                            tokio::spawn(
+                                async move { sync.run(client, secrets, leading, shard).await },
+                            )
                         };
                         crate::reconcile::run(client, controller_options, handles, leading).await;
                         let _ = git.await;
-                        observer.set_active(false);
+                        if active.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                            observer.set_active(false);
+                        }
                     }
                 }
             };
             let stop = stop.clone();
-            workers.push(match &options.leader_election {
-                Some(leader) => {
+            let timing = shards::timing_for(options.lease_duration);
+            workers.push(match (&options.leader_election, holders) {
+                (Some(leader), Some(holders)) => {
+                    let election = ShardElection::new(
+                        client.clone(),
+                        &leader.namespace,
+                        holders.shards(),
+                        &leader.identity,
+                        timing,
+                        holders,
+                        metrics.clone(),
+                    );
+                    tokio::spawn(async move {
+                        election
+                            .run(stop, move |shard, token| work(Some(shard), token))
+                            .await
+                    })
+                }
+                (Some(leader), None) => {
                     let election = LeaderElection::new(
                         client.clone(),
                         &leader.namespace,
                         &leader.lease_name,
                         &leader.identity,
-                        LeaseTiming::default(),
+                        timing,
                     );
-                    tokio::spawn(async move { election.lead(stop, work).await })
+                    tokio::spawn(async move { election.lead(stop, move |token| work(None, token)).await })
                 }
-                None => {
-                    let work = work;
-                    tokio::spawn(work(stop))
-                }
+                (None, _) => tokio::spawn(work(None, stop)),
             });
             Reconciler::Live { sync }
         }
@@ -438,12 +480,25 @@ fn start_notifier(
     observer
 }
 
+/// `stackd/<version> (<identity>)`: the API server's audit log (and a test's
+/// request log) then tells which replica made each request.
+fn user_agent(identity: Option<&str>) -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    match identity {
+        Some(identity) => format!("stackd/{version} ({identity})"),
+        None => format!("stackd/{version}"),
+    }
+}
+
 /// A client for the cluster kube finds (KUBECONFIG, ~/.kube/config or in-cluster),
 /// checked by asking for the server's version.
-async fn connect() -> Result<Client, DaemonError> {
-    let config = kube::Config::infer()
+async fn connect(user_agent: &str) -> Result<Client, DaemonError> {
+    let mut config = kube::Config::infer()
         .await
         .map_err(|e| DaemonError::NoKubeconfig(e.to_string()))?;
+    if let Ok(value) = http::HeaderValue::from_str(user_agent) {
+        config.headers.push((http::header::USER_AGENT, value));
+    }
     let server = config
         .cluster_url
         .to_string()

@@ -324,6 +324,17 @@ fn shorten(text: &str, chars: usize) -> String {
     }
 }
 
+/// With `--shards`: the stack's shard and its holder, under its name.
+fn shard_line(stack: &StackView) -> String {
+    match stack.shard {
+        Some(shard) => format!(
+            "<br><span class=\"meta\">shard {shard} · {}</span>",
+            escape(stack.replica.as_deref().unwrap_or("no holder"))
+        ),
+        None => String::new(),
+    }
+}
+
 /// The overview: repositories, then the stacks of `filter`'s view, with counts by
 /// phase (each a filter link), a search form and pages of [`PAGE_SIZE`].
 pub fn overview(
@@ -510,11 +521,12 @@ pub fn overview(
             &STACK_COLUMNS,
             &[
                 format!(
-                    "<a href=\"/stacks/{}/{}\">{}/{}</a>",
+                    "<a href=\"/stacks/{}/{}\">{}/{}</a>{}",
                     path_segment(&stack.namespace),
                     path_segment(&stack.name),
                     escape(&stack.namespace),
-                    escape(&stack.name)
+                    escape(&stack.name),
+                    shard_line(stack),
                 ),
                 format!("<code>{}</code>", optional(stack.path.as_deref())),
                 short_sha(stack.revision.as_deref()),
@@ -693,6 +705,13 @@ pub fn stack_detail(stack: &StackView, refresh: Refresh, now: DateTime<Utc>) -> 
             body,
             "<p>Last attempted revision: {}</p>",
             short_sha(Some(attempted))
+        );
+    }
+    if let Some(shard) = stack.shard {
+        let _ = writeln!(
+            body,
+            "<p>Shard {shard}, held by {}.</p>",
+            escape(stack.replica.as_deref().unwrap_or("no replica right now"))
         );
     }
     if let Some(message) = &stack.message {

@@ -82,6 +82,8 @@ pub struct ControllerOptions {
     pub secrets_wait: Duration,
     /// This replica, for Events.
     pub identity: String,
+    /// With `--shards`: only this shard's Stacks and objects are watched and reconciled.
+    pub shard: Option<u32>,
 }
 
 impl Default for ControllerOptions {
@@ -97,6 +99,7 @@ impl Default for ControllerOptions {
             resync: Duration::from_secs(600),
             secrets_wait: Duration::from_secs(5),
             identity: "stackd".to_string(),
+            shard: None,
         }
     }
 }
@@ -183,6 +186,31 @@ impl Context {
         Ok(healthy)
     }
 
+    /// The secret values of `stack` at `revision`, loaded from the mirror
+    /// when they are not in memory, and kept. Only when that commit gives
+    /// exactly the Stack's spec: values of another spec could be wrong.
+    async fn secrets_from_mirror(&self, stack: &Stack, revision: &str) -> Option<SecretValues> {
+        let loader = self.handles.revisions.clone()?;
+        let (current, at) = (stack.clone(), revision.to_string());
+        let loaded = tokio::task::spawn_blocking(move || loader.load(&current, &at)).await;
+        let (spec, values) = match loaded {
+            Ok(Ok(loaded)) => loaded,
+            Ok(Err(why)) => {
+                tracing::debug!(%why, "secret values not loaded from the mirror");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        if spec != stack.spec {
+            return None;
+        }
+        let (namespace, name) = key_of(stack);
+        self.handles
+            .secrets
+            .put(&namespace, &name, revision, values.clone());
+        Some(values)
+    }
+
     fn remember_healthy(&self, stack: &Stack, revision: &str, secrets: &SecretValues) {
         let mut healthy = self.healthy.lock().unwrap_or_else(|e| e.into_inner());
         let known = healthy.get(&key_of(stack));
@@ -211,6 +239,7 @@ impl Context {
 fn owned<K>(
     client: &Client,
     caches: &CacheSync,
+    shard: Option<u32>,
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + use<K>,
@@ -220,8 +249,13 @@ where
     K: 'static,
 {
     let (reader, writer) = reflector::store();
-    // Only objects stackd labelled: the stores stay as small as what stackd manages.
-    let config = watcher::Config::default().labels(STACK_LABEL);
+    // Only objects stackd labelled (of this replica's shard): the stores stay
+    // as small as what this replica manages.
+    let selector = match shard {
+        Some(shard) => format!("{STACK_LABEL},{}", crate::shard::selector(shard)),
+        None => STACK_LABEL.to_string(),
+    };
+    let config = watcher::Config::default().labels(&selector);
     let caches = caches.clone();
     let stream = watcher(Api::<K>::all(client.clone()), config)
         .default_backoff()
@@ -251,15 +285,15 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let caches = handles.caches.clone();
-    let (config_maps, cm_stream) = owned::<Compact<ConfigMap>>(&client, &caches);
-    let (secrets, secret_stream) = owned::<Compact<Secret>>(&client, &caches);
-    let (services, service_stream) = owned::<Compact<Service>>(&client, &caches);
-    let (deployments, deployment_stream) = owned::<Compact<Deployment>>(&client, &caches);
-    let (stateful_sets, sts_stream) = owned::<Compact<StatefulSet>>(&client, &caches);
-    let (daemon_sets, ds_stream) = owned::<Compact<DaemonSet>>(&client, &caches);
-    let (jobs, job_stream) = owned::<Compact<Job>>(&client, &caches);
-    let (ingresses, ingress_stream) = owned::<Compact<Ingress>>(&client, &caches);
-    let (network_policies, netpol_stream) = owned::<Compact<NetworkPolicy>>(&client, &caches);
+    let (config_maps, cm_stream) = owned::<Compact<ConfigMap>>(&client, &caches, options.shard);
+    let (secrets, secret_stream) = owned::<Compact<Secret>>(&client, &caches, options.shard);
+    let (services, service_stream) = owned::<Compact<Service>>(&client, &caches, options.shard);
+    let (deployments, deployment_stream) = owned::<Compact<Deployment>>(&client, &caches, options.shard);
+    let (stateful_sets, sts_stream) = owned::<Compact<StatefulSet>>(&client, &caches, options.shard);
+    let (daemon_sets, ds_stream) = owned::<Compact<DaemonSet>>(&client, &caches, options.shard);
+    let (jobs, job_stream) = owned::<Compact<Job>>(&client, &caches, options.shard);
+    let (ingresses, ingress_stream) = owned::<Compact<Ingress>>(&client, &caches, options.shard);
+    let (network_policies, netpol_stream) = owned::<Compact<NetworkPolicy>>(&client, &caches, options.shard);
     let live = LiveStores {
         config_maps,
         secrets,
@@ -290,11 +324,13 @@ pub async fn run(
     let listing = tokio::spawn(report_listings(listings, caches.clone()));
 
     let forget = handles.clone();
+    let handed_back = (options.shard, handles.clone(), stack_store.clone());
     let stack_errors = caches.clone();
-    let stacks = watcher(
-        Api::<Stack>::all(client.clone()),
-        watcher::Config::default(),
-    )
+    let stack_watch = match options.shard {
+        Some(shard) => watcher::Config::default().labels(&crate::shard::selector(shard)),
+        None => watcher::Config::default(),
+    };
+    let stacks = watcher(Api::<Stack>::all(client.clone()), stack_watch)
     .default_backoff()
     .inspect(move |event| {
         if let Err(error) = event {
@@ -359,6 +395,12 @@ pub async fn run(
         .await;
     listing.abort();
     caches.stopped();
+    // A shard lost or handed back: its stacks are now its holder's to show and count.
+    if let (Some(_), handles, stacks) = handed_back {
+        for stack in stacks.state() {
+            forget_stack(&handles, &stack);
+        }
+    }
 }
 
 /// The Stacks to reconcile when the Git side found (or no longer finds) a
@@ -771,6 +813,13 @@ async fn desired_stage(stack: &Stack, context: &Context) -> Result<Stage<Desired
             .get(&namespace, &name, &source.revision)
         {
             Some(values) => values,
+            // Another replica may have written the Stack (`--shards`), or this
+            // one restarted: the commit's values are read again from the mirror.
+            None if secrets::needs_values(&stack.spec.project)
+                && let Some(values) = context.secrets_from_mirror(stack, &source.revision).await =>
+            {
+                values
+            }
             // Rendering now would drop (and prune) the Secrets: wait for the Git
             // source. When the Git side failed, say so meanwhile.
             None if secrets::needs_values(&stack.spec.project) => {
@@ -848,7 +897,7 @@ async fn desired_stage(stack: &Stack, context: &Context) -> Result<Stage<Desired
         None => render(stack, &secrets, &render_options),
     };
     let mut rendered = match rendered {
-        Ok(rendered) => rendered,
+        Ok(rendered) => label_shard(rendered, stack),
         Err(source) => {
             let error = ReconcileError::Render {
                 stack: stack_name,
@@ -957,6 +1006,24 @@ fn plan_stage(stack: &Stack, desired: &Desired, live: &LiveStores) -> Planned {
         waves,
         held,
     }
+}
+
+/// With `--shards`, every object but the Namespace (which stacks of several
+/// shards share) carries its Stack's shard, so that a replica's watches select
+/// just its own.
+fn label_shard(mut rendered: Rendered, stack: &Stack) -> Rendered {
+    let labels = stack.metadata.labels.as_ref();
+    let Some(shard) = labels.and_then(|l| l.get(crate::shard::SHARD_LABEL)) else {
+        return rendered;
+    };
+    for object in rendered.objects.iter_mut().filter(|o| o.kind() != "Namespace") {
+        object
+            .metadata_mut()
+            .labels
+            .get_or_insert_default()
+            .insert(crate::shard::SHARD_LABEL.to_string(), shard.clone());
+    }
+    rendered
 }
 
 /// The rendered workloads by service (the service label).

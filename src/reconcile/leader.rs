@@ -202,7 +202,8 @@ impl LeaderElection {
     }
 }
 
-fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
+/// Whether the lease's holder has missed its renewal.
+pub(crate) fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
     let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
         return true;
     };

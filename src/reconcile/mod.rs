@@ -14,6 +14,7 @@ pub mod live;
 pub mod offline;
 pub mod rollout;
 pub mod secrets;
+pub mod shards;
 pub mod source;
 pub mod status;
 pub mod waves;

@@ -70,6 +70,8 @@ pub struct SyncPolicy {
     /// Allow deleting every Stack of the repository (nothing left in Git), which
     /// is more often a broken checkout or a wrong path than an intent.
     pub allow_prune_all: bool,
+    /// With `--shards N` (N > 0): each Stack is labelled with its shard.
+    pub shards: u32,
 }
 
 /// What one sync did, each entry `namespace/name`.
@@ -137,6 +139,24 @@ pub fn stack_object(repository: &str, desired: &DesiredStack) -> Stack {
         REPOSITORY_ANNOTATION.to_string(),
         repository.to_string(),
     )]));
+    stack
+}
+
+/// With `shards` > 0, the Stack carries its shard, which the controllers of
+/// that shard's holder select.
+fn sharded(mut stack: Stack, shards: u32) -> Stack {
+    if shards > 0 {
+        let (namespace, name) = (
+            stack.metadata.namespace.clone().unwrap_or_default(),
+            stack.metadata.name.clone().unwrap_or_default(),
+        );
+        let shard = crate::shard::of_stack(&namespace, &name, shards);
+        stack
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert(crate::shard::SHARD_LABEL.to_string(), shard.to_string());
+    }
     stack
 }
 
@@ -335,7 +355,7 @@ pub async fn sync_repository_remembered(
     for desired in stacks {
         let id = key(&desired.namespace, &desired.name);
         if report.applied.contains(&id) {
-            let mut object = stack_object(repository, desired);
+            let mut object = sharded(stack_object(repository, desired), policy.shards);
             let access = admit(repository, desired, &existing, &mut object);
             if access == Ok(Access::Create) {
                 let labels = created_namespace_labels(repository);
@@ -427,7 +447,7 @@ async fn sync_decided(
     let mut writes = BTreeMap::<String, Vec<StackWrite>>::new();
     for desired in stacks {
         let id = key(&desired.namespace, &desired.name);
-        let mut object = stack_object(repository, desired);
+        let mut object = sharded(stack_object(repository, desired), policy.shards);
         // Decided before any write: a refused stack that has no Stack yet gets
         // none (it would be a write into the refused namespace); one that has
         // is marked refused, so the controller applies nothing.

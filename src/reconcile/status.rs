@@ -358,6 +358,8 @@ pub fn view(
         last_plan,
         history: status.history.clone(),
         shapes: crate::http::picture::shapes(&stack.spec.project),
+        shard: None,
+        replica: None,
         events: Vec::new(),
     }
 }

@@ -23,6 +23,8 @@ pub struct FaultRule {
     pub times: Option<usize>,
     /// Matching requests to let through before the rule starts firing (the Nth write).
     pub skip: usize,
+    /// Only requests whose `User-Agent` contains this (one replica of several).
+    pub user_agent: Option<String>,
     pub action: FaultAction,
 }
 
@@ -33,6 +35,7 @@ impl FaultRule {
             path_contains: path_contains.to_string(),
             times: None,
             skip: 0,
+            user_agent: None,
             action,
         }
     }
@@ -48,9 +51,16 @@ impl FaultRule {
         self
     }
 
-    pub(super) fn matches(&self, method: &Method, path: &str) -> bool {
+    /// Fires only for clients whose `User-Agent` contains `agent`.
+    pub fn from_agent(mut self, agent: &str) -> Self {
+        self.user_agent = Some(agent.to_string());
+        self
+    }
+
+    pub(super) fn matches(&self, method: &Method, path: &str, agent: &str) -> bool {
         self.method.as_ref().is_none_or(|m| m == method)
             && path.contains(&self.path_contains)
+            && self.user_agent.as_deref().is_none_or(|a| agent.contains(a))
             && self.times != Some(0)
     }
 }
@@ -60,8 +70,9 @@ pub(super) fn take_fault(
     rules: &mut Vec<FaultRule>,
     method: &Method,
     path: &str,
+    agent: &str,
 ) -> Option<FaultAction> {
-    let rule = rules.iter_mut().find(|rule| rule.matches(method, path))?;
+    let rule = rules.iter_mut().find(|rule| rule.matches(method, path, agent))?;
     if rule.skip > 0 {
         rule.skip -= 1;
         return None;
@@ -93,6 +104,8 @@ pub struct LoggedRequest {
     pub status: u16,
     /// The `Impersonate-User` header: whom the client wrote as.
     pub impersonate_user: Option<String>,
+    /// The `User-Agent` header: which replica asked, when several run.
+    pub user_agent: String,
 }
 
 impl LoggedRequest {

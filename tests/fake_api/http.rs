@@ -151,6 +151,11 @@ async fn handle(
         .get("impersonate-user")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let path = uri.path().to_string();
     let watch = is_true(query.get("watch"));
     let dry_run = query.get("dryRun").is_some_and(|v| v == "All") || body_dry_run(&method, &body);
@@ -168,7 +173,7 @@ async fn handle(
                 tokio::time::sleep(shared.settings.latency).await;
             }
             let mut rules = shared.faults.lock().unwrap_or_else(|p| p.into_inner());
-            take_fault(&mut rules, &method, &path)
+            take_fault(&mut rules, &method, &path, &user_agent)
         }
     };
     let too_large = method != Method::GET && body.len() > MAX_OBJECT_BYTES;
@@ -223,6 +228,7 @@ async fn handle(
             dry_run,
             status: response.status().as_u16(),
             impersonate_user,
+            user_agent,
         });
     response
 }

@@ -1,0 +1,401 @@
+//! `--shards`: three replicas share the stacks of two repositories through the
+//! Leases `stackd-shard-0..2`. Every stack is applied by exactly one replica,
+//! the holder of its shard (the in-process server's request log tells the
+//! replicas apart by their `User-Agent`); a killed replica's stacks are taken
+//! over; scaling 3 → 2 → 3 rebalances; a partitioned replica stops writing
+//! before another takes its shards.
+//!
+//! With `KUBECONFIG_E2E` the same flows run against a real cluster; the checks
+//! that need the request log or fault injection are skipped there, loudly.
+
+mod common;
+#[path = "fake_api/mod.rs"]
+mod fake_api;
+#[path = "git_support/mod.rs"]
+mod git_support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{Daemon, eventually};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use stackd::crd::Stack;
+
+const SHARDS: u32 = 3;
+
+fn compose(tag: &str) -> String {
+    format!("services:\n  web:\n    image: nginx:{tag}\n")
+}
+
+/// Two repositories of stacks, three replicas, one lease namespace.
+struct Fleet {
+    cluster: fake_api::TestCluster,
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+    config: PathBuf,
+    lease_namespace: String,
+    upstreams: Vec<git_support::Upstream>,
+    /// `namespace/name` of every stack, with its repository's index.
+    stacks: Vec<(String, usize)>,
+    /// Each running replica with its HTTP port.
+    replicas: BTreeMap<String, (Daemon, u16)>,
+    _git: git_support::HttpServer,
+}
+
+impl Fleet {
+    async fn start(replicas: usize) -> Fleet {
+        let cluster = fake_api::test_client().await;
+        let dir = tempfile::tempdir().unwrap();
+        let fake_url = cluster.fake.as_ref().map(|f| f.url().to_string());
+        let kubeconfig = common::daemon_kubeconfig(dir.path(), fake_url.as_deref());
+        let suffix = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+        let lease_namespace = format!("shards-{suffix}");
+        let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+        let namespace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": lease_namespace}
+        }))
+        .unwrap();
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
+
+        let mut upstreams = Vec::new();
+        let mut stacks = Vec::new();
+        let mut repositories = String::from("repositories:\n");
+        let git = git_support::HttpServer::start(dir.path(), None).await;
+        for (index, (repository, count)) in [("apps", 8), ("team", 4)].into_iter().enumerate() {
+            let upstream = git_support::Upstream::new(dir.path(), repository);
+            for i in 0..count {
+                let stack = format!("{repository}{i}-{suffix}");
+                upstream.write(&format!("stacks/{stack}/compose.yaml"), &compose("1.27"));
+                stacks.push((stack, index));
+            }
+            upstream.commit("stacks");
+            repositories.push_str(&format!(
+                "  - name: {repository}\n    url: {}\n    paths: [\"stacks/*\"]\n    interval: 1s\n",
+                git.url(repository)
+            ));
+            upstreams.push(upstream);
+        }
+        let config = dir.path().join("stackd.yaml");
+        std::fs::write(&config, repositories).unwrap();
+        let mut fleet = Fleet {
+            cluster,
+            dir,
+            kubeconfig,
+            config,
+            lease_namespace,
+            upstreams,
+            stacks,
+            replicas: BTreeMap::new(),
+            _git: git,
+        };
+        for i in 0..replicas {
+            fleet.start_replica(&format!("r{i}"));
+        }
+        fleet
+    }
+
+    fn start_replica(&mut self, identity: &str) {
+        let dir = self.dir.path().join(identity);
+        std::fs::create_dir_all(&dir).unwrap();
+        let binary: &std::ffi::OsStr = env!("CARGO_BIN_EXE_stackd").as_ref();
+        let port = common::free_port();
+        let child = common::stackd_run(binary, &self.config, &dir.join("data"), port, &self.kubeconfig)
+            .args(["--shards", &SHARDS.to_string(), "--identity", identity])
+            .args(["--lease-namespace", &self.lease_namespace, "--lease-duration", "3s"])
+            .stderr(std::fs::File::create(dir.join("stackd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        self.replicas
+            .insert(identity.to_string(), (Daemon(child), port));
+    }
+
+    /// Kills a replica at once (no lease is handed back).
+    fn kill(&mut self, identity: &str) {
+        if let Some((mut daemon, _)) = self.replicas.remove(identity) {
+            let _ = daemon.0.kill();
+            let _ = daemon.0.wait();
+        }
+    }
+
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        for identity in ["r0", "r1", "r2", "r3"] {
+            let log = self.dir.path().join(identity).join("stackd.log");
+            if let Ok(text) = std::fs::read_to_string(log) {
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                all.push_str(&format!("--- {identity}\n"));
+                for line in tail.into_iter().rev() {
+                    all.push_str(line);
+                    all.push('\n');
+                }
+            }
+        }
+        all
+    }
+
+    /// Changes every stack's image in both repositories; the new heads.
+    fn change_all(&self, tag: &str) -> Vec<String> {
+        for (stack, index) in &self.stacks {
+            self.upstreams[*index].write(&format!("stacks/{stack}/compose.yaml"), &compose(tag));
+        }
+        self.upstreams
+            .iter()
+            .map(|u| u.commit(&format!("nginx {tag}")))
+            .collect()
+    }
+
+    /// Waits until every stack has applied its repository's head.
+    async fn all_applied(&self, heads: &[String], seconds: u64) {
+        for (stack, index) in &self.stacks {
+            let api: Api<Stack> = Api::namespaced(self.cluster.client.clone(), stack);
+            let head = &heads[*index];
+            let what = format!("{stack} applied at {head}\n{}", self.logs());
+            eventually(&what, seconds, async || {
+                let status = api.get_opt(stack).await.ok()??.status?;
+                (status.last_applied_revision.as_deref() == Some(head.as_str())).then_some(())
+            })
+            .await;
+        }
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.upstreams.iter().map(|u| u.head()).collect()
+    }
+
+    /// Who holds each shard, by the Leases.
+    async fn holders(&self) -> BTreeMap<u32, String> {
+        let api: Api<Lease> = Api::namespaced(self.cluster.client.clone(), &self.lease_namespace);
+        let mut holders = BTreeMap::new();
+        for shard in 0..SHARDS {
+            let lease = api.get_opt(&stackd::shard::lease_name(shard)).await.ok().flatten();
+            if let Some(holder) = lease
+                .and_then(|l| l.spec)
+                .and_then(|s| s.holder_identity)
+                .filter(|h| !h.is_empty())
+            {
+                holders.insert(shard, holder);
+            }
+        }
+        holders
+    }
+
+    /// Waits until every shard is held by a running replica and each running
+    /// replica holds its fair share; the holders.
+    async fn balanced(&self, seconds: u64) -> BTreeMap<u32, String> {
+        let running: BTreeSet<String> = self.replicas.keys().cloned().collect();
+        let fair = SHARDS.div_ceil(running.len() as u32) as usize;
+        let what = format!("the shards balanced over {running:?}\n{}", self.logs());
+        eventually(&what, seconds, async || {
+            let holders = self.holders().await;
+            let mut per: BTreeMap<&String, usize> = BTreeMap::new();
+            for holder in holders.values() {
+                *per.entry(holder).or_default() += 1;
+            }
+            let complete = holders.len() == SHARDS as usize
+                && holders.values().all(|h| running.contains(h))
+                && per.values().all(|n| *n <= fair);
+            complete.then_some(holders)
+        })
+        .await
+    }
+
+    fn shard_of(stack: &str) -> u32 {
+        stackd::shard::of_stack(stack, stack, SHARDS)
+    }
+}
+
+/// The replica named in a `stackd/<version> (<identity>)` User-Agent.
+fn replica_of(agent: &str) -> Option<String> {
+    let start = agent.find('(')? + 1;
+    let end = agent[start..].find(')')? + start;
+    Some(agent[start..end].to_string())
+}
+
+/// The replicas that wrote each stack's Deployment or Stack status, from the log.
+fn writers(fake: &fake_api::FakeApiServer, stacks: &[(String, usize)]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut writers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for write in fake.writes() {
+        for (stack, _) in stacks {
+            let deployment = format!("/namespaces/{stack}/deployments/");
+            let status = format!("/namespaces/{stack}/stacks/{stack}/status");
+            if write.path.contains(&deployment) || write.path.contains(&status) {
+                let replica = replica_of(&write.user_agent).unwrap_or_default();
+                writers.entry(stack.clone()).or_default().insert(replica);
+            }
+        }
+    }
+    writers
+}
+
+/// Each stack written by exactly one replica, the holder of its shard.
+fn assert_one_writer_each(
+    fake: &fake_api::FakeApiServer,
+    stacks: &[(String, usize)],
+    holders: &BTreeMap<u32, String>,
+) {
+    let writers = writers(fake, stacks);
+    for (stack, _) in stacks {
+        let holder = &holders[&Fleet::shard_of(stack)];
+        let wrote = writers.get(stack).cloned().unwrap_or_default();
+        assert_eq!(
+            wrote,
+            BTreeSet::from([holder.clone()]),
+            "{stack} (shard {}) must be written by its holder {holder} alone",
+            Fleet::shard_of(stack)
+        );
+    }
+}
+
+async fn assert_labelled(fleet: &Fleet) {
+    for (stack, _) in &fleet.stacks {
+        let api: Api<Stack> = Api::namespaced(fleet.cluster.client.clone(), stack);
+        let object = api.get(stack).await.unwrap();
+        let label = object
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(stackd::shard::SHARD_LABEL))
+            .cloned();
+        assert_eq!(label, Some(Fleet::shard_of(stack).to_string()), "{stack}");
+    }
+}
+
+#[test]
+fn the_replica_is_read_from_the_user_agent() {
+    assert_eq!(replica_of("stackd/0.1.0 (r2)"), Some("r2".to_string()));
+    assert_eq!(replica_of("kube-rs"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_stack_is_applied_by_exactly_one_replica() {
+    let fleet = Fleet::start(3).await;
+    fleet.all_applied(&fleet.heads(), 90).await;
+    let holders = fleet.balanced(30).await;
+    assert_eq!(
+        holders.values().collect::<BTreeSet<_>>().len(),
+        3,
+        "one shard each: {holders:?}"
+    );
+    assert_labelled(&fleet).await;
+
+    // Settled: a change to every stack is applied by each shard's holder alone.
+    if let Some(fake) = fleet.cluster.fake.as_ref() {
+        fake.clear_requests();
+    }
+    let heads = fleet.change_all("1.27.1");
+    fleet.all_applied(&heads, 60).await;
+    match fleet.cluster.fake_or_skip("which replica wrote each stack") {
+        Some(fake) => assert_one_writer_each(fake, &fleet.stacks, &holders),
+        None => {}
+    }
+    // Each replica's metrics and API say what it holds and who holds the rest.
+    for (identity, (_, port)) in &fleet.replicas {
+        let base = format!("http://127.0.0.1:{port}");
+        let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+        for (shard, holder) in &holders {
+            let owned = i32::from(holder == identity);
+            let series = format!("stackd_shard_owned{{shard=\"{shard}\"}} {owned}");
+            assert!(metrics.contains(&series), "{identity}: no {series}:\n{metrics}");
+        }
+        let api: serde_json::Value = reqwest::get(format!("{base}/api/v1/stacks"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for stack in api["stacks"].as_array().unwrap() {
+            let name = stack["name"].as_str().unwrap();
+            let shard = Fleet::shard_of(name);
+            assert_eq!(stack["shard"], serde_json::json!(shard), "{stack}");
+            assert_eq!(stack["replica"], serde_json::json!(holders[&shard]), "{stack}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replica_is_taken_over_and_scaling_3_2_3_rebalances() {
+    let mut fleet = Fleet::start(3).await;
+    fleet.all_applied(&fleet.heads(), 90).await;
+    let holders = fleet.balanced(30).await;
+
+    // Kill the holder of shard 0 without handing anything back.
+    let victim = holders[&0].clone();
+    fleet.kill(&victim);
+    let killed = Instant::now();
+    let heads = fleet.change_all("1.27.2");
+    fleet.all_applied(&heads, 20).await;
+    let taken_over = killed.elapsed();
+    eprintln!("replica {victim} killed: its stacks applied by another after {taken_over:?}");
+    assert!(taken_over < Duration::from_secs(20), "{taken_over:?}");
+    let two = fleet.balanced(20).await;
+    assert!(!two.values().any(|h| h == &victim), "{two:?}");
+
+    // Back to three: the newcomer gets a share, and each stack one writer.
+    fleet.start_replica("r3");
+    let three = fleet.balanced(30).await;
+    assert!(three.values().any(|h| h == "r3"), "{three:?}");
+    if let Some(fake) = fleet.cluster.fake.as_ref() {
+        fake.clear_requests();
+    }
+    let heads = fleet.change_all("1.27.3");
+    fleet.all_applied(&heads, 30).await;
+    if let Some(fake) = fleet.cluster.fake_or_skip("which replica wrote each stack") {
+        assert_one_writer_each(fake, &fleet.stacks, &three);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_replica_stops_writing_before_another_takes_over() {
+    let fleet = Fleet::start(3).await;
+    fleet.all_applied(&fleet.heads(), 90).await;
+    let holders = fleet.balanced(30).await;
+    let Some(fake) = fleet.cluster.fake_or_skip("a partition needs fault injection") else {
+        return;
+    };
+    let cut = holders[&0].clone();
+    let lost: BTreeSet<u32> = holders
+        .iter()
+        .filter(|(_, h)| **h == cut)
+        .map(|(s, _)| *s)
+        .collect();
+    fake.clear_requests();
+    // Every Lease request of that replica fails; the rest still goes through,
+    // so only its own renewal deadline stops it writing.
+    fake.inject(
+        fake_api::FaultRule::new(None, "/leases", fake_api::FaultAction::Fail(503)).from_agent(&format!("({cut})")),
+    );
+    let heads = fleet.change_all("1.28");
+    fleet.all_applied(&heads, 30).await;
+    let after = fleet.holders().await;
+    for shard in &lost {
+        assert_ne!(after.get(shard), Some(&cut), "shard {shard} was taken over");
+    }
+
+    // In the log's order: the partitioned replica's last write to a stack of
+    // its shards comes before the first write of any other replica to them.
+    let in_lost = |path: &str| {
+        fleet.stacks.iter().any(|(stack, _)| {
+            lost.contains(&Fleet::shard_of(stack)) && path.contains(&format!("/namespaces/{stack}/"))
+        })
+    };
+    let writes = fake.writes();
+    let last_cut = writes
+        .iter()
+        .rposition(|w| in_lost(&w.path) && replica_of(&w.user_agent).as_deref() == Some(&cut));
+    let first_other = writes
+        .iter()
+        .position(|w| in_lost(&w.path) && replica_of(&w.user_agent).is_some_and(|r| r != cut))
+        .expect("another replica applied the partitioned replica's stacks");
+    if let Some(last_cut) = last_cut {
+        assert!(
+            last_cut < first_other,
+            "{cut} wrote at #{last_cut}, after another replica's first write at #{first_other}"
+        );
+    }
+}

@@ -2,6 +2,7 @@
 //! the fields stackd manages (those set in the rendered object), with a Secret's
 //! values redacted. Pure: used by `stackd diff` and by the daemon's last-apply view.
 
+use crate::reconcile::drift::is_empty;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -100,15 +101,6 @@ fn walk(desired: &Value, live: &Value, path: &mut String, out: &mut Vec<FieldCha
             new: Some(want.clone()),
             redacted: false,
         }),
-    }
-}
-
-fn is_empty(value: &Value) -> bool {
-    match value {
-        Value::Null => true,
-        Value::Object(map) => map.values().all(is_empty),
-        Value::Array(items) => items.is_empty(),
-        _ => false,
     }
 }
 

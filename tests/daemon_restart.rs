@@ -19,7 +19,7 @@ mod git_support;
 use common::eventually;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams};

@@ -10,7 +10,7 @@ mod fake_api;
 #[path = "git_support/mod.rs"]
 mod git_support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::eventually;

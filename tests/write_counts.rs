@@ -14,7 +14,6 @@ mod fake_api;
 mod git_support;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::eventually;

@@ -54,7 +54,8 @@ fn differs(desired: &Value, live: &Value, path: &mut String) -> bool {
     }
 }
 
-fn is_empty(value: &Value) -> bool {
+/// Null, or a map or list with nothing in it: the server drops these, so they are no difference.
+pub(crate) fn is_empty(value: &Value) -> bool {
     match value {
         Value::Null => true,
         Value::Object(map) => map.values().all(is_empty),

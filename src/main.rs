@@ -293,8 +293,8 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
             PathBuf::from(stackd::git::settings::DEFAULT_DATA_DIR)
         }
     });
-    let leader_election = (args.leader_election || args.shards.is_some())
-        .then(|| stackd::daemon::LeaderSettings {
+    let leader_election =
+        (args.leader_election || args.shards.is_some()).then(|| stackd::daemon::LeaderSettings {
             namespace: args.lease_namespace.clone(),
             lease_name: "stackd-leader".to_string(),
             identity: args

@@ -74,7 +74,7 @@ mod tests {
                 of_stack(namespace, name, 4)
             })
             .collect();
-        assert_eq!(shards, vec![9, 9, 9, 9]);
+        assert_eq!(shards, vec![0, 0, 1, 1]);
     }
 
     #[test]

@@ -184,7 +184,9 @@ fn the_sharded_overlay_runs_three_replicas_with_shards() {
         .unwrap();
     for op in &ops {
         let path = op["path"].as_str().unwrap();
-        let target = deployment.pointer_mut(path).unwrap_or_else(|| panic!("no {path}"));
+        let target = deployment
+            .pointer_mut(path)
+            .unwrap_or_else(|| panic!("no {path}"));
         match op["op"].as_str().unwrap() {
             "test" => assert_eq!(*target, op["value"], "{path}"),
             "replace" => *target = op["value"].clone(),
@@ -207,7 +209,11 @@ fn the_sharded_overlay_runs_three_replicas_with_shards() {
         .arg("--help")
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(String::from_utf8_lossy(&output.stdout).contains("--shards"));
 
     if let Some(validator) = common::kubernetes_validate() {
@@ -219,6 +225,10 @@ fn the_sharded_overlay_runs_three_replicas_with_shards() {
             .arg(&file)
             .output()
             .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stdout)
+        );
     }
 }

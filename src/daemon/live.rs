@@ -334,14 +334,14 @@ impl GitSync {
         });
         if self.reports_on(namespace, name) {
             self.state.observe(crate::notify::Observation {
-            repository: repository.to_string(),
-            namespace: namespace.to_string(),
-            stack: name.to_string(),
-            revision: commit.to_string(),
-            state: crate::notify::CommitState::Failure,
-            reason: failure.reason.as_str().to_string(),
-            message: failure.message.clone(),
-            at: chrono::Utc::now(),
+                repository: repository.to_string(),
+                namespace: namespace.to_string(),
+                stack: name.to_string(),
+                revision: commit.to_string(),
+                state: crate::notify::CommitState::Failure,
+                reason: failure.reason.as_str().to_string(),
+                message: failure.message.clone(),
+                at: chrono::Utc::now(),
             });
         }
         self.failures.set_stack(
@@ -386,7 +386,8 @@ impl GitSync {
         loop {
             let batch: Vec<(String, Arc<Offer>)> = {
                 let mut pending = self.lock();
-                let dirty: Vec<String> = pending.dirty.iter().filter(|r| mine(r)).cloned().collect();
+                let dirty: Vec<String> =
+                    pending.dirty.iter().filter(|r| mine(r)).cloned().collect();
                 for repository in &dirty {
                     pending.dirty.remove(repository);
                 }

@@ -179,7 +179,10 @@ pub async fn run(
     let client = if options.dry_run {
         None
     } else {
-        let identity = options.leader_election.as_ref().map(|l| l.identity.as_str());
+        let identity = options
+            .leader_election
+            .as_ref()
+            .map(|l| l.identity.as_str());
         Some(rate_limit::rate_limited(
             connect(&user_agent(identity)).await?,
             options.kube_qps,
@@ -352,7 +355,9 @@ pub async fn run(
                         &leader.identity,
                         timing,
                     );
-                    tokio::spawn(async move { election.lead(stop, move |token| work(None, token)).await })
+                    tokio::spawn(async move {
+                        election.lead(stop, move |token| work(None, token)).await
+                    })
                 }
                 (None, _) => tokio::spawn(work(None, stop)),
             });

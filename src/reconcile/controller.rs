@@ -288,12 +288,15 @@ pub async fn run(
     let (config_maps, cm_stream) = owned::<Compact<ConfigMap>>(&client, &caches, options.shard);
     let (secrets, secret_stream) = owned::<Compact<Secret>>(&client, &caches, options.shard);
     let (services, service_stream) = owned::<Compact<Service>>(&client, &caches, options.shard);
-    let (deployments, deployment_stream) = owned::<Compact<Deployment>>(&client, &caches, options.shard);
-    let (stateful_sets, sts_stream) = owned::<Compact<StatefulSet>>(&client, &caches, options.shard);
+    let (deployments, deployment_stream) =
+        owned::<Compact<Deployment>>(&client, &caches, options.shard);
+    let (stateful_sets, sts_stream) =
+        owned::<Compact<StatefulSet>>(&client, &caches, options.shard);
     let (daemon_sets, ds_stream) = owned::<Compact<DaemonSet>>(&client, &caches, options.shard);
     let (jobs, job_stream) = owned::<Compact<Job>>(&client, &caches, options.shard);
     let (ingresses, ingress_stream) = owned::<Compact<Ingress>>(&client, &caches, options.shard);
-    let (network_policies, netpol_stream) = owned::<Compact<NetworkPolicy>>(&client, &caches, options.shard);
+    let (network_policies, netpol_stream) =
+        owned::<Compact<NetworkPolicy>>(&client, &caches, options.shard);
     let live = LiveStores {
         config_maps,
         secrets,
@@ -331,22 +334,22 @@ pub async fn run(
         None => watcher::Config::default(),
     };
     let stacks = watcher(Api::<Stack>::all(client.clone()), stack_watch)
-    .default_backoff()
-    .inspect(move |event| {
-        if let Err(error) = event {
-            watch_failed(&stack_errors, "Stack", error);
-        }
-    })
-    .modify(forget_managed_fields)
-    .reflect(stack_writer)
-    .inspect(move |event| {
-        // A deleted Stack: its objects go by garbage collection; its series and view go here.
-        if let Ok(watcher::Event::Delete(stack)) = event {
-            forget_stack(&forget, stack);
-        }
-    })
-    .touched_objects()
-    .filter(|event| futures::future::ready(event.is_ok()));
+        .default_backoff()
+        .inspect(move |event| {
+            if let Err(error) = event {
+                watch_failed(&stack_errors, "Stack", error);
+            }
+        })
+        .modify(forget_managed_fields)
+        .reflect(stack_writer)
+        .inspect(move |event| {
+            // A deleted Stack: its objects go by garbage collection; its series and view go here.
+            if let Ok(watcher::Event::Delete(stack)) = event {
+                forget_stack(&forget, stack);
+            }
+        })
+        .touched_objects()
+        .filter(|event| futures::future::ready(event.is_ok()));
 
     let reporter = Reporter {
         controller: FIELD_MANAGER.to_string(),
@@ -816,7 +819,8 @@ async fn desired_stage(stack: &Stack, context: &Context) -> Result<Stage<Desired
             // Another replica may have written the Stack (`--shards`), or this
             // one restarted: the commit's values are read again from the mirror.
             None if secrets::needs_values(&stack.spec.project)
-                && let Some(values) = context.secrets_from_mirror(stack, &source.revision).await =>
+                && let Some(values) =
+                    context.secrets_from_mirror(stack, &source.revision).await =>
             {
                 values
             }
@@ -1016,7 +1020,11 @@ fn label_shard(mut rendered: Rendered, stack: &Stack) -> Rendered {
     let Some(shard) = labels.and_then(|l| l.get(crate::shard::SHARD_LABEL)) else {
         return rendered;
     };
-    for object in rendered.objects.iter_mut().filter(|o| o.kind() != "Namespace") {
+    for object in rendered
+        .objects
+        .iter_mut()
+        .filter(|o| o.kind() != "Namespace")
+    {
         object
             .metadata_mut()
             .labels

@@ -281,7 +281,8 @@ impl ShardElection {
                 &self.identity,
                 self.timing.clone(),
             );
-            let taken = tokio::time::timeout(self.timing.renew_every, election.try_acquire_or_renew());
+            let taken =
+                tokio::time::timeout(self.timing.renew_every, election.try_acquire_or_renew());
             match taken.await.unwrap_or(Ok(false)) {
                 Ok(true) => {
                     tracing::info!(identity = %self.identity, shard, "holding shard");
@@ -476,9 +477,25 @@ mod tests {
 
     #[test]
     fn presence_lease_names_are_valid_object_names() {
-        assert_eq!(member_lease("stackd-7f9c-x2"), "stackd-member-stackd-7f9c-x2");
+        assert_eq!(
+            member_lease("stackd-7f9c-x2"),
+            "stackd-member-stackd-7f9c-x2"
+        );
         assert_eq!(member_lease("Pod_Name:1"), "stackd-member-pod-name-1");
         assert!(member_lease(&"a".repeat(400)).len() <= 253);
+    }
+
+    #[tokio::test]
+    async fn the_watchdog_stops_the_work_unless_renewed_in_time() {
+        let token = CancellationToken::new();
+        let renewed = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
+        watchdog(token.clone(), renewed.clone(), Duration::from_millis(400));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        *renewed.lock().unwrap() = tokio::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!token.is_cancelled(), "renewed 300 ms ago");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(token.is_cancelled(), "550 ms without a renewal");
     }
 
     #[test]

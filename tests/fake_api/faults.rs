@@ -52,7 +52,7 @@ impl FaultRule {
     }
 
     /// Fires only for clients whose `User-Agent` contains `agent`.
-    pub fn from_agent(mut self, agent: &str) -> Self {
+    pub fn only_agent(mut self, agent: &str) -> Self {
         self.user_agent = Some(agent.to_string());
         self
     }
@@ -72,7 +72,9 @@ pub(super) fn take_fault(
     path: &str,
     agent: &str,
 ) -> Option<FaultAction> {
-    let rule = rules.iter_mut().find(|rule| rule.matches(method, path, agent))?;
+    let rule = rules
+        .iter_mut()
+        .find(|rule| rule.matches(method, path, agent))?;
     if rule.skip > 0 {
         rule.skip -= 1;
         return None;

@@ -20,14 +20,23 @@ use std::time::{Duration, Instant};
 
 use common::{Daemon, eventually};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, ListParams, PostParams};
 use stackd::crd::Stack;
 
 const SHARDS: u32 = 3;
 
+/// Each stack reads a secret from Git: the holder of its shard is often not
+/// the replica that synced its repository, and must read the value again from
+/// its own mirror.
 fn compose(tag: &str) -> String {
-    format!("services:\n  web:\n    image: nginx:{tag}\n")
+    format!(
+        "services:\n  web:\n    image: nginx:{tag}\n    secrets: [token]\nsecrets:\n  token:\n    file: ./token.txt\n"
+    )
+}
+
+fn token(stack: &str) -> String {
+    format!("s3cret-{stack}")
 }
 
 /// Two repositories of stacks, three replicas, one lease namespace.
@@ -72,6 +81,7 @@ impl Fleet {
             for i in 0..count {
                 let stack = format!("{repository}{i}-{suffix}");
                 upstream.write(&format!("stacks/{stack}/compose.yaml"), &compose("1.27"));
+                upstream.write(&format!("stacks/{stack}/token.txt"), &token(&stack));
                 stacks.push((stack, index));
             }
             upstream.commit("stacks");
@@ -274,6 +284,26 @@ fn assert_one_writer_each(
     }
 }
 
+/// Every stack's Secret holds its value from Git, whichever replica applied it.
+async fn assert_secrets(fleet: &Fleet) {
+    for (stack, _) in &fleet.stacks {
+        let api: Api<Secret> = Api::namespaced(fleet.cluster.client.clone(), stack);
+        let selector = format!("stackd.dev/stack={stack}");
+        let secrets = api
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap();
+        let found = secrets.items.iter().any(|secret| {
+            secret
+                .data
+                .iter()
+                .flatten()
+                .any(|(_, value)| value.0 == token(stack).as_bytes())
+        });
+        assert!(found, "{stack}: no Secret holds its token");
+    }
+}
+
 async fn assert_labelled(fleet: &Fleet) {
     for (stack, _) in &fleet.stacks {
         let api: Api<Stack> = Api::namespaced(fleet.cluster.client.clone(), stack);
@@ -305,6 +335,7 @@ async fn every_stack_is_applied_by_exactly_one_replica() {
         "one shard each: {holders:?}"
     );
     assert_labelled(&fleet).await;
+    assert_secrets(&fleet).await;
 
     // Settled: a change to every stack is applied by each shard's holder alone.
     if let Some(fake) = fleet.cluster.fake.as_ref() {

@@ -338,6 +338,41 @@ fn conditions(h: &Cluster) -> (String, String, String) {
     (ready, reason, stalled)
 }
 
+/// Every surface says the stack failed with `reason`: the Stack's Ready
+/// condition, the view the page and `/api/v1/stacks` show (its reason and
+/// Events), the `stackd_stack_ready` series, and a Warning Event in the cluster.
+async fn every_surface_says(h: &Cluster, reason: &str) {
+    assert_eq!(conditions(h).1, reason);
+    let view = h.handles.state.stack(&h.ns, "shop").unwrap();
+    assert_eq!(view.reason.map(|r| r.as_str()), Some(reason));
+    let warned = |kind: &str, why: &str| kind == "Warning" && why == reason;
+    assert!(
+        view.events.iter().any(|e| warned(&e.kind, &e.reason)),
+        "{:#?}",
+        view.events
+    );
+    let metrics = h.handles.metrics.render();
+    let namespace = format!("namespace=\"{}\"", h.ns);
+    let series: Vec<_> = metrics
+        .lines()
+        .filter(|l| l.starts_with("stackd_stack_ready{") && l.contains(&namespace))
+        .collect();
+    assert_eq!(series.len(), 1, "{metrics}");
+    assert!(
+        series[0].contains(&format!("reason=\"{reason}\"")),
+        "{}",
+        series[0]
+    );
+    let events = h.events().await;
+    let warning = |e: &Value| {
+        warned(
+            e["type"].as_str().unwrap_or(""),
+            e["reason"].as_str().unwrap_or(""),
+        )
+    };
+    assert!(events.iter().any(warning), "{events:#?}");
+}
+
 /// What the Deployment controller writes once the pods of the current generation are up.
 async fn deployment_ready(h: &Cluster, name: &str) {
     let api: Api<Deployment> = Api::namespaced(h.client.clone(), &h.ns);
@@ -455,6 +490,7 @@ async fn a_failed_migration_fails_the_stack_naming_the_job() {
         )
     );
     assert!(!exists(&h, "Deployment", "app"));
+    every_surface_says(&h, "DependencyFailed").await;
 }
 
 #[tokio::test]
@@ -650,6 +686,7 @@ async fn a_revision_past_its_deadline_is_rolled_back_and_held() {
             .unwrap()
             .contains("commit r2: revision r2")
     );
+    every_surface_says(&h, "RolledBack").await;
 
     // Later polls bring the held commit again: nothing of it is applied.
     let versions = h.versions().await;
@@ -700,6 +737,7 @@ async fn with_rollback_off_the_stack_stays_in_health_timeout() {
     assert_eq!(image(&h, "web").as_deref(), Some("nginx:broken"));
     assert!(exists(&h, "Deployment", "worker"));
     assert_eq!(conditions(&h).2, "True");
+    every_surface_says(&h, "HealthTimeout").await;
 }
 
 #[tokio::test]
@@ -718,6 +756,7 @@ async fn a_stack_that_was_never_ready_has_nothing_to_roll_back_to() {
             .render()
             .contains("stackd_rollbacks_total{")
     );
+    every_surface_says(&h, "HealthTimeout").await;
 }
 
 #[tokio::test]

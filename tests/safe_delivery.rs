@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::events::v1::Event;
@@ -159,6 +159,7 @@ impl Cluster {
         }
         let mut seen = BTreeMap::new();
         seen.extend(self.list::<Deployment>().await);
+        seen.extend(self.list::<DaemonSet>().await);
         seen.extend(self.list::<Job>().await);
         seen.extend(self.list::<Service>().await);
         seen.extend(self.list::<Stack>().await);
@@ -534,6 +535,43 @@ async fn a_three_level_chain_goes_one_level_per_wave() {
     .await;
     assert_eq!(status(&h).last_healthy_revision.as_deref(), Some("r1"));
     assert_eq!(status(&h).rollout, None);
+}
+
+/// What the DaemonSet controller writes: 2 nodes, `ready` pods Ready, none
+/// available yet (`minReadySeconds` not passed).
+async fn daemon_set_status(h: &Cluster, name: &str, ready: i32) {
+    let api: Api<DaemonSet> = Api::namespaced(h.client.clone(), &h.ns);
+    let generation = api.get(name).await.unwrap().metadata.generation;
+    let status = json!({"status": {"observedGeneration": generation.unwrap_or(1),
+        "desiredNumberScheduled": 2, "currentNumberScheduled": 2, "numberMisscheduled": 0,
+        "updatedNumberScheduled": 2, "numberReady": ready, "numberAvailable": 0}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_daemon_set_dependency_is_healthy_once_every_pod_is_ready() {
+    let h = Cluster::started().await;
+    let services = json!({
+        "agent": {"image": "fluent/fluent-bit:3", "deploy": {"mode": "global"}},
+        "web": depends("nginx:1.27", json!({"agent": {"condition": "service_healthy"}})),
+    });
+    h.sync(vec![stack(services, "r1")], PRUNE).await.unwrap();
+    h.wait_for("agent", |h| exists(h, "DaemonSet", "agent"))
+        .await;
+    daemon_set_status(&h, "agent", 1).await;
+    h.settle().await;
+    assert!(!exists(&h, "Deployment", "web"));
+    assert_eq!(
+        status(&h).waiting,
+        ["web: waiting for agent (service_healthy): 1/2 ready"]
+    );
+    // numberReady = desiredNumberScheduled, though numberAvailable is still 0.
+    daemon_set_status(&h, "agent", 2).await;
+    let ready_at = Instant::now();
+    h.wait_for("web", |h| exists(h, "Deployment", "web")).await;
+    assert!(ready_at.elapsed() < Duration::from_secs(1));
 }
 
 fn restart_annotation(h: &Cluster, name: &str) -> Option<String> {

@@ -271,7 +271,9 @@ pub fn ready_reason(conditions: &[Condition]) -> Option<Reason> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::{DaemonSetStatus, DeploymentSpec, DeploymentStatus};
+    use k8s_openapi::api::apps::v1::{
+        DaemonSetStatus, DeploymentSpec, DeploymentStatus, StatefulSetSpec, StatefulSetStatus,
+    };
     use k8s_openapi::api::batch::v1::{JobCondition, JobSpec, JobStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -370,6 +372,44 @@ mod tests {
         assert!(!service_health(&daemon_set(2, 2, 3, 3, 2)).complete);
         assert!(!service_health(&daemon_set(3, 2, 3, 3, 3)).complete);
         assert_eq!(service_health(&daemon_set(2, 2, 2, 3, 3)).status.ready, 2);
+    }
+
+    fn stateful_set(observed: i64, ready: i32, updated: i32, update_revision: &str) -> Workload {
+        Workload::StatefulSet(StatefulSet {
+            metadata: ObjectMeta {
+                name: Some("db".into()),
+                generation: Some(2),
+                ..ObjectMeta::default()
+            },
+            spec: Some(StatefulSetSpec {
+                replicas: Some(2),
+                ..StatefulSetSpec::default()
+            }),
+            status: Some(StatefulSetStatus {
+                observed_generation: Some(observed),
+                replicas: 2,
+                ready_replicas: Some(ready),
+                updated_replicas: Some(updated),
+                current_revision: Some("db-1".into()),
+                update_revision: Some(update_revision.into()),
+                ..StatefulSetStatus::default()
+            }),
+        })
+    }
+
+    #[test]
+    fn stateful_set_is_ready_when_ready_and_updated_reach_desired() {
+        assert!(service_health(&stateful_set(2, 2, 2, "db-1")).complete);
+        // Not all Ready, not all updated, not observed yet, or still rolling to a new revision.
+        assert!(!service_health(&stateful_set(2, 1, 2, "db-1")).complete);
+        assert!(!service_health(&stateful_set(2, 2, 1, "db-1")).complete);
+        assert!(!service_health(&stateful_set(1, 2, 2, "db-1")).complete);
+        assert!(!service_health(&stateful_set(2, 2, 2, "db-2")).complete);
+        let status = service_health(&stateful_set(2, 1, 2, "db-1")).status;
+        assert_eq!(
+            (status.kind.as_str(), status.desired, status.ready),
+            ("StatefulSet", 2, 1)
+        );
     }
 
     #[test]

@@ -116,15 +116,17 @@ pub fn service_health(workload: &Workload) -> ServiceHealth {
             let status = d.status.clone().unwrap_or_default();
             let desired = status.desired_number_scheduled;
             let updated = status.updated_number_scheduled.unwrap_or(0);
-            let available = status.number_available.unwrap_or(0);
+            // Ready means numberReady = desired, like a StatefulSet's readyReplicas;
+            // numberAvailable would also wait out minReadySeconds.
+            let ready = status.number_ready;
             let complete = is_current(d.metadata.generation, status.observed_generation)
                 && updated >= desired
-                && available >= desired;
+                && ready >= desired;
             health(
                 "DaemonSet",
                 &d.metadata,
                 desired,
-                available,
+                ready,
                 updated,
                 complete,
                 None,
@@ -269,7 +271,9 @@ pub fn ready_reason(conditions: &[Condition]) -> Option<Reason> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+    use k8s_openapi::api::apps::v1::{
+        DaemonSetStatus, DeploymentSpec, DeploymentStatus, StatefulSetSpec, StatefulSetStatus,
+    };
     use k8s_openapi::api::batch::v1::{JobCondition, JobSpec, JobStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -320,6 +324,91 @@ mod tests {
                 ready: 1,
                 updated: 1
             }
+        );
+    }
+
+    fn daemon_set(
+        generation: i64,
+        observed: i64,
+        ready: i32,
+        available: i32,
+        updated: i32,
+    ) -> Workload {
+        Workload::DaemonSet(DaemonSet {
+            metadata: ObjectMeta {
+                name: Some("agent".into()),
+                generation: Some(generation),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+            status: Some(DaemonSetStatus {
+                desired_number_scheduled: 3,
+                number_ready: ready,
+                number_available: Some(available),
+                updated_number_scheduled: Some(updated),
+                observed_generation: Some(observed),
+                ..DaemonSetStatus::default()
+            }),
+        })
+    }
+
+    #[test]
+    fn daemon_set_is_ready_when_number_ready_reaches_desired() {
+        // Ready on numberReady, even while numberAvailable lags (minReadySeconds).
+        let health = service_health(&daemon_set(2, 2, 3, 0, 3));
+        assert!(health.complete);
+        assert_eq!(
+            health.status,
+            ServiceStatus {
+                name: "agent".into(),
+                kind: "DaemonSet".into(),
+                desired: 3,
+                ready: 3,
+                updated: 3
+            }
+        );
+        // Available but not all Ready, not all updated, or not observed yet.
+        assert!(!service_health(&daemon_set(2, 2, 2, 3, 3)).complete);
+        assert!(!service_health(&daemon_set(2, 2, 3, 3, 2)).complete);
+        assert!(!service_health(&daemon_set(3, 2, 3, 3, 3)).complete);
+        assert_eq!(service_health(&daemon_set(2, 2, 2, 3, 3)).status.ready, 2);
+    }
+
+    fn stateful_set(observed: i64, ready: i32, updated: i32, update_revision: &str) -> Workload {
+        Workload::StatefulSet(StatefulSet {
+            metadata: ObjectMeta {
+                name: Some("db".into()),
+                generation: Some(2),
+                ..ObjectMeta::default()
+            },
+            spec: Some(StatefulSetSpec {
+                replicas: Some(2),
+                ..StatefulSetSpec::default()
+            }),
+            status: Some(StatefulSetStatus {
+                observed_generation: Some(observed),
+                replicas: 2,
+                ready_replicas: Some(ready),
+                updated_replicas: Some(updated),
+                current_revision: Some("db-1".into()),
+                update_revision: Some(update_revision.into()),
+                ..StatefulSetStatus::default()
+            }),
+        })
+    }
+
+    #[test]
+    fn stateful_set_is_ready_when_ready_and_updated_reach_desired() {
+        assert!(service_health(&stateful_set(2, 2, 2, "db-1")).complete);
+        // Not all Ready, not all updated, not observed yet, or still rolling to a new revision.
+        assert!(!service_health(&stateful_set(2, 1, 2, "db-1")).complete);
+        assert!(!service_health(&stateful_set(2, 2, 1, "db-1")).complete);
+        assert!(!service_health(&stateful_set(1, 2, 2, "db-1")).complete);
+        assert!(!service_health(&stateful_set(2, 2, 2, "db-2")).complete);
+        let status = service_health(&stateful_set(2, 1, 2, "db-1")).status;
+        assert_eq!(
+            (status.kind.as_str(), status.desired, status.ready),
+            ("StatefulSet", 2, 1)
         );
     }
 

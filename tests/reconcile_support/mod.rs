@@ -92,10 +92,15 @@ impl Harness {
     /// (these tests need the request log).
     pub async fn new() -> Option<Harness> {
         let cluster = test_client().await;
-        let fake = cluster.fake?;
-        Some(Harness {
+        Some(Harness::on(cluster.fake?, cluster.client))
+    }
+
+    /// A harness on a fake API server started by the caller (benchmarks start
+    /// one with latency), with no controller yet.
+    pub fn on(fake: FakeApiServer, client: kube::Client) -> Harness {
+        Harness {
             fake,
-            client: cluster.client,
+            client,
             handles: ControllerHandles {
                 secrets: SecretStore::new(),
                 state: SharedState::new(),
@@ -106,7 +111,7 @@ impl Harness {
             },
             cancel: CancellationToken::new(),
             task: None,
-        })
+        }
     }
 
     pub async fn started(options: ControllerOptions) -> Option<Harness> {

@@ -1,0 +1,70 @@
+//! What the daemon benchmarks share: the stacks they write and how they read a
+//! process's peak memory and CPU time.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+pub const SERVICES: usize = 5;
+
+/// A stack of [`SERVICES`] services; the first publishes a port.
+pub fn compose(index: usize, first_image: &str) -> String {
+    let mut text = String::from("services:\n");
+    for s in 0..SERVICES {
+        let image = if s == 0 {
+            first_image.to_string()
+        } else {
+            format!("nginx:1.{s}")
+        };
+        text.push_str(&format!(
+            "  svc{s}:\n    image: {image}\n    environment:\n      INDEX: \"{index}\"\n"
+        ));
+        if s == 0 {
+            text.push_str("    ports:\n      - \"8080:80\"\n");
+        }
+    }
+    text
+}
+
+pub fn stack_name(index: usize) -> String {
+    format!("stack-{index:04}")
+}
+
+/// Resident-memory peak and CPU seconds of a live process, from /proc.
+pub struct ProcessUsage {
+    pub peak_rss_kib: u64,
+    pub cpu_seconds: f64,
+}
+
+pub fn usage(pid: u32) -> ProcessUsage {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let peak_rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    // Fields 14 and 15 of /proc/PID/stat (after the parenthesised name) are utime and stime in ticks.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|t| t.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    ProcessUsage {
+        peak_rss_kib,
+        cpu_seconds: ticks as f64 / 100.0,
+    }
+}
+
+pub async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    started.elapsed()
+}

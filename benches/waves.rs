@@ -32,6 +32,7 @@ const GOAL: Duration = Duration::from_secs(1);
 const PRUNE: SyncPolicy = SyncPolicy {
     prune: true,
     allow_prune_all: false,
+    shards: 0,
 };
 
 fn has_deployment(h: &Harness, name: &str) -> bool {

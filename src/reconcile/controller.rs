@@ -201,7 +201,15 @@ impl Context {
             }
             Err(_) => return None,
         };
-        if spec != stack.spec {
+        // The subject only names the commit; a Stack written before it was
+        // carried has none.
+        let same_subject = |mut spec: StackSpec| {
+            if let (Some(loaded), Some(live)) = (spec.source.as_mut(), stack.spec.source.as_ref()) {
+                loaded.subject.clone_from(&live.subject);
+            }
+            spec
+        };
+        if same_subject(spec) != stack.spec {
             return None;
         }
         let (namespace, name) = key_of(stack);

@@ -52,7 +52,8 @@ pub struct PlanSummary {
 /// Events kept per stack for the page.
 pub const EVENTS_KEPT: usize = 20;
 
-/// One Event stackd published about a stack.
+/// One Event about a stack: one stackd published for the Stack, or one about
+/// an object of its inventory (a Deployment's scaling, a Service's load balancer).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventView {
@@ -62,6 +63,25 @@ pub struct EventView {
     pub kind: String,
     pub reason: String,
     pub note: String,
+    /// The object it is about (`Kind/name`); absent for the Stack itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// The Event's `namespace/name`: a repeated Event (its series) replaces its
+    /// earlier copy. Absent for the Events stackd published itself.
+    #[serde(skip)]
+    pub id: Option<String>,
+}
+
+/// Merges `event` into `events` (oldest first) by time, replacing an earlier
+/// copy of the same Event, and keeps the newest [`EVENTS_KEPT`].
+pub fn merge_event(events: &mut Vec<EventView>, event: EventView) {
+    if event.id.is_some() {
+        events.retain(|e| e.id != event.id);
+    }
+    let at = events.partition_point(|e| e.time <= event.time);
+    events.insert(at, event);
+    let excess = events.len().saturating_sub(EVENTS_KEPT);
+    events.drain(..excess);
 }
 
 /// One updated object's changed fields.
@@ -98,7 +118,7 @@ pub struct StackView {
     pub last_plan: Option<PlanSummary>,
     /// `status.history`: the last revisions that touched the stack, oldest first.
     pub history: Vec<HistoryEntry>,
-    /// The last [`EVENTS_KEPT`] Events stackd published for the stack, oldest first.
+    /// The last [`EVENTS_KEPT`] Events of the stack and of its objects, oldest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<EventView>,
     /// The services' `depends_on`, ports and volumes, for the page's picture.
@@ -202,6 +222,37 @@ impl SharedState {
         self.write().stacks.insert(key, view);
     }
 
+    /// Replaces a stack's view but keeps the Events it has, which arrive on
+    /// their own ([`add_events`](Self::add_events)).
+    pub fn put_stack_keeping_events(&self, mut view: StackView) {
+        let key = (view.namespace.clone(), view.name.clone());
+        let mut snapshot = self.write();
+        if let Some(previous) = snapshot.stacks.get_mut(&key) {
+            view.events = std::mem::take(&mut previous.events);
+        }
+        snapshot.stacks.insert(key, view);
+    }
+
+    /// Merges Events into a stack's view (see [`merge_event`]) when it has one
+    /// and `accept` agrees; returns whether it did.
+    pub fn add_events(
+        &self,
+        namespace: &str,
+        name: &str,
+        events: Vec<EventView>,
+        accept: impl FnOnce(&StackView) -> bool,
+    ) -> bool {
+        let mut snapshot = self.write();
+        let key = (namespace.to_string(), name.to_string());
+        let Some(view) = snapshot.stacks.get_mut(&key).filter(|v| accept(v)) else {
+            return false;
+        };
+        for event in events {
+            merge_event(&mut view.events, event);
+        }
+        true
+    }
+
     pub fn remove_stack(&self, namespace: &str, name: &str) -> Option<StackView> {
         if let Some(observer) = self.observer.get() {
             observer.forget(namespace, name);
@@ -232,5 +283,48 @@ impl SharedState {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Snapshot> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(minute: i64, reason: &str, id: Option<&str>) -> EventView {
+        EventView {
+            time: DateTime::from_timestamp(minute * 60, 0).unwrap_or_default(),
+            reason: reason.into(),
+            id: id.map(str::to_string),
+            ..EventView::default()
+        }
+    }
+
+    fn reasons(events: &[EventView]) -> Vec<&str> {
+        events.iter().map(|e| e.reason.as_str()).collect()
+    }
+
+    #[test]
+    fn events_merge_by_time_a_repeated_one_replaces_its_copy_and_the_newest_are_kept() {
+        let mut events = vec![event(1, "Applied", None), event(5, "Pruned", None)];
+        merge_event(
+            &mut events,
+            event(3, "ScalingReplicaSet", Some("shop/web.1")),
+        );
+        assert_eq!(reasons(&events), ["Applied", "ScalingReplicaSet", "Pruned"]);
+        // The same Event again, later (its series went on): moved, not doubled.
+        merge_event(
+            &mut events,
+            event(7, "ScalingReplicaSet", Some("shop/web.1")),
+        );
+        assert_eq!(reasons(&events), ["Applied", "Pruned", "ScalingReplicaSet"]);
+        for minute in 10..40 {
+            merge_event(&mut events, event(minute, &format!("r{minute}"), None));
+        }
+        assert_eq!(events.len(), EVENTS_KEPT);
+        assert_eq!(events[0].reason, "r20");
+        assert_eq!(events[EVENTS_KEPT - 1].reason, "r39");
+        // An Event older than every kept one goes straight away.
+        merge_event(&mut events, event(2, "Late", Some("shop/old.1")));
+        assert_eq!(events[0].reason, "r20");
     }
 }

@@ -152,6 +152,18 @@ pub struct SharedState {
     observer: Arc<std::sync::OnceLock<crate::notify::Observer>>,
     /// With `--shards`: who holds each shard.
     shards: Arc<std::sync::OnceLock<crate::reconcile::shards::ShardHolders>>,
+    /// Object Events that came before their stack's first view.
+    pending_events: Arc<std::sync::Mutex<BTreeMap<StackKey, Vec<EventView>>>>,
+}
+
+/// Whether `event` is about an object of `view`'s inventory, in its namespace.
+fn about_inventory(view: &StackView, event: &EventView) -> bool {
+    let Some((kind, name)) = event.object.as_deref().and_then(|o| o.split_once('/')) else {
+        return false;
+    };
+    view.objects.iter().any(|o| {
+        o.kind == kind && o.name == name && o.namespace.as_deref() == Some(view.namespace.as_str())
+    })
 }
 
 impl SharedState {
@@ -223,43 +235,65 @@ impl SharedState {
     }
 
     /// Replaces a stack's view but keeps the Events it has, which arrive on
-    /// their own ([`add_events`](Self::add_events)).
+    /// their own ([`add_events`](Self::add_events), [`add_object_event`](Self::add_object_event)).
+    /// A stack's first view takes the object Events held for it meanwhile.
     pub fn put_stack_keeping_events(&self, mut view: StackView) {
         let key = (view.namespace.clone(), view.name.clone());
         let mut snapshot = self.write();
-        if let Some(previous) = snapshot.stacks.get_mut(&key) {
-            view.events = std::mem::take(&mut previous.events);
+        match snapshot.stacks.get_mut(&key) {
+            Some(previous) => view.events = std::mem::take(&mut previous.events),
+            None => {
+                let held = self.pending().remove(&key).unwrap_or_default();
+                let held: Vec<EventView> = held
+                    .into_iter()
+                    .filter(|e| about_inventory(&view, e))
+                    .collect();
+                for event in held {
+                    merge_event(&mut view.events, event);
+                }
+            }
         }
         snapshot.stacks.insert(key, view);
     }
 
-    /// Merges Events into a stack's view (see [`merge_event`]) when it has one
-    /// and `accept` agrees; returns whether it did.
-    pub fn add_events(
-        &self,
-        namespace: &str,
-        name: &str,
-        events: Vec<EventView>,
-        accept: impl FnOnce(&StackView) -> bool,
-    ) -> bool {
+    /// Merges Events stackd published for a stack into its view (see [`merge_event`]).
+    pub fn add_events(&self, namespace: &str, name: &str, events: Vec<EventView>) {
         let mut snapshot = self.write();
         let key = (namespace.to_string(), name.to_string());
-        let Some(view) = snapshot.stacks.get_mut(&key).filter(|v| accept(v)) else {
-            return false;
-        };
-        for event in events {
-            merge_event(&mut view.events, event);
+        if let Some(view) = snapshot.stacks.get_mut(&key) {
+            for event in events {
+                merge_event(&mut view.events, event);
+            }
         }
-        true
+    }
+
+    /// Merges an Event about one of a stack's objects into its view when the
+    /// object is in the stack's inventory. Before the stack's first view (the
+    /// watch's first list after a start comes before the first reconcile) it
+    /// is held, at most [`EVENTS_KEPT`] a stack. Returns whether it was kept.
+    pub fn add_object_event(&self, namespace: &str, name: &str, event: EventView) -> bool {
+        let mut snapshot = self.write();
+        let key = (namespace.to_string(), name.to_string());
+        match snapshot.stacks.get_mut(&key) {
+            Some(view) if about_inventory(view, &event) => {
+                merge_event(&mut view.events, event);
+                true
+            }
+            Some(_) => false,
+            None => {
+                merge_event(self.pending().entry(key).or_default(), event);
+                true
+            }
+        }
     }
 
     pub fn remove_stack(&self, namespace: &str, name: &str) -> Option<StackView> {
         if let Some(observer) = self.observer.get() {
             observer.forget(namespace, name);
         }
-        self.write()
-            .stacks
-            .remove(&(namespace.to_string(), name.to_string()))
+        let key = (namespace.to_string(), name.to_string());
+        self.pending().remove(&key);
+        self.write().stacks.remove(&key)
     }
 
     /// Sets where [`observe`](Self::observe) sends; once, at start.
@@ -284,6 +318,13 @@ impl SharedState {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Snapshot> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
+
+    // Taken after `write()` when both are needed.
+    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<StackKey, Vec<EventView>>> {
+        self.pending_events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[cfg(test)]
@@ -301,6 +342,40 @@ mod tests {
 
     fn reasons(events: &[EventView]) -> Vec<&str> {
         events.iter().map(|e| e.reason.as_str()).collect()
+    }
+
+    #[test]
+    fn an_object_event_before_the_first_view_is_held_and_kept_only_for_the_inventory() {
+        let state = SharedState::new();
+        let about = |object: &str, minute| EventView {
+            object: Some(object.into()),
+            ..event(minute, object, Some(object))
+        };
+        assert!(state.add_object_event("shop", "shop", about("Deployment/web", 1)));
+        assert!(state.add_object_event("shop", "shop", about("Deployment/gone", 2)));
+        let web = InventoryEntry {
+            kind: "Deployment".into(),
+            name: "web".into(),
+            namespace: Some("shop".into()),
+            ..InventoryEntry::default()
+        };
+        let view = StackView {
+            namespace: "shop".into(),
+            name: "shop".into(),
+            objects: vec![web],
+            ..StackView::default()
+        };
+        state.put_stack_keeping_events(view.clone());
+        let shown = state.stack("shop", "shop").unwrap().events;
+        assert_eq!(reasons(&shown), ["Deployment/web"]);
+        // Once the view exists, an object outside the inventory is refused.
+        assert!(!state.add_object_event("shop", "shop", about("Service/other", 3)));
+        assert!(state.add_object_event("shop", "shop", about("Deployment/web", 4)));
+        state.add_events("shop", "shop", vec![event(3, "Applied", None)]);
+        // A new status keeps them.
+        state.put_stack_keeping_events(view);
+        let shown = state.stack("shop", "shop").unwrap().events;
+        assert_eq!(reasons(&shown), ["Applied", "Deployment/web"]);
     }
 
     #[test]

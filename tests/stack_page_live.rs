@@ -93,17 +93,20 @@ async fn the_page_shows_each_commits_subject_and_the_events_of_the_stacks_object
     let port = common::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let binary = env!("CARGO_BIN_EXE_stackd");
-    let child = common::stackd_run(
-        binary.as_ref(),
-        &config,
-        &dir.path().join("data"),
-        port,
-        &kubeconfig,
-    )
-    .stderr(std::fs::File::create(dir.path().join("stackd.log")).unwrap())
-    .spawn()
-    .unwrap();
-    let mut daemon = common::Daemon(child);
+    let start = |log: &str| {
+        let child = common::stackd_run(
+            binary.as_ref(),
+            &config,
+            &dir.path().join("data"),
+            port,
+            &kubeconfig,
+        )
+        .stderr(std::fs::File::create(dir.path().join(log)).unwrap())
+        .spawn()
+        .unwrap();
+        common::Daemon(child)
+    };
+    let mut daemon = start("first.log");
 
     let stacks: Api<Stack> = Api::namespaced(cluster.client.clone(), &ns);
     applied(&stacks, &name, &first).await;
@@ -147,15 +150,18 @@ async fn the_page_shows_each_commits_subject_and_the_events_of_the_stacks_object
     events.create(&PostParams::default(), &event).await.unwrap();
 
     let api_url = format!("{base}/api/v1/stacks/{ns}/{name}");
-    let view: Value = eventually("the object's Event in the API", 30, async || {
-        let view: Value = serde_json::from_str(&get_body(&api_url)?).ok()?;
-        let found = view["events"]
-            .as_array()?
-            .iter()
-            .any(|e| e["object"] == "Deployment/web" && e["reason"] == "BackOff");
-        found.then_some(view)
-    })
-    .await;
+    let view_with_event = async || -> Value {
+        eventually("the object's Event in the API", 30, async || {
+            let view: Value = serde_json::from_str(&get_body(&api_url)?).ok()?;
+            let found = view["events"]
+                .as_array()?
+                .iter()
+                .any(|e| e["object"] == "Deployment/web" && e["reason"] == "BackOff");
+            found.then_some(view)
+        })
+        .await
+    };
+    let view = view_with_event().await;
     let event = view["events"]
         .as_array()
         .unwrap()
@@ -199,6 +205,12 @@ async fn the_page_shows_each_commits_subject_and_the_events_of_the_stacks_object
     assert!(page.contains("Add the shop"), "{page}");
     assert!(page.contains("Bump nginx to 1.28"), "{page}");
 
+    // A restarted stackd shows it again: its watch lists the Event before the
+    // stack's first reconcile, which takes it.
+    let status = daemon.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "exit status {status:?}");
+    let mut daemon = start("second.log");
+    view_with_event().await;
     let status = daemon.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "exit status {status:?}");
 }

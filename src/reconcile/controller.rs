@@ -1552,20 +1552,7 @@ const STORES_NOT_READY_RETRY: Duration = Duration::from_millis(500);
 /// controller polls their streams, and a reconcile that blocked here would hold
 /// a concurrency slot the trigger streams need (a deadlock at scale).
 fn stores_ready(live: &LiveStores) -> bool {
-    let ready = async {
-        futures::join!(
-            live.config_maps.wait_until_ready(),
-            live.secrets.wait_until_ready(),
-            live.services.wait_until_ready(),
-            live.deployments.wait_until_ready(),
-            live.stateful_sets.wait_until_ready(),
-            live.daemon_sets.wait_until_ready(),
-            live.jobs.wait_until_ready(),
-            live.ingresses.wait_until_ready(),
-            live.network_policies.wait_until_ready(),
-        )
-    };
-    ready.now_or_never().is_some()
+    live.listed()
 }
 
 /// Writes the status (only if it changed), publishes Events for what happened,
@@ -1639,7 +1626,7 @@ async fn finish(
     // merged with those of its objects.
     if !published.is_empty() {
         let state = &context.handles.state;
-        state.add_events(&namespace, &name, published, |_| true);
+        state.add_events(&namespace, &name, published);
     }
     Ok(())
 }

@@ -78,6 +78,25 @@ where
 }
 
 impl LiveStores {
+    /// Whether every store has had its initial list. Looks, never waits.
+    pub fn listed(&self) -> bool {
+        use futures::FutureExt;
+        let ready = async {
+            futures::join!(
+                self.config_maps.wait_until_ready(),
+                self.secrets.wait_until_ready(),
+                self.services.wait_until_ready(),
+                self.deployments.wait_until_ready(),
+                self.stateful_sets.wait_until_ready(),
+                self.daemon_sets.wait_until_ready(),
+                self.jobs.wait_until_ready(),
+                self.ingresses.wait_until_ready(),
+                self.network_policies.wait_until_ready(),
+            )
+        };
+        ready.now_or_never().is_some()
+    }
+
     /// Names of the objects of `kind` in `namespace` labelled `label=value`, as
     /// the watch caches hold them; `None` for a kind that is not watched.
     pub fn labelled_names(

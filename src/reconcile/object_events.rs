@@ -18,6 +18,10 @@ use crate::state::{EventView, SharedState};
 /// Watches every Event until dropped (the controller aborts it when it stops).
 /// Errors are logged; the watch backs off and lists again on its own.
 pub async fn watch(client: Client, live: LiveStores, state: SharedState) {
+    // Until the stores have listed, no Event could be matched to its stack.
+    while !live.listed() {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     let events = watcher(Api::<Event>::all(client), watcher::Config::default())
         .default_backoff()
         .boxed();
@@ -53,15 +57,9 @@ pub fn record(event: &Event, live: &LiveStores, state: &SharedState) -> bool {
     let Some(stack) = live.stack_of(kind, namespace, name) else {
         return false;
     };
-    let view = view_of(event, kind, name);
-    // Only objects of the stack's inventory, in its namespace: a label copied
-    // onto a stranger does not bring its Events in.
-    state.add_events(namespace, &stack, vec![view], |stack| {
-        stack
-            .objects
-            .iter()
-            .any(|o| o.kind == kind && o.name == name && o.namespace.as_deref() == Some(namespace))
-    })
+    // Kept only for an object of the stack's inventory, in its namespace: a
+    // label copied onto a stranger does not bring its Events in.
+    state.add_object_event(namespace, &stack, view_of(event, kind, name))
 }
 
 /// The page's form of an Event: its latest time (a repeated Event's series

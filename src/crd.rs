@@ -120,6 +120,10 @@ pub struct SourceRef {
     pub path: String,
     /// Commit SHA the spec was rendered from.
     pub revision: String,
+    /// That commit's subject line, for `status.history` (the repository's
+    /// head may have moved on by the time the controller records it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 /// CoK-compatible phases.

@@ -52,7 +52,8 @@ pub struct PlanSummary {
 /// Events kept per stack for the page.
 pub const EVENTS_KEPT: usize = 20;
 
-/// One Event stackd published about a stack.
+/// One Event about a stack: one stackd published for the Stack, or one about
+/// an object of its inventory (a Deployment's scaling, a Service's load balancer).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventView {
@@ -62,6 +63,25 @@ pub struct EventView {
     pub kind: String,
     pub reason: String,
     pub note: String,
+    /// The object it is about (`Kind/name`); absent for the Stack itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// The Event's `namespace/name`: a repeated Event (its series) replaces its
+    /// earlier copy. Absent for the Events stackd published itself.
+    #[serde(skip)]
+    pub id: Option<String>,
+}
+
+/// Merges `event` into `events` (oldest first) by time, replacing an earlier
+/// copy of the same Event, and keeps the newest [`EVENTS_KEPT`].
+pub fn merge_event(events: &mut Vec<EventView>, event: EventView) {
+    if event.id.is_some() {
+        events.retain(|e| e.id != event.id);
+    }
+    let at = events.partition_point(|e| e.time <= event.time);
+    events.insert(at, event);
+    let excess = events.len().saturating_sub(EVENTS_KEPT);
+    events.drain(..excess);
 }
 
 /// One updated object's changed fields.
@@ -98,7 +118,7 @@ pub struct StackView {
     pub last_plan: Option<PlanSummary>,
     /// `status.history`: the last revisions that touched the stack, oldest first.
     pub history: Vec<HistoryEntry>,
-    /// The last [`EVENTS_KEPT`] Events stackd published for the stack, oldest first.
+    /// The last [`EVENTS_KEPT`] Events of the stack and of its objects, oldest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<EventView>,
     /// The services' `depends_on`, ports and volumes, for the page's picture.
@@ -132,6 +152,18 @@ pub struct SharedState {
     observer: Arc<std::sync::OnceLock<crate::notify::Observer>>,
     /// With `--shards`: who holds each shard.
     shards: Arc<std::sync::OnceLock<crate::reconcile::shards::ShardHolders>>,
+    /// Object Events that came before their stack's first view.
+    pending_events: Arc<std::sync::Mutex<BTreeMap<StackKey, Vec<EventView>>>>,
+}
+
+/// Whether `event` is about an object of `view`'s inventory, in its namespace.
+fn about_inventory(view: &StackView, event: &EventView) -> bool {
+    let Some((kind, name)) = event.object.as_deref().and_then(|o| o.split_once('/')) else {
+        return false;
+    };
+    view.objects.iter().any(|o| {
+        o.kind == kind && o.name == name && o.namespace.as_deref() == Some(view.namespace.as_str())
+    })
 }
 
 impl SharedState {
@@ -202,13 +234,66 @@ impl SharedState {
         self.write().stacks.insert(key, view);
     }
 
+    /// Replaces a stack's view but keeps the Events it has, which arrive on
+    /// their own ([`add_events`](Self::add_events), [`add_object_event`](Self::add_object_event)).
+    /// A stack's first view takes the object Events held for it meanwhile.
+    pub fn put_stack_keeping_events(&self, mut view: StackView) {
+        let key = (view.namespace.clone(), view.name.clone());
+        let mut snapshot = self.write();
+        match snapshot.stacks.get_mut(&key) {
+            Some(previous) => view.events = std::mem::take(&mut previous.events),
+            None => {
+                let held = self.pending().remove(&key).unwrap_or_default();
+                let held: Vec<EventView> = held
+                    .into_iter()
+                    .filter(|e| about_inventory(&view, e))
+                    .collect();
+                for event in held {
+                    merge_event(&mut view.events, event);
+                }
+            }
+        }
+        snapshot.stacks.insert(key, view);
+    }
+
+    /// Merges Events stackd published for a stack into its view (see [`merge_event`]).
+    pub fn add_events(&self, namespace: &str, name: &str, events: Vec<EventView>) {
+        let mut snapshot = self.write();
+        let key = (namespace.to_string(), name.to_string());
+        if let Some(view) = snapshot.stacks.get_mut(&key) {
+            for event in events {
+                merge_event(&mut view.events, event);
+            }
+        }
+    }
+
+    /// Merges an Event about one of a stack's objects into its view when the
+    /// object is in the stack's inventory. Before the stack's first view (the
+    /// watch's first list after a start comes before the first reconcile) it
+    /// is held, at most [`EVENTS_KEPT`] a stack. Returns whether it was kept.
+    pub fn add_object_event(&self, namespace: &str, name: &str, event: EventView) -> bool {
+        let mut snapshot = self.write();
+        let key = (namespace.to_string(), name.to_string());
+        match snapshot.stacks.get_mut(&key) {
+            Some(view) if about_inventory(view, &event) => {
+                merge_event(&mut view.events, event);
+                true
+            }
+            Some(_) => false,
+            None => {
+                merge_event(self.pending().entry(key).or_default(), event);
+                true
+            }
+        }
+    }
+
     pub fn remove_stack(&self, namespace: &str, name: &str) -> Option<StackView> {
         if let Some(observer) = self.observer.get() {
             observer.forget(namespace, name);
         }
-        self.write()
-            .stacks
-            .remove(&(namespace.to_string(), name.to_string()))
+        let key = (namespace.to_string(), name.to_string());
+        self.pending().remove(&key);
+        self.write().stacks.remove(&key)
     }
 
     /// Sets where [`observe`](Self::observe) sends; once, at start.
@@ -232,5 +317,89 @@ impl SharedState {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Snapshot> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    // Taken after `write()` when both are needed.
+    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<StackKey, Vec<EventView>>> {
+        self.pending_events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(minute: i64, reason: &str, id: Option<&str>) -> EventView {
+        EventView {
+            time: DateTime::from_timestamp(minute * 60, 0).unwrap_or_default(),
+            reason: reason.into(),
+            id: id.map(str::to_string),
+            ..EventView::default()
+        }
+    }
+
+    fn reasons(events: &[EventView]) -> Vec<&str> {
+        events.iter().map(|e| e.reason.as_str()).collect()
+    }
+
+    #[test]
+    fn an_object_event_before_the_first_view_is_held_and_kept_only_for_the_inventory() {
+        let state = SharedState::new();
+        let about = |object: &str, minute| EventView {
+            object: Some(object.into()),
+            ..event(minute, object, Some(object))
+        };
+        assert!(state.add_object_event("shop", "shop", about("Deployment/web", 1)));
+        assert!(state.add_object_event("shop", "shop", about("Deployment/gone", 2)));
+        let web = InventoryEntry {
+            kind: "Deployment".into(),
+            name: "web".into(),
+            namespace: Some("shop".into()),
+            ..InventoryEntry::default()
+        };
+        let view = StackView {
+            namespace: "shop".into(),
+            name: "shop".into(),
+            objects: vec![web],
+            ..StackView::default()
+        };
+        state.put_stack_keeping_events(view.clone());
+        let shown = state.stack("shop", "shop").unwrap().events;
+        assert_eq!(reasons(&shown), ["Deployment/web"]);
+        // Once the view exists, an object outside the inventory is refused.
+        assert!(!state.add_object_event("shop", "shop", about("Service/other", 3)));
+        assert!(state.add_object_event("shop", "shop", about("Deployment/web", 4)));
+        state.add_events("shop", "shop", vec![event(3, "Applied", None)]);
+        // A new status keeps them.
+        state.put_stack_keeping_events(view);
+        let shown = state.stack("shop", "shop").unwrap().events;
+        assert_eq!(reasons(&shown), ["Applied", "Deployment/web"]);
+    }
+
+    #[test]
+    fn events_merge_by_time_a_repeated_one_replaces_its_copy_and_the_newest_are_kept() {
+        let mut events = vec![event(1, "Applied", None), event(5, "Pruned", None)];
+        merge_event(
+            &mut events,
+            event(3, "ScalingReplicaSet", Some("shop/web.1")),
+        );
+        assert_eq!(reasons(&events), ["Applied", "ScalingReplicaSet", "Pruned"]);
+        // The same Event again, later (its series went on): moved, not doubled.
+        merge_event(
+            &mut events,
+            event(7, "ScalingReplicaSet", Some("shop/web.1")),
+        );
+        assert_eq!(reasons(&events), ["Applied", "Pruned", "ScalingReplicaSet"]);
+        for minute in 10..40 {
+            merge_event(&mut events, event(minute, &format!("r{minute}"), None));
+        }
+        assert_eq!(events.len(), EVENTS_KEPT);
+        assert_eq!(events[0].reason, "r20");
+        assert_eq!(events[EVENTS_KEPT - 1].reason, "r39");
+        // An Event older than every kept one goes straight away.
+        merge_event(&mut events, event(2, "Late", Some("shop/old.1")));
+        assert_eq!(events[0].reason, "r20");
     }
 }

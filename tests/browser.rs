@@ -20,7 +20,7 @@ use stackd::field_diff;
 use stackd::http::picture::ServiceShape;
 use stackd::http::{AppState, router, serve};
 use stackd::metrics::Metrics;
-use stackd::state::{ObjectDiff, PlanSummary, RepositoryView, SharedState, StackView};
+use stackd::state::{EventView, ObjectDiff, PlanSummary, RepositoryView, SharedState, StackView};
 
 /// Runs `window.__xss = …` if the page ever executes a seeded name.
 const HOSTILE_NAME: &str = "<script>window.__xss = 1</script>";
@@ -123,6 +123,21 @@ fn screenshot_dir() -> PathBuf {
         .and_then(|exe| exe.ancestors().nth(3).map(Path::to_path_buf))
         .unwrap_or_else(|| common::repo_dir().join("target"))
         .join("browser")
+}
+
+/// An Event at 2026-11-22 04:0`minute` UTC, about `object` (`None`: the Stack).
+fn event(minute: u32, kind: &str, reason: &str, note: &str, object: Option<&str>) -> EventView {
+    let time = format!("2026-11-22T04:{minute:02}:00Z");
+    EventView {
+        time: chrono::DateTime::parse_from_rfc3339(&time)
+            .unwrap()
+            .to_utc(),
+        kind: kind.into(),
+        reason: reason.into(),
+        note: note.into(),
+        object: object.map(str::to_string),
+        id: None,
+    }
 }
 
 /// A history entry attempted on 2026-11-22 04:00 UTC.
@@ -253,6 +268,16 @@ fn seed(state: &SharedState) {
             ),
             history(commit, "Bump nginx to 1.27", HistoryOutcome::Applied, None),
         ],
+        events: vec![
+            event(1, "Normal", "Applied", "created 0, updated 1", None),
+            event(
+                2,
+                "Normal",
+                "ScalingReplicaSet",
+                "Scaled up replica set web-7c5ddbdf54 from 0 to 1",
+                Some("Deployment/web"),
+            ),
+        ],
         ..stack("shop", "storefront", StackPhase::Available, 2, 2)
     });
     state.put_stack(StackView {
@@ -296,6 +321,13 @@ fn seed(state: &SharedState) {
                 ..ServiceShape::default()
             },
         ],
+        events: vec![event(
+            3,
+            "Warning",
+            "FailedCreate",
+            HOSTILE_WARNING,
+            Some(&format!("Deployment/{HOSTILE_NAME}")),
+        )],
         ..stack("evil", HOSTILE_NAME, StackPhase::Failure, 0, 0)
     });
 }

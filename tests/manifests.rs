@@ -141,6 +141,15 @@ fn cluster_role_covers_every_rendered_kind_and_nothing_more() {
             );
         }
     }
+    // Events: written on Stacks, and read only through one watch (the page's
+    // object Events): never get, update or delete.
+    let events = &granted[&("events.k8s.io".to_string(), "events".to_string())];
+    assert_eq!(
+        events.iter().collect::<Vec<_>>(),
+        ["create", "list", "patch", "watch"]
+    );
+    let core_events = &granted[&("".to_string(), "events".to_string())];
+    assert_eq!(core_events.iter().collect::<Vec<_>>(), ["create", "patch"]);
     let accounts = &granted[&("".to_string(), "serviceaccounts".to_string())];
     assert_eq!(accounts.iter().collect::<Vec<_>>(), ["impersonate"]);
 

@@ -168,10 +168,17 @@ async fn a_reconcile_with_nothing_changed_makes_zero_writes_and_no_object_reads(
 #[tokio::test]
 async fn a_changed_compose_file_updates_exactly_the_changed_objects() {
     let h = harness!(test_options());
-    deployed(&h, web_and_db(), "r1").await;
+    // Each commit's subject comes with the Stack, as the Git source writes it.
+    let with_subject = |project, revision: &str, subject: &str| {
+        let mut stack = desired(NS, "shop", project, revision);
+        stack.source.subject = Some(subject.into());
+        stack
+    };
+    deployed_as(&h, with_subject(web_and_db(), "r1", "Add the shop")).await;
     h.fake.clear_requests();
 
-    deployed(&h, with_image(web_and_db(), "web", "nginx:1.28"), "r2").await;
+    let bumped = with_image(web_and_db(), "web", "nginx:1.28");
+    deployed_as(&h, with_subject(bumped, "r2", "Bump nginx to 1.28")).await;
     assert_eq!(
         image(&h, "Deployment", "web").as_deref(),
         Some("nginx:1.28")
@@ -201,6 +208,8 @@ async fn a_changed_compose_file_updates_exactly_the_changed_objects() {
     let history = h.status(NS, "shop").unwrap().history;
     let revisions: Vec<_> = history.iter().map(|e| e.revision.as_str()).collect();
     assert_eq!(revisions, ["r1", "r2"]);
+    let subjects: Vec<_> = history.iter().map(|e| e.subject.as_deref()).collect();
+    assert_eq!(subjects, [Some("Add the shop"), Some("Bump nginx to 1.28")]);
     assert_eq!(history[1].outcome, stackd::crd::HistoryOutcome::Applied);
     assert_eq!(
         (history[1].created, history[1].updated, history[1].pruned),

@@ -51,6 +51,7 @@ fn live_stack(url: &str, revision: &str) -> Stack {
         repository: url.to_string(),
         path: "stacks/web".into(),
         revision: revision.to_string(),
+        subject: None,
     });
     stack
 }

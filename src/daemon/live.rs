@@ -179,8 +179,16 @@ impl GitSync {
         let found = stack_at(&reader, &dir, &offer.update.repository)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("no compose file in {:?} at that commit", source.path))?;
+        // That commit's own subject, not the head's the last poll offered.
+        let subject = git2::Repository::open(&mirror)
+            .and_then(|repo| {
+                repo.find_commit(oid)
+                    .map(|c| c.summary().ok().flatten().unwrap_or("").to_string())
+            })
+            .unwrap_or_default();
         let update = RepositoryUpdate {
             commit: commit.to_string(),
+            subject,
             stacks: vec![found],
             reader: Arc::new(reader),
             ..offer.update.clone()

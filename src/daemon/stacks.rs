@@ -114,6 +114,7 @@ pub fn load_stacks(update: &RepositoryUpdate, policy: &RepositoryPolicy) -> Vec<
                     repository: update.url.clone(),
                     path: stack.dir.to_string(),
                     revision: update.commit.clone(),
+                    subject: Some(update.subject.clone()).filter(|s| !s.is_empty()),
                 },
                 suspended: policy.suspend || settings.is_some_and(|s| s.suspend),
                 pod_security: settings

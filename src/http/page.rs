@@ -621,13 +621,13 @@ fn history_table(stack: &StackView, now: DateTime<Utc>) -> String {
     out
 }
 
-/// The last Events stackd published for the stack, newest first.
+/// The last Events of the stack and of its objects, newest first.
 fn events_table(stack: &StackView, now: DateTime<Utc>) -> String {
-    const COLUMNS: [&str; 4] = ["When", "Type", "Reason", "Message"];
+    const COLUMNS: [&str; 5] = ["When", "Object", "Type", "Reason", "Message"];
     let mut out = String::from("<h2 id=\"events\">Events</h2>\n");
     out.push_str(&table_head("events", &COLUMNS));
     if stack.events.is_empty() {
-        out.push_str("<tr><td colspan=\"4\">No Events since stackd started.</td></tr>\n");
+        out.push_str("<tr><td colspan=\"5\">No Events since stackd started.</td></tr>\n");
     }
     for event in stack.events.iter().rev() {
         let kind = match event.kind.as_str() {
@@ -638,6 +638,7 @@ fn events_table(stack: &StackView, now: DateTime<Utc>) -> String {
             &COLUMNS,
             &[
                 ago(Some(event.time), now),
+                escape(event.object.as_deref().unwrap_or("Stack")),
                 kind,
                 escape(&event.reason),
                 escape(&event.note),

@@ -289,6 +289,7 @@ fn stack_at(revision: &str) -> crate::crd::Stack {
             repository: "https://github.com/acme/apps.git".into(),
             path: "web".into(),
             revision: revision.into(),
+            subject: None,
         }),
     );
     stack.metadata.annotations = Some(

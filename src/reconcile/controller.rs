@@ -201,7 +201,15 @@ impl Context {
             }
             Err(_) => return None,
         };
-        if spec != stack.spec {
+        // The subject only names the commit; a Stack written before it was
+        // carried has none.
+        let same_subject = |mut spec: StackSpec| {
+            if let (Some(loaded), Some(live)) = (spec.source.as_mut(), stack.spec.source.as_ref()) {
+                loaded.subject.clone_from(&live.subject);
+            }
+            spec
+        };
+        if same_subject(spec) != stack.spec {
             return None;
         }
         let (namespace, name) = key_of(stack);
@@ -309,6 +317,13 @@ pub async fn run(
         network_policies,
     };
 
+    // Events of the stacks' objects, for the page; no store of its own.
+    let object_events = tokio::spawn(crate::reconcile::object_events::watch(
+        client.clone(),
+        live.clone(),
+        handles.state.clone(),
+    ));
+
     let (stack_store, stack_writer) = reflector::store::<Stack>();
     let git_failed = git_failures_changed(handles.failures.clone(), stack_store.clone());
     let listings = vec![
@@ -397,6 +412,7 @@ pub async fn run(
         })
         .await;
     listing.abort();
+    object_events.abort();
     caches.stopped();
     // A shard lost or handed back: its stacks are now its holder's to show and count.
     if let (Some(_), handles, stacks) = handed_back {
@@ -1075,7 +1091,7 @@ fn dry_run_view(stack: &Stack, context: &Context, desired: &Desired, planned: &P
         ..desired.previous.clone()
     };
     let view = status::view(stack, &view_status, None, Some(summary));
-    context.handles.state.put_stack(view);
+    context.handles.state.put_stack_keeping_events(view);
     Done::new(Action::await_change(), "dry_run")
 }
 
@@ -1536,20 +1552,7 @@ const STORES_NOT_READY_RETRY: Duration = Duration::from_millis(500);
 /// controller polls their streams, and a reconcile that blocked here would hold
 /// a concurrency slot the trigger streams need (a deadlock at scale).
 fn stores_ready(live: &LiveStores) -> bool {
-    let ready = async {
-        futures::join!(
-            live.config_maps.wait_until_ready(),
-            live.secrets.wait_until_ready(),
-            live.services.wait_until_ready(),
-            live.deployments.wait_until_ready(),
-            live.stateful_sets.wait_until_ready(),
-            live.daemon_sets.wait_until_ready(),
-            live.jobs.wait_until_ready(),
-            live.ingresses.wait_until_ready(),
-            live.network_policies.wait_until_ready(),
-        )
-    };
-    ready.now_or_never().is_some()
+    live.listed()
 }
 
 /// Writes the status (only if it changed), publishes Events for what happened,
@@ -1610,33 +1613,28 @@ async fn finish(
             .with_label_values(&[&namespace, &name])
             .set(now.timestamp() as f64);
     }
-    let events = previous_view
-        .as_ref()
-        .map(|v| v.events.clone())
-        .unwrap_or_default();
     let event_summary = summary.clone();
     let last_plan = summary.or_else(|| previous_view.and_then(|v| v.last_plan));
-    let mut view = status::view(stack, &new_status, last_sync, last_plan);
-    view.events = events;
-    context.handles.state.put_stack(view);
+    let view = status::view(stack, &new_status, last_sync, last_plan);
+    // The object Events watch adds to the view meanwhile: keep what it added.
+    context.handles.state.put_stack_keeping_events(view);
     if let Some(observation) = crate::notify::observation_of(stack, &new_status) {
         context.handles.state.observe(observation);
     }
     let published = publish_events(stack, context, &new_status, event_summary.as_ref()).await;
-    // The page's Events: the last ones published for this stack, in memory.
-    if !published.is_empty()
-        && let Some(mut view) = context.handles.state.stack(&namespace, &name)
-    {
-        view.events.extend(published);
-        let excess = view.events.len().saturating_sub(crate::state::EVENTS_KEPT);
-        view.events.drain(..excess);
-        context.handles.state.put_stack(view);
+    // The page's Events: the last ones published for this stack, in memory,
+    // merged with those of its objects.
+    if !published.is_empty() {
+        let state = &context.handles.state;
+        state.add_events(&namespace, &name, published);
     }
     Ok(())
 }
 
-/// The newest history entry's commit subject, from the Git source's view of the
-/// stack's repository when its head is that commit (the Stack does not carry it).
+/// The newest history entry's commit subject when the Stack's source did not
+/// carry it (a commit that failed on the Git side, a Stack written before
+/// subjects were carried): the Git source's view of the repository, when its
+/// head is that commit.
 fn add_subject(stack: &Stack, context: &Context, status: &mut StackStatus) {
     let Some(entry) = status.history.last_mut().filter(|e| e.subject.is_none()) else {
         return;
@@ -1727,6 +1725,7 @@ async fn publish_events(
             .to_string(),
             reason: event.reason,
             note: event.note.unwrap_or_default(),
+            ..Default::default()
         });
     }
     published

@@ -8,7 +8,7 @@ use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::Value;
 
-use crate::crd::InventoryEntry;
+use crate::crd::{InventoryEntry, STACK_LABEL};
 use crate::reconcile::compact::Compact;
 use crate::reconcile::health::Workload;
 use crate::render::object::Object;
@@ -78,6 +78,25 @@ where
 }
 
 impl LiveStores {
+    /// Whether every store has had its initial list. Looks, never waits.
+    pub fn listed(&self) -> bool {
+        use futures::FutureExt;
+        let ready = async {
+            futures::join!(
+                self.config_maps.wait_until_ready(),
+                self.secrets.wait_until_ready(),
+                self.services.wait_until_ready(),
+                self.deployments.wait_until_ready(),
+                self.stateful_sets.wait_until_ready(),
+                self.daemon_sets.wait_until_ready(),
+                self.jobs.wait_until_ready(),
+                self.ingresses.wait_until_ready(),
+                self.network_policies.wait_until_ready(),
+            )
+        };
+        ready.now_or_never().is_some()
+    }
+
     /// Names of the objects of `kind` in `namespace` labelled `label=value`, as
     /// the watch caches hold them; `None` for a kind that is not watched.
     pub fn labelled_names(
@@ -99,6 +118,34 @@ impl LiveStores {
             "NetworkPolicy" => labelled(&self.network_policies, namespace, label, value),
             _ => return None,
         })
+    }
+
+    /// The stack (its `stackd.dev/stack` label) of a live object the stores
+    /// hold; `None` for an object stackd does not manage (or a kind not watched).
+    pub fn stack_of(&self, kind: &str, namespace: &str, name: &str) -> Option<String> {
+        fn label<K>(store: &Store<Compact<K>>, namespace: &str, name: &str) -> Option<String>
+        where
+            K: kube::Resource<DynamicType = ()> + 'static,
+        {
+            let object = lookup(store, namespace, name)?;
+            kube::Resource::meta(object.as_ref())
+                .labels
+                .as_ref()?
+                .get(STACK_LABEL)
+                .cloned()
+        }
+        match kind {
+            "ConfigMap" => label(&self.config_maps, namespace, name),
+            "Secret" => label(&self.secrets, namespace, name),
+            "Service" => label(&self.services, namespace, name),
+            "Deployment" => label(&self.deployments, namespace, name),
+            "StatefulSet" => label(&self.stateful_sets, namespace, name),
+            "DaemonSet" => label(&self.daemon_sets, namespace, name),
+            "Job" => label(&self.jobs, namespace, name),
+            "Ingress" => label(&self.ingresses, namespace, name),
+            "NetworkPolicy" => label(&self.network_policies, namespace, name),
+            _ => None,
+        }
     }
 
     /// The live object of an inventory entry as JSON; `None` when it does not exist

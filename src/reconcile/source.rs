@@ -258,11 +258,12 @@ fn admit(
     }
 }
 
-/// A digest of everything in a spec but the commit it came from.
+/// A digest of everything in a spec but the commit it came from (and its subject).
 fn content_digest(spec: &StackSpec) -> String {
     let mut spec = spec.clone();
     if let Some(source) = spec.source.as_mut() {
         source.revision.clear();
+        source.subject = None;
     }
     // Serialising a typed spec cannot fail; an empty digest would only force an apply.
     let bytes = serde_json::to_vec(&spec).unwrap_or_default();

@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::crd::{
-    HISTORY_LIMIT, HistoryEntry, HistoryOutcome, InventoryEntry, RolloutStatus, Stack, StackPhase,
-    StackStatus,
+    HISTORY_LIMIT, HistoryEntry, HistoryOutcome, InventoryEntry, RolloutStatus, SourceRef, Stack,
+    StackPhase, StackStatus,
 };
 use crate::reason::Reason;
 use crate::reconcile::apply::{Action, ApplyReport, Outcome, Plan};
@@ -151,6 +151,7 @@ fn outcome(
 /// unchanged situation still writes nothing.
 fn history(
     previous: &StackStatus,
+    source: Option<&SourceRef>,
     observed: &Observed,
     phase: StackPhase,
     reason: Reason,
@@ -190,6 +191,12 @@ fn history(
     let Some(entry) = history.last_mut() else {
         return history;
     };
+    // The subject the Git source wrote beside the commit.
+    if entry.subject.is_none()
+        && let Some(source) = source.filter(|s| s.revision == entry.revision)
+    {
+        entry.subject.clone_from(&source.subject);
+    }
     // A later suspension does not undo what was applied.
     if !(outcome == HistoryOutcome::Held && entry.outcome == HistoryOutcome::Applied) {
         entry.outcome = outcome;
@@ -215,7 +222,8 @@ fn history(
 pub fn build(stack: &Stack, observed: Observed, now: Time) -> StackStatus {
     let previous = stack.status.clone().unwrap_or_default();
     let (phase, reason, message, error, retrying) = outcome(&observed, &previous);
-    let history = history(&previous, &observed, phase, reason, &now);
+    let source = stack.spec.source.as_ref();
+    let history = history(&previous, source, &observed, phase, reason, &now);
     let generation = stack.metadata.generation;
     let ready = observed.services.iter().filter(|s| s.complete).count();
     let total = observed.services.len();
@@ -472,6 +480,30 @@ mod tests {
         assert_eq!(history.len(), crate::crd::HISTORY_LIMIT);
         assert_eq!(history[0].revision, "r10");
         assert_eq!(history[19].revision, "r29");
+    }
+
+    #[test]
+    fn each_history_entry_keeps_the_subject_its_source_carried() {
+        let mut stack = Stack::new("shop", StackSpec::default());
+        let mut step = |revision: &str, subject: Option<&str>, seconds: i64| {
+            stack.spec.source = Some(SourceRef {
+                revision: revision.into(),
+                subject: subject.map(str::to_string),
+                ..SourceRef::default()
+            });
+            let observed = Observed {
+                attempted_revision: Some(revision.into()),
+                ..observed(None)
+            };
+            let status = build(&stack, observed, time(seconds));
+            stack.status = Some(status.clone());
+            status.history
+        };
+        step("aaa", Some("Add the shop"), 100);
+        step("bbb", Some("Bump nginx"), 200);
+        let history = step("ccc", None, 300);
+        let subjects: Vec<_> = history.iter().map(|e| e.subject.as_deref()).collect();
+        assert_eq!(subjects, [Some("Add the shop"), Some("Bump nginx"), None]);
     }
 
     #[test]

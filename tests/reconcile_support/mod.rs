@@ -61,6 +61,7 @@ pub fn desired(namespace: &str, name: &str, project: Value, revision: &str) -> D
             repository: REPOSITORY.to_string(),
             path: name.to_string(),
             revision: revision.to_string(),
+            subject: None,
         },
         prune: true,
         tenancy: Default::default(),

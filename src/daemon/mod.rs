@@ -176,18 +176,20 @@ pub async fn run(
     options: RunOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
-    let client = if options.dry_run {
-        None
+    // Leases get a client of their own, outside the rate limit, as client-go's
+    // leader election does: behind thousands of queued writes a renewal would
+    // miss its deadline and the replica would drop work it still holds.
+    let (client, lease_client) = if options.dry_run {
+        (None, None)
     } else {
         let identity = options
             .leader_election
             .as_ref()
             .map(|l| l.identity.as_str());
-        Some(rate_limit::rate_limited(
-            connect(&user_agent(identity)).await?,
-            options.kube_qps,
-            options.kube_burst,
-        ))
+        let unlimited = connect(&user_agent(identity)).await?;
+        let limited =
+            rate_limit::rate_limited(unlimited.clone(), options.kube_qps, options.kube_burst);
+        (Some(limited), Some(unlimited))
     };
     let state = SharedState::new();
     let metrics = Metrics::new();
@@ -333,7 +335,7 @@ pub async fn run(
             workers.push(match (&options.leader_election, holders) {
                 (Some(leader), Some(holders)) => {
                     let election = ShardElection::new(
-                        client.clone(),
+                        lease_client.clone().unwrap_or_else(|| client.clone()),
                         &leader.namespace,
                         holders.shards(),
                         &leader.identity,
@@ -349,7 +351,7 @@ pub async fn run(
                 }
                 (Some(leader), None) => {
                     let election = LeaderElection::new(
-                        client.clone(),
+                        lease_client.clone().unwrap_or_else(|| client.clone()),
                         &leader.namespace,
                         &leader.lease_name,
                         &leader.identity,

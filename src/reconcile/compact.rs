@@ -1,8 +1,10 @@
-//! A watched object as the controller's caches keep it: its metadata, typed,
-//! and everything else as JSON text. A typed `Deployment` is over 6 KB inline
-//! before its containers; its JSON is about one. The caches hold every object
-//! stackd manages, while drift and health read a stack's few at a time and
-//! parse them then.
+//! A watched object as the controller's caches keep it: the metadata that
+//! identifies it and its owners, typed, and everything else as JSON text. A
+//! typed `Deployment` is over 6 KB inline before its containers; its JSON is
+//! about one. Labels and annotations are text too: a `BTreeMap` allocates a
+//! node of eleven entries (544 bytes) for one label, and the caches hold every
+//! object stackd manages, while drift and health read a stack's few at a time
+//! and parse them then.
 //!
 //! `apiVersion` and `kind` come from `K`, not from what the server sent: a
 //! LIST's items carry neither (only the list does), a watch event's do. Kept as
@@ -10,6 +12,7 @@
 //! `/apiVersion` and be applied again.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -19,10 +22,24 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
+/// The metadata fields kept typed: what the reflector keys objects by and what
+/// the Controller maps owned objects to their Stack with. The rest of the
+/// metadata stays in the JSON text.
+const TYPED_METADATA: [&str; 5] = [
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "ownerReferences",
+];
+
 /// An object of kind `K`, kept compact.
 pub struct Compact<K> {
+    /// Only the [`TYPED_METADATA`] fields.
     metadata: ObjectMeta,
-    /// The object without `metadata`, `apiVersion` and `kind`, as a JSON object.
+    /// The object without `apiVersion` and `kind`, and with only the rest of
+    /// its metadata (labels, annotations, ...; `managedFields` dropped), as a
+    /// JSON object.
     body: Box<str>,
     kind: PhantomData<fn() -> K>,
 }
@@ -31,12 +48,15 @@ impl<K: Resource<DynamicType = ()>> Compact<K> {
     /// The whole object as JSON, typed by `K`, metadata included.
     pub fn to_json(&self) -> Option<Value> {
         let mut object: Map<String, Value> = serde_json::from_str(&self.body).ok()?;
+        let Value::Object(mut metadata) = serde_json::to_value(&self.metadata).ok()? else {
+            return None;
+        };
+        if let Some(Value::Object(rest)) = object.remove("metadata") {
+            metadata.extend(rest);
+        }
         object.insert("apiVersion".to_string(), K::api_version(&()).into());
         object.insert("kind".to_string(), K::kind(&()).into());
-        object.insert(
-            "metadata".to_string(),
-            serde_json::to_value(&self.metadata).ok()?,
-        );
+        object.insert("metadata".to_string(), Value::Object(metadata));
         Some(Value::Object(object))
     }
 
@@ -46,6 +66,24 @@ impl<K: Resource<DynamicType = ()>> Compact<K> {
         K: DeserializeOwned,
     {
         serde_json::from_value(self.to_json()?).ok()
+    }
+}
+
+impl<K> Compact<K> {
+    /// The value of one of its labels.
+    pub fn label(&self, key: &str) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Object {
+            #[serde(default)]
+            metadata: Metadata,
+        }
+        #[derive(Default, Deserialize)]
+        struct Metadata {
+            #[serde(default)]
+            labels: BTreeMap<String, String>,
+        }
+        let mut object: Object = serde_json::from_str(&self.body).ok()?;
+        object.metadata.labels.remove(key)
     }
 }
 
@@ -74,16 +112,30 @@ impl<'de, K> Deserialize<'de> for Compact<K> {
         #[derive(Deserialize)]
         struct Parts {
             #[serde(default)]
-            metadata: ObjectMeta,
+            metadata: Map<String, Value>,
             #[serde(flatten)]
             rest: Map<String, Value>,
         }
         let mut parts = Parts::deserialize(deserializer)?;
         parts.rest.remove("apiVersion");
         parts.rest.remove("kind");
+        // Drift and status never read them, and at thousands of objects they
+        // would be a large share of the caches.
+        parts.metadata.remove("managedFields");
+        let typed: Map<String, Value> = TYPED_METADATA
+            .iter()
+            .filter_map(|key| Some((key.to_string(), parts.metadata.remove(*key)?)))
+            .collect();
+        let metadata: ObjectMeta =
+            serde_json::from_value(Value::Object(typed)).map_err(D::Error::custom)?;
+        if !parts.metadata.is_empty() {
+            parts
+                .rest
+                .insert("metadata".to_string(), Value::Object(parts.metadata));
+        }
         let body = serde_json::to_string(&parts.rest).map_err(D::Error::custom)?;
         Ok(Compact {
-            metadata: parts.metadata,
+            metadata,
             body: body.into_boxed_str(),
             kind: PhantomData,
         })
@@ -162,6 +214,54 @@ mod tests {
         object.remove("kind");
         let compact: Compact<Deployment> = serde_json::from_value(listed).unwrap();
         assert_eq!(compact.to_json(), Some(deployment()));
+    }
+
+    #[test]
+    fn keeps_only_identity_and_owners_typed_and_the_rest_of_the_metadata_as_text() {
+        let mut sent = deployment();
+        sent["metadata"]["uid"] = json!("u-1");
+        sent["metadata"]["resourceVersion"] = json!("7");
+        sent["metadata"]["annotations"] = json!({"stackd.dev/prune": "disabled"});
+        sent["metadata"]["creationTimestamp"] = json!("2026-01-02T03:04:05Z");
+        sent["metadata"]["ownerReferences"] = json!([
+            {"apiVersion": "stackd.dev/v1alpha1", "kind": "Stack", "name": "shop", "uid": "s-1"}
+        ]);
+        sent["metadata"]["managedFields"] = json!([{"manager": "stackd", "operation": "Apply"}]);
+        let compact: Compact<Deployment> = serde_json::from_value(sent.clone()).unwrap();
+
+        let meta = compact.meta();
+        assert_eq!(meta.uid.as_deref(), Some("u-1"));
+        assert_eq!(meta.resource_version.as_deref(), Some("7"));
+        assert_eq!(meta.owner_references.as_ref().unwrap()[0].name, "shop");
+        assert_eq!(
+            (meta.labels.as_ref(), meta.annotations.as_ref()),
+            (None, None)
+        );
+        assert_eq!(compact.label("stackd.dev/stack").as_deref(), Some("shop"));
+        assert_eq!(compact.label("app"), None);
+
+        // The whole object comes back, but for the managed fields.
+        sent["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("managedFields");
+        assert_eq!(compact.to_json(), Some(sent));
+        let typed = compact.typed().unwrap();
+        assert_eq!(
+            typed.metadata.annotations.unwrap()["stackd.dev/prune"],
+            "disabled"
+        );
+        assert!(typed.metadata.creation_timestamp.is_some());
+    }
+
+    #[test]
+    fn an_object_without_labels_has_none() {
+        let compact: Compact<Deployment> = serde_json::from_value(
+            json!({"metadata": {"name": "web", "namespace": "shop"}, "spec": {}}),
+        )
+        .unwrap();
+        assert_eq!(compact.label("stackd.dev/stack"), None);
+        assert_eq!(compact.meta().name.as_deref(), Some("web"));
     }
 
     #[test]

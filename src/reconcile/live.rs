@@ -5,6 +5,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use kube::Resource;
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::Value;
 
@@ -58,21 +59,16 @@ pub fn is_watched(kind: &str) -> bool {
 }
 
 /// Names of the objects in `store` within `namespace` that carry `label=value`.
-fn labelled<K>(store: &Store<K>, namespace: &str, label: &str, value: &str) -> Vec<String>
+fn labelled<K>(store: &Store<Compact<K>>, namespace: &str, label: &str, value: &str) -> Vec<String>
 where
-    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    K: kube::Resource<DynamicType = ()> + 'static,
 {
     store
         .state()
         .iter()
         .filter(|o| o.meta().namespace.as_deref() == Some(namespace))
-        .filter(|o| {
-            o.meta()
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(label))
-                .is_some_and(|v| v == value)
-        })
+        // Labels are kept as text: parsed only for the namespace's objects.
+        .filter(|o| o.label(label).is_some_and(|v| v == value))
         .filter_map(|o| o.meta().name.clone())
         .collect()
 }
@@ -207,5 +203,75 @@ impl LiveStores {
             ),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::{reflector, watcher};
+    use serde_json::json;
+
+    use super::*;
+
+    fn stores_with(config_maps: &[Value]) -> LiveStores {
+        let (config_map_store, mut writer) = reflector::store::<Compact<ConfigMap>>();
+        for object in config_maps {
+            let compact = serde_json::from_value(object.clone()).unwrap();
+            writer.apply_watcher_event(&watcher::Event::Apply(compact));
+        }
+        LiveStores {
+            config_maps: config_map_store,
+            secrets: reflector::store().0,
+            services: reflector::store().0,
+            deployments: reflector::store().0,
+            stateful_sets: reflector::store().0,
+            daemon_sets: reflector::store().0,
+            jobs: reflector::store().0,
+            ingresses: reflector::store().0,
+            network_policies: reflector::store().0,
+        }
+    }
+
+    fn config_map(namespace: &str, name: &str, stack: Option<&str>) -> Value {
+        let mut object = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace}, "data": {"k": "v"}});
+        if let Some(stack) = stack {
+            object["metadata"]["labels"] = json!({"stackd.dev/stack": stack, "app": name});
+        }
+        object
+    }
+
+    #[test]
+    fn labelled_names_read_the_labels_kept_as_text_within_the_namespace() {
+        let live = stores_with(&[
+            config_map("apps", "lost", Some("shop")),
+            config_map("apps", "neighbour", Some("blog")),
+            config_map("apps", "unlabelled", None),
+            config_map("other", "elsewhere", Some("shop")),
+        ]);
+        let found = live.labelled_names("ConfigMap", "apps", "stackd.dev/stack", "shop");
+        assert_eq!(found, Some(vec!["lost".to_string()]));
+        assert_eq!(
+            live.labelled_names("Deployment", "apps", "stackd.dev/stack", "shop"),
+            Some(vec![])
+        );
+        assert_eq!(
+            live.labelled_names("Namespace", "apps", "stackd.dev/stack", "shop"),
+            None
+        );
+    }
+
+    #[test]
+    fn get_gives_the_whole_object_back_with_its_labels() {
+        let object = config_map("apps", "lost", Some("shop"));
+        let live = stores_with(std::slice::from_ref(&object));
+        let entry = InventoryEntry {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: Some("apps".into()),
+            name: "lost".into(),
+            hash: None,
+        };
+        assert_eq!(live.get(&entry), Some(object));
     }
 }

@@ -21,6 +21,7 @@ mod common;
 mod fake_api;
 #[path = "../tests/git_support/mod.rs"]
 mod git_support;
+mod support;
 
 use std::path::Path;
 use std::process::Stdio;
@@ -28,70 +29,10 @@ use std::time::{Duration, Instant};
 
 use fake_api::FakeApiServer;
 use git_support::{HttpServer, Upstream};
+use support::{SERVICES, compose, stack_name, usage, wait_for};
 
-const SERVICES: usize = 5;
 const POLL_INTERVAL: &str = "5s";
 const TOKEN: &str = "bench-token";
-
-fn compose(index: usize, first_image: &str) -> String {
-    let mut text = String::from("services:\n");
-    for s in 0..SERVICES {
-        let image = if s == 0 {
-            first_image.to_string()
-        } else {
-            format!("nginx:1.{s}")
-        };
-        text.push_str(&format!(
-            "  svc{s}:\n    image: {image}\n    environment:\n      INDEX: \"{index}\"\n"
-        ));
-        if s == 0 {
-            text.push_str("    ports:\n      - \"8080:80\"\n");
-        }
-    }
-    text
-}
-
-fn stack_name(index: usize) -> String {
-    format!("stack-{index:04}")
-}
-
-/// Resident-memory peak and CPU seconds of a live process, from /proc.
-struct ProcessUsage {
-    peak_rss_kib: u64,
-    /// Resident now: heap and stacks, and mapped files (the binary and its libraries).
-    anon_kib: u64,
-    file_kib: u64,
-    cpu_seconds: f64,
-}
-
-fn usage(pid: u32) -> ProcessUsage {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |field: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    // Fields 14 and 15 of /proc/PID/stat (after the parenthesised name) are utime and stime in ticks.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let ticks: u64 = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| {
-            rest.split_whitespace()
-                .skip(11)
-                .take(2)
-                .filter_map(|t| t.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0);
-    ProcessUsage {
-        peak_rss_kib: kib("VmHWM:"),
-        anon_kib: kib("RssAnon:"),
-        file_kib: kib("RssFile:"),
-        cpu_seconds: ticks as f64 / 100.0,
-    }
-}
 
 fn spawn_daemon(dir: &Path, kubeconfig: &Path, port: u16) -> common::Daemon {
     // STACKD_BENCH_BINARY compares another build, e.g. the previous commit's.
@@ -142,15 +83,6 @@ fn applied_at(api: &FakeApiServer, count: usize, revision: &str) -> usize {
                 .is_some_and(|s| s["status"]["lastAppliedRevision"] == revision)
         })
         .count()
-}
-
-async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    started.elapsed()
 }
 
 /// Waits until the API server has seen no request for `quiet`.

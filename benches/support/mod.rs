@@ -32,16 +32,21 @@ pub fn stack_name(index: usize) -> String {
 /// Resident-memory peak and CPU seconds of a live process, from /proc.
 pub struct ProcessUsage {
     pub peak_rss_kib: u64,
+    /// Resident now: heap and stacks, and mapped files (the binary and its libraries).
+    pub anon_kib: u64,
+    pub file_kib: u64,
     pub cpu_seconds: f64,
 }
 
 pub fn usage(pid: u32) -> ProcessUsage {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let peak_rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
+    let kib = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
     // Fields 14 and 15 of /proc/PID/stat (after the parenthesised name) are utime and stime in ticks.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let ticks: u64 = stat
@@ -55,7 +60,9 @@ pub fn usage(pid: u32) -> ProcessUsage {
         })
         .unwrap_or(0);
     ProcessUsage {
-        peak_rss_kib,
+        peak_rss_kib: kib("VmHWM:"),
+        anon_kib: kib("RssAnon:"),
+        file_kib: kib("RssFile:"),
         cpu_seconds: ticks as f64 / 100.0,
     }
 }

@@ -6,7 +6,7 @@
 //! stored. Goal: under 1 s.
 //!
 //! Measured twice: with the daemon's controller settings (`stackd run`: events
-//! are debounced for 500 ms) and with the tests' (50 ms), to show what the
+//! are debounced for 200 ms) and with the tests' (50 ms), to show what the
 //! debounce costs. `STACKD_BENCH_LATENCY=20ms` delays every API request;
 //! `STACKD_BENCH_RUNS` sets the runs per setting (default 10).
 //!
@@ -124,7 +124,7 @@ fn main() {
         ..ControllerOptions::default()
     };
     let configurations = [
-        ("stackd run (500 ms debounce)", daemon),
+        ("stackd run (200 ms debounce)", daemon),
         ("tests' settings (50 ms debounce)", test_options()),
     ];
     for (what, options) in configurations {

@@ -70,7 +70,9 @@ pub struct ControllerOptions {
     /// Renderer settings from the configuration file. A reload sends new ones,
     /// and every stack is reconciled again with them.
     pub render: watch::Receiver<RenderOptions>,
-    /// Bursts of events within this window give one reconcile.
+    /// Bursts of events within this window give one reconcile. The watch
+    /// events of one apply arrive within milliseconds; a longer window only
+    /// delays every change (it was 500 ms: half of the 1 s a change may take).
     pub debounce: Duration,
     pub concurrency: u16,
     /// First retry delay after a transient error; doubles up to `retry_max`.
@@ -92,7 +94,7 @@ impl Default for ControllerOptions {
             dry_run: false,
             allow_prune_all: false,
             render: watch::channel(RenderOptions::default()).1,
-            debounce: Duration::from_millis(500),
+            debounce: Duration::from_millis(200),
             concurrency: 8,
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),

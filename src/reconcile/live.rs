@@ -123,12 +123,8 @@ impl LiveStores {
         where
             K: kube::Resource<DynamicType = ()> + 'static,
         {
-            let object = lookup(store, namespace, name)?;
-            kube::Resource::meta(object.as_ref())
-                .labels
-                .as_ref()?
-                .get(STACK_LABEL)
-                .cloned()
+            // Labels are kept as text in the compact object.
+            lookup(store, namespace, name)?.label(STACK_LABEL)
         }
         match kind {
             "ConfigMap" => label(&self.config_maps, namespace, name),
@@ -259,6 +255,21 @@ mod tests {
             live.labelled_names("Namespace", "apps", "stackd.dev/stack", "shop"),
             None
         );
+    }
+
+    #[test]
+    fn the_stack_of_an_object_is_read_from_its_labels_kept_as_text() {
+        let live = stores_with(&[
+            config_map("apps", "site", Some("shop")),
+            config_map("apps", "unlabelled", None),
+        ]);
+        assert_eq!(
+            live.stack_of("ConfigMap", "apps", "site"),
+            Some("shop".into())
+        );
+        assert_eq!(live.stack_of("ConfigMap", "apps", "unlabelled"), None);
+        assert_eq!(live.stack_of("ConfigMap", "other", "site"), None);
+        assert_eq!(live.stack_of("Pod", "apps", "site"), None);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use fake_api::FakeApiServer;
-use git_support::{HttpServer, Upstream};
+use git_support::HttpServer;
 use support::{SERVICES, compose, stack_name, usage, wait_for};
 
 const POLL_INTERVAL: &str = "5s";
@@ -190,14 +190,7 @@ fn main() {
 
 async fn run(count: usize) {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let upstream = Upstream::new(dir.path(), "apps");
-    for i in 0..count {
-        upstream.write(
-            &format!("stacks/{}/compose.yaml", stack_name(i)),
-            &compose(i, "nginx:1.0"),
-        );
-    }
-    let first = upstream.commit("1,000 stacks");
+    let (upstream, first) = support::repository(dir.path(), count);
     let git = HttpServer::start(dir.path(), None).await;
     // STACKD_BENCH_LATENCY=20ms, STACKD_BENCH_MAX_INFLIGHT=400: a server that costs what a real one does.
     let (api, _client) = FakeApiServer::start_with(fake_api::Settings::from_env()).await;

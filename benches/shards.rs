@@ -24,8 +24,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use fake_api::FakeApiServer;
-use git_support::{HttpServer, Upstream};
-use support::{compose, stack_name, usage, wait_for};
+use git_support::HttpServer;
+use support::{usage, wait_for};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -61,14 +61,7 @@ fn applied_at(api: &FakeApiServer, count: usize, revision: &str) -> usize {
 
 async fn run(count: usize, replicas: usize, shards: usize) {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let upstream = Upstream::new(dir.path(), "apps");
-    for i in 0..count {
-        upstream.write(
-            &format!("stacks/{}/compose.yaml", stack_name(i)),
-            &compose(i, "nginx:1.0"),
-        );
-    }
-    let first = upstream.commit("stacks");
+    let (_upstream, first) = support::repository(dir.path(), count);
     let git = HttpServer::start(dir.path(), None).await;
     let settings = fake_api::Settings::from_env();
     let latency = settings.latency;

@@ -29,6 +29,20 @@ pub fn stack_name(index: usize) -> String {
     format!("stack-{index:04}")
 }
 
+/// The repository `apps` under `dir`, with `count` stacks in one commit: its
+/// writer (for later changes) and that commit.
+pub fn repository(dir: &std::path::Path, count: usize) -> (crate::git_support::Upstream, String) {
+    let upstream = crate::git_support::Upstream::new(dir, "apps");
+    for i in 0..count {
+        upstream.write(
+            &format!("stacks/{}/compose.yaml", stack_name(i)),
+            &compose(i, "nginx:1.0"),
+        );
+    }
+    let first = upstream.commit(&format!("{count} stacks"));
+    (upstream, first)
+}
+
 /// Resident-memory peak and CPU seconds of a live process, from /proc.
 pub struct ProcessUsage {
     pub peak_rss_kib: u64,

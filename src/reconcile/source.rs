@@ -485,12 +485,14 @@ async fn sync_decided(
             &desired.source.revision,
             desired.secrets.clone(),
         );
+        // The object is built again when written: a first sync of thousands
+        // would otherwise hold a second copy of every stack until the last write.
+        drop(object);
         writes
             .entry(desired.namespace.clone())
             .or_default()
             .push(StackWrite {
                 desired,
-                object,
                 create_namespace: access == Ok(Access::Create),
             });
     }
@@ -498,9 +500,15 @@ async fn sync_decided(
     // Namespaces in parallel, each one's Namespace before its Stacks: a real
     // API server answers in milliseconds, so one write at a time would make
     // the sync of a thousand stacks take tens of seconds.
+    let build = |desired: &DesiredStack| {
+        let mut object = sharded(stack_object(repository, desired), policy.shards);
+        // Decided above already; this only marks the object the same way.
+        let _ = admit(repository, desired, existing, &mut object);
+        object
+    };
     let groups: Vec<_> = writes
         .into_values()
-        .map(|group| write_namespace_group(client, repository, group))
+        .map(|group| write_namespace_group(client, repository, group, &build))
         .collect();
     let outcomes: Vec<Vec<Result<String, RefusedStack>>> = futures::stream::iter(groups)
         .buffer_unordered(SYNC_CONCURRENCY)
@@ -553,22 +561,22 @@ pub const SYNC_CONCURRENCY: usize = 16;
 /// A Stack the sync writes, and whether its Namespace must be created first.
 struct StackWrite<'a> {
     desired: &'a DesiredStack,
-    object: Stack,
     create_namespace: bool,
 }
 
 /// Writes one namespace's Stacks, after creating the Namespace when stackd
 /// owns it and it does not exist yet. A refused Namespace or Stack fails that
-/// stack alone; the rest go on.
+/// stack alone; the rest go on. `build` makes each Stack object as it is written.
 async fn write_namespace_group(
     client: &Client,
     repository: &str,
-    mut group: Vec<StackWrite<'_>>,
+    group: Vec<StackWrite<'_>>,
+    build: &impl Fn(&DesiredStack) -> Stack,
 ) -> Vec<Result<String, RefusedStack>> {
-    if let Some(first) = group.iter_mut().find(|w| w.create_namespace) {
-        match apply_namespace(client, repository, &first.object).await {
-            Ok(Some(hash)) => mark_namespace_written(&mut first.object, hash),
-            Ok(None) => {}
+    let mut namespace_written = None;
+    if let Some(first) = group.iter().find(|w| w.create_namespace) {
+        match apply_namespace(client, repository, &build(first.desired)).await {
+            Ok(hash) => namespace_written = hash.map(|hash| (first.desired, hash)),
             Err(error) => {
                 let refused = RefusedStack::new(first.desired, &error);
                 return group
@@ -588,14 +596,22 @@ async fn write_namespace_group(
     for write in group {
         let desired = write.desired;
         let id = key(&desired.namespace, &desired.name);
+        let mut object = build(desired);
+        if let Some((_, hash)) = namespace_written
+            .as_ref()
+            .filter(|(first, _)| std::ptr::eq(*first, desired))
+        {
+            mark_namespace_written(&mut object, hash.clone());
+        }
         let api: Api<Stack> = Api::namespaced(client.clone(), &desired.namespace);
         let applied = api
-            .patch(&desired.name, &params, &Patch::Apply(&write.object))
+            .patch(&desired.name, &params, &Patch::Apply(&object))
             .await
             .map_err(|source| ReconcileError::ApplyStack {
                 stack: id.clone(),
                 source,
             });
+        drop(object);
         outcomes.push(match applied {
             Ok(_) => Ok(id),
             Err(error) => {

@@ -215,6 +215,7 @@ async fn run(count: usize) {
     // 1. Start → every Stack applied.
     let started = Instant::now();
     let mut daemon = spawn_daemon(dir.path(), &kubeconfig, port);
+    let rss = support::RssPhases::start(daemon.0.id(), "first apply");
     wait_for("every stack applied", Duration::from_secs(1800), || {
         applied_at(&api, count, &first) == count
     })
@@ -226,6 +227,7 @@ async fn run(count: usize) {
     let objects = api.objects().len();
 
     // 2. No-op polls: nothing changed in Git.
+    rss.phase("no-op polls");
     api.clear_requests();
     let (bytes_before, adverts_before) = (git.traffic.bytes_sent(), git.traffic.advertisements());
     let polls = 3;
@@ -244,6 +246,7 @@ async fn run(count: usize) {
         &compose(count / 2, "nginx:1.99"),
     );
     let second = upstream.commit("one line");
+    rss.phase("one-line change");
     api.clear_requests();
     let bytes_before = git.traffic.bytes_sent();
     let change_started = Instant::now();
@@ -276,6 +279,7 @@ async fn run(count: usize) {
     let change_bytes = git.traffic.bytes_sent() - bytes_before;
     let unchanged = applied_at(&api, count, &second);
     let first_run = usage(daemon.0.id());
+    let rss_phases = rss.finish();
     let status = daemon.terminate(Duration::from_secs(60)).await;
     assert!(status.success(), "stackd exited with {status:?}");
 
@@ -321,6 +325,7 @@ async fn run(count: usize) {
         mib(first_run.file_kib),
         first_run.cpu_seconds
     );
+    println!("  stackd peak RSS by phase (sampled every 50 ms): {rss_phases}");
     // 4. A restart: every stack is reconciled again from the caches, with nothing to write.
     api.clear_requests();
     let restarted = Instant::now();

@@ -89,3 +89,60 @@ pub async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> boo
     }
     started.elapsed()
 }
+
+/// The phase now, and the highest resident memory seen in each phase so far (KiB).
+type Peaks = (String, Vec<(String, u64)>);
+
+/// Samples a process's resident memory every 50 ms and keeps the highest per
+/// named phase, so a benchmark can say when the peak happens, not only how high.
+pub struct RssPhases {
+    phase: std::sync::Arc<std::sync::Mutex<Peaks>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RssPhases {
+    pub fn start(pid: u32, first: &str) -> Self {
+        let phase = std::sync::Arc::new(std::sync::Mutex::new((
+            first.to_string(),
+            Vec::<(String, u64)>::new(),
+        )));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (shared, stopped) = (phase.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let rss: u64 = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                    .unwrap_or(0);
+                let mut guard = shared.lock().unwrap();
+                let (current, peaks) = &mut *guard;
+                match peaks.iter_mut().find(|(name, _)| name == current) {
+                    Some((_, peak)) => *peak = (*peak).max(rss),
+                    None => peaks.push((current.clone(), rss)),
+                }
+                drop(guard);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        RssPhases { phase, stop }
+    }
+
+    pub fn phase(&self, name: &str) {
+        self.phase.lock().unwrap().0 = name.to_string();
+    }
+
+    /// "phase 12 MiB, phase 40 MiB" in the order the phases ran.
+    pub fn finish(self) -> String {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let guard = self.phase.lock().unwrap();
+        guard
+            .1
+            .iter()
+            .map(|(name, kib)| format!("{name} {:.0} MiB", *kib as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}

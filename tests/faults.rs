@@ -135,6 +135,56 @@ async fn an_apply_failing_half_way_is_completed_by_the_next_pass_and_prunes_noth
 }
 
 #[tokio::test]
+async fn stacks_reconciled_before_the_caches_are_listed_wait_for_the_list_not_a_timer() {
+    let mut h = harness!(Harness::started(test_options()).await);
+    deployed(&h, web_and_db(), "r1").await;
+
+    // A restart whose Deployment list takes 5 s: every stack reconciled
+    // meanwhile waits. At 10,000 stacks a retry timer made each one spin.
+    h.stop().await;
+    h.fake.clear_requests();
+    h.fake.inject(
+        FaultRule::new(
+            Some(Method::GET),
+            "/apis/apps/v1/deployments",
+            FaultAction::Delay(Duration::from_secs(5)),
+        )
+        .times(1),
+    );
+    let waited = |h: &Harness| {
+        h.handles
+            .metrics
+            .reconcile_total
+            .get_metric_with_label_values(&["shop", NS, "waiting_for_cache"])
+            .map(|c| c.get())
+            .unwrap_or(0)
+    };
+    let (before, base) = (h.reconciles(NS, "shop"), waited(&h));
+    h.start(test_options());
+    // The other kinds' lists end at once and trigger the stack; then quiet.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let early = waited(&h);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        early > base,
+        "the stack was reconciled before the list ended"
+    );
+    assert_eq!(
+        waited(&h),
+        early,
+        "retried on a timer while the list was slow"
+    );
+    assert_eq!(h.reconciles(NS, "shop"), before);
+    // The end of the list reconciles it.
+    h.wait_for("a reconcile after the list", |h| {
+        h.reconciles(NS, "shop") > before
+    })
+    .await;
+    h.settle().await;
+    assert_eq!(object_writes(&h.fake.writes()), Vec::<String>::new());
+}
+
+#[tokio::test]
 async fn a_429_storm_is_backed_off_and_the_request_rate_stays_bounded() {
     let h = harness!(Harness::started(test_options()).await);
     // Every object write is throttled, with a Retry-After of zero: only the

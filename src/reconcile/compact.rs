@@ -72,18 +72,29 @@ impl<K: Resource<DynamicType = ()>> Compact<K> {
 impl<K> Compact<K> {
     /// The value of one of its labels.
     pub fn label(&self, key: &str) -> Option<String> {
+        self.metadata_entry("labels", key)
+    }
+
+    /// The value of one of its annotations.
+    pub fn annotation(&self, key: &str) -> Option<String> {
+        self.metadata_entry("annotations", key)
+    }
+
+    /// `metadata.<map>.<key>`, read from the text.
+    fn metadata_entry(&self, map: &str, key: &str) -> Option<String> {
         #[derive(Deserialize)]
         struct Object {
             #[serde(default)]
-            metadata: Metadata,
-        }
-        #[derive(Default, Deserialize)]
-        struct Metadata {
-            #[serde(default)]
-            labels: BTreeMap<String, String>,
+            metadata: BTreeMap<String, Value>,
         }
         let mut object: Object = serde_json::from_str(&self.body).ok()?;
-        object.metadata.labels.remove(key)
+        match object.metadata.remove(map)? {
+            Value::Object(mut entries) => match entries.remove(key)? {
+                Value::String(value) => Some(value),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 }
 
@@ -239,6 +250,11 @@ mod tests {
         );
         assert_eq!(compact.label("stackd.dev/stack").as_deref(), Some("shop"));
         assert_eq!(compact.label("app"), None);
+        assert_eq!(
+            compact.annotation("stackd.dev/prune").as_deref(),
+            Some("disabled")
+        );
+        assert_eq!(compact.annotation("stackd.dev/stack"), None);
 
         // The whole object comes back, but for the managed fields.
         sent["metadata"]

@@ -326,7 +326,9 @@ pub async fn run(
         handles.state.clone(),
     ));
 
-    let (stack_store, stack_writer) = reflector::store::<Stack>();
+    // Stacks are kept as text too: a typed Stack with its compose model is
+    // twice the size, and each reconcile reads one.
+    let (stack_store, stack_writer) = reflector::store::<Compact<Stack>>();
     let git_failed = git_failures_changed(handles.failures.clone(), stack_store.clone());
     let listings = vec![
         listed(&stack_store),
@@ -341,7 +343,8 @@ pub async fn run(
         listed(&live.network_policies),
     ];
     caches.started(listings.iter().map(|(kind, _)| kind.clone()));
-    let listing = tokio::spawn(report_listings(listings, caches.clone()));
+    let (all_listed, listed_once) = tokio::sync::oneshot::channel();
+    let listing = tokio::spawn(report_listings(listings, caches.clone(), all_listed));
 
     let forget = handles.clone();
     let handed_back = (options.shard, handles.clone(), stack_store.clone());
@@ -350,14 +353,13 @@ pub async fn run(
         Some(shard) => watcher::Config::default().labels(&crate::shard::selector(shard)),
         None => watcher::Config::default(),
     };
-    let stacks = watcher(Api::<Stack>::all(client.clone()), stack_watch)
+    let stacks = watcher(Api::<Compact<Stack>>::all(client.clone()), stack_watch)
         .default_backoff()
         .inspect(move |event| {
             if let Err(error) = event {
                 watch_failed(&stack_errors, "Stack", error);
             }
         })
-        .modify(forget_managed_fields)
         .reflect(stack_writer)
         .inspect(move |event| {
             // A deleted Stack: its objects go by garbage collection; its series and view go here.
@@ -404,6 +406,11 @@ pub async fn run(
         .owns_stream(netpol_stream)
         .with_config(config)
         .reconcile_all_on(settings_changed)
+        // Stacks reconciled before the caches were listed waited for this,
+        // rather than each retrying on a timer (at 10,000 stacks, a storm).
+        .reconcile_all_on(
+            futures::stream::once(listed_once).filter_map(|r| futures::future::ready(r.ok())),
+        )
         .reconcile_on(git_failed)
         .graceful_shutdown_on(cancel.cancelled_owned())
         .run(reconcile, error_policy, context)
@@ -428,14 +435,14 @@ pub async fn run(
 /// failure: the stack itself, or every Stack of a repository.
 fn git_failures_changed(
     failures: GitFailures,
-    stacks: Store<Stack>,
-) -> impl Stream<Item = reflector::ObjectRef<Stack>> + Send + 'static {
+    stacks: Store<Compact<Stack>>,
+) -> impl Stream<Item = reflector::ObjectRef<Compact<Stack>>> + Send + 'static {
     futures::stream::unfold(failures, move |failures| {
         let stacks = stacks.clone();
         async move {
             failures.changed().await;
             let changed = failures.take_changed();
-            let mut refs: Vec<reflector::ObjectRef<Stack>> = changed
+            let mut refs: Vec<reflector::ObjectRef<Compact<Stack>>> = changed
                 .stacks
                 .iter()
                 .map(|(namespace, name)| reflector::ObjectRef::new(name).within(namespace))
@@ -446,7 +453,8 @@ fn git_failures_changed(
                         .state()
                         .iter()
                         .filter(|stack| {
-                            annotation(stack, REPOSITORY_ANNOTATION)
+                            stack
+                                .annotation(REPOSITORY_ANNOTATION)
                                 .is_some_and(|r| changed.repositories.contains(&r))
                         })
                         .map(|stack| reflector::ObjectRef::from_obj(stack.as_ref())),
@@ -501,10 +509,14 @@ where
 /// How often the stores still listing are looked at again.
 const LISTING_CHECK: Duration = Duration::from_millis(200);
 
-/// Tells `caches` as each store finishes its initial list. Looks rather than
-/// awaits: a `wait_until_ready()` awaited from before a failed first list was
-/// not woken when a later list succeeded.
-async fn report_listings(mut listings: Vec<(String, Listed)>, caches: CacheSync) {
+/// Tells `caches` as each store finishes its initial list, and `all_listed`
+/// once every one has. Looks rather than awaits: a `wait_until_ready()` awaited
+/// from before a failed first list was not woken when a later list succeeded.
+async fn report_listings(
+    mut listings: Vec<(String, Listed)>,
+    caches: CacheSync,
+    all_listed: tokio::sync::oneshot::Sender<()>,
+) {
     loop {
         listings.retain(|(kind, ready)| {
             let done = ready();
@@ -514,30 +526,40 @@ async fn report_listings(mut listings: Vec<(String, Listed)>, caches: CacheSync)
             !done
         });
         if listings.is_empty() {
+            let _ = all_listed.send(());
             return;
         }
         tokio::time::sleep(LISTING_CHECK).await;
     }
 }
 
-fn forget_stack(handles: &ControllerHandles, stack: &Stack) {
-    let namespace = stack.metadata.namespace.as_deref().unwrap_or_default();
-    let name = stack.metadata.name.as_deref().unwrap_or_default();
+fn forget_stack(handles: &ControllerHandles, stack: &Compact<Stack>) {
+    let namespace = stack.meta().namespace.as_deref().unwrap_or_default();
+    let name = stack.meta().name.as_deref().unwrap_or_default();
     handles.state.remove_stack(namespace, name);
     handles.metrics.remove_stack(namespace, name);
 }
 
-fn key_of(stack: &Stack) -> (String, String) {
+fn key_of(stack: &impl Resource) -> (String, String) {
     (
-        stack.metadata.namespace.clone().unwrap_or_default(),
-        stack.metadata.name.clone().unwrap_or_default(),
+        stack.meta().namespace.clone().unwrap_or_default(),
+        stack.meta().name.clone().unwrap_or_default(),
     )
 }
 
-async fn reconcile(stack: Arc<Stack>, context: Arc<Context>) -> Result<Action, ReconcileError> {
+async fn reconcile(
+    stored: Arc<Compact<Stack>>,
+    context: Arc<Context>,
+) -> Result<Action, ReconcileError> {
     let started = Instant::now();
-    let (namespace, name) = key_of(&stack);
-    let result = reconcile_stack(&stack, &context).await;
+    let (namespace, name) = key_of(stored.as_ref());
+    let result = match typed_stack(&stored) {
+        Ok(stack) => reconcile_stack(&stack, &context).await,
+        Err(error) => Err(ReconcileError::UnreadableStack {
+            stack: format!("{namespace}/{name}"),
+            message: error.to_string(),
+        }),
+    };
     let metrics = &context.handles.metrics;
     let label = match &result {
         Ok(done) => done.result,
@@ -558,6 +580,12 @@ async fn reconcile(stack: Arc<Stack>, context: Arc<Context>) -> Result<Action, R
     result.map(|done| done.action)
 }
 
+/// The stored Stack, typed for one reconcile. A Stack that does not read (a
+/// hand-written one the CRD schema let through) fails alone, not the watch.
+fn typed_stack(stored: &Compact<Stack>) -> Result<Stack, serde_json::Error> {
+    serde_json::from_value(stored.to_json().unwrap_or_default())
+}
+
 /// A reconcile that finished without a retryable error, and how it went
 /// (`success`, or why nothing was applied), for `stackd_reconcile_total`.
 struct Done {
@@ -572,13 +600,17 @@ impl Done {
 }
 
 /// Transient errors back off exponentially per stack; invalid input waits for a change.
-fn error_policy(stack: Arc<Stack>, error: &ReconcileError, context: Arc<Context>) -> Action {
+fn error_policy(
+    stack: Arc<Compact<Stack>>,
+    error: &ReconcileError,
+    context: Arc<Context>,
+) -> Action {
     tracing::warn!(%error, "reconcile failed");
     if !error.is_transient() {
         return Action::await_change();
     }
     let mut failures = context.failures.lock().unwrap_or_else(|e| e.into_inner());
-    let count = failures.entry(key_of(&stack)).or_insert(0);
+    let count = failures.entry(key_of(stack.as_ref())).or_insert(0);
     *count = count.saturating_add(1);
     Action::requeue(backoff(
         context.options.retry_base,
@@ -1546,8 +1578,9 @@ fn record_outcomes(context: &Context, report: Option<&ApplyReport>, drifted: &[I
     }
 }
 
-/// How soon to retry a stack reconciled before the reflectors finished their first list.
-const STORES_NOT_READY_RETRY: Duration = Duration::from_millis(500);
+/// How soon to retry a stack reconciled before the reflectors finished their
+/// first list. Only a safety net: the end of that list reconciles every stack.
+const STORES_NOT_READY_RETRY: Duration = Duration::from_secs(30);
 
 /// Whether every reflector finished its first list: before that, every object
 /// would look missing (drift). Never waits: the stores only fill while the

@@ -32,6 +32,8 @@ pub enum ReconcileError {
         "refusing to delete all {count} Stacks of repository {repository}: none is in Git any more (allow it with allow_prune_all)"
     )]
     WouldDeleteAllStacks { repository: String, count: usize },
+    #[error("Stack {stack}: its stored object does not read as a Stack: {message}")]
+    UnreadableStack { stack: String, message: String },
     #[error("Stack {stack}: metadata.{field} is missing")]
     MissingMetadata { stack: String, field: &'static str },
     #[error("not writing: this replica is not the leader (or is shutting down)")]
@@ -55,6 +57,7 @@ impl ReconcileError {
             ReconcileError::ListNamespaces { .. } => "list_namespaces",
             ReconcileError::DeleteStack { .. } => "delete_stack",
             ReconcileError::WouldDeleteAllStacks { .. } => "would_delete_all_stacks",
+            ReconcileError::UnreadableStack { .. } => "unreadable_stack",
             ReconcileError::MissingMetadata { .. } => "missing_metadata",
             ReconcileError::NotLeader => "not_leader",
             ReconcileError::NamespaceNotAllowed { .. } => "namespace_not_allowed",
@@ -80,6 +83,7 @@ impl ReconcileError {
             ReconcileError::Render { .. }
             | ReconcileError::WouldDeleteAllStacks { .. }
             | ReconcileError::MissingMetadata { .. }
+            | ReconcileError::UnreadableStack { .. }
             | ReconcileError::NotLeader
             | ReconcileError::NamespaceNotAllowed { .. } => false,
             ReconcileError::Apply { source, .. } => apply_error_is_transient(source),

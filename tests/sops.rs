@@ -489,7 +489,7 @@ fn load_at(upstream: &git_support::Upstream, commit: &str, keys: Arc<AgeKeys>) -
         decryption: Some(keys),
     };
     let policy: RepositoryPolicy = serde_json::from_value(json!({})).unwrap();
-    let mut stacks = load_stacks(&update, &policy);
+    let mut stacks = load_stacks(&update, &policy).collect::<Vec<_>>();
     assert_eq!(stacks.len(), 1);
     let stack = stacks.remove(0);
     let (project, secrets) = stack.result.unwrap();
@@ -606,7 +606,11 @@ async fn a_fixed_age_key_file_loads_the_same_commit_again_without_a_restart() {
 
     let first = next().await;
     assert_eq!(first.commit, head);
-    let error = load_stacks(&first, &policy).remove(0).result.unwrap_err();
+    let error = load_stacks(&first, &policy)
+        .next()
+        .unwrap()
+        .result
+        .unwrap_err();
     assert_eq!(load_reason(&error), Reason::SecretsUnavailable);
     assert!(
         error
@@ -619,6 +623,10 @@ async fn a_fixed_age_key_file_loads_the_same_commit_again_without_a_restart() {
     assert!(handle.trigger("apps"));
     let second = next().await;
     assert_eq!(second.commit, head, "the same commit, loaded again");
-    let (_, secrets) = load_stacks(&second, &policy).remove(0).result.unwrap();
+    let (_, secrets) = load_stacks(&second, &policy)
+        .next()
+        .unwrap()
+        .result
+        .unwrap();
     assert_eq!(secrets.0["token"], b"token: s3cr3t\n");
 }

@@ -84,34 +84,14 @@ fn desired_stacks(
 ) -> (Vec<DesiredStack>, SyncPolicy) {
     let mut desired = Vec::new();
     let mut any_failed = false;
-    for stack in load_stacks(update, policy) {
-        if stack.suspended {
-            continue;
-        }
-        match stack.result {
-            Ok((project, secrets)) => desired.push(DesiredStack {
-                name: stack.name,
-                namespace: stack.namespace,
-                project,
-                secrets,
-                source: stack.source,
-                prune: policy.prune,
-                tenancy: Tenancy {
-                    pod_security: stack.pod_security,
-                    network_policies: stack.network_policies,
-                    health_timeout: stack.health_timeout.clone(),
-                    rollback: stack.rollback,
-                    service_account_name: policy.service_account_name.clone(),
-                    namespaces: NamespaceRules {
-                        allowed: policy.namespaces.clone(),
-                        own_namespace: own_namespace.map(str::to_string),
-                    },
-                    file: stack.file.clone(),
-                },
-            }),
-            Err(ref error) => {
+    for stack in each_desired(update, policy, own_namespace) {
+        match stack {
+            Ok(stack) => desired.push(stack),
+            Err(stack) => {
                 any_failed = true;
-                failed(&stack, error);
+                if let Err(error) = &stack.result {
+                    failed(&stack, error);
+                }
             }
         }
     }
@@ -123,6 +103,48 @@ fn desired_stacks(
         shards: 0,
     };
     (desired, sync_policy)
+}
+
+/// The stacks of a commit that are not suspended, loaded one at a time: each
+/// as it would be synced, or the stack that does not load (its `result` the error).
+fn each_desired<'a>(
+    update: &'a RepositoryUpdate,
+    policy: &'a RepositoryPolicy,
+    own_namespace: Option<&'a str>,
+) -> impl Iterator<Item = Result<DesiredStack, LoadedStack>> + 'a {
+    load_stacks(update, policy)
+        .filter(|stack| !stack.suspended)
+        .map(move |stack| {
+            let (project, secrets) = match stack.result {
+                Ok(loaded) => loaded,
+                Err(error) => {
+                    return Err(LoadedStack {
+                        result: Err(error),
+                        ..stack
+                    });
+                }
+            };
+            Ok(DesiredStack {
+                name: stack.name,
+                namespace: stack.namespace,
+                project,
+                secrets,
+                source: stack.source,
+                prune: policy.prune,
+                tenancy: Tenancy {
+                    pod_security: stack.pod_security,
+                    network_policies: stack.network_policies,
+                    health_timeout: stack.health_timeout,
+                    rollback: stack.rollback,
+                    service_account_name: policy.service_account_name.clone(),
+                    namespaces: NamespaceRules {
+                        allowed: policy.namespaces.clone(),
+                        own_namespace: own_namespace.map(str::to_string),
+                    },
+                    file: stack.file,
+                },
+            })
+        })
 }
 
 /// Re-renders a past revision of a Git stack from the mirror, for a rollback
@@ -256,34 +278,27 @@ impl GitSync {
     /// writes the failure into its status. With any failure the sync prunes
     /// nothing, so a broken stack never looks like a deleted one.
     pub fn offer(&self, update: &RepositoryUpdate, policy: &RepositoryPolicy) {
-        let (desired, _) = desired_stacks(
-            update,
-            policy,
-            self.own_namespace.as_deref(),
-            |stack, error| {
-                warn!(stack = %stack.name, error = %error, "stack does not load; its Stack is left as it is");
-                let failure = Failure::new(load_reason(error), error.to_string(), false);
-                self.show_failure(
-                    &stack.namespace,
-                    &stack.name,
-                    &update.repository,
-                    Some(&stack.source.path),
-                    &update.commit,
-                    failure,
-                );
-            },
-        );
         // A stack that loads but does not render would fail in the controller,
         // after its Stack's spec had moved to this commit: try it here instead,
-        // so the spec stays at the last good revision.
+        // so the spec stays at the last good revision. One stack at a time:
+        // the sync loads the commit again when it applies it.
         let options = self
             .render
             .as_ref()
             .map(|r| r.borrow().clone())
             .unwrap_or_default();
         let mut unrenderable = BTreeSet::new();
-        for stack in &desired {
-            let object = stack_object(&update.repository, stack);
+        for stack in each_desired(update, policy, self.own_namespace.as_deref()) {
+            let stack = match stack {
+                Ok(stack) => stack,
+                Err(failed) => {
+                    if let Err(error) = &failed.result {
+                        self.load_failed(update, &failed, error);
+                    }
+                    continue;
+                }
+            };
+            let object = stack_object(&update.repository, &stack);
             match render::render(&object, &stack.secrets, &options) {
                 Ok(_) => self.failures.clear_stack(&stack.namespace, &stack.name),
                 Err(error) => {
@@ -298,7 +313,7 @@ impl GitSync {
                         &update.commit,
                         Failure::new(Reason::RenderFailed, message, false),
                     );
-                    unrenderable.insert((stack.namespace.clone(), stack.name.clone()));
+                    unrenderable.insert((stack.namespace, stack.name));
                 }
             }
         }
@@ -314,6 +329,21 @@ impl GitSync {
         pending.dirty.insert(update.repository.clone());
         drop(pending);
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A stack of `update` that does not load: shown as failed; its Stack keeps
+    /// its spec, and the controller writes the failure into its status.
+    fn load_failed(&self, update: &RepositoryUpdate, stack: &LoadedStack, error: &LoadError) {
+        warn!(stack = %stack.name, error = %error, "stack does not load; its Stack is left as it is");
+        let failure = Failure::new(load_reason(error), error.to_string(), false);
+        self.show_failure(
+            &stack.namespace,
+            &stack.name,
+            &update.repository,
+            Some(&stack.source.path),
+            &update.commit,
+            failure,
+        );
     }
 
     /// A stack that failed on the Git side, for the page at once and for the

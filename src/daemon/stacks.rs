@@ -74,62 +74,62 @@ pub fn load_reason(error: &LoadError) -> Reason {
     }
 }
 
-/// Loads every stack of `update`.
-pub fn load_stacks(update: &RepositoryUpdate, policy: &RepositoryPolicy) -> Vec<LoadedStack> {
-    update
-        .stacks
-        .iter()
-        .map(|stack| {
-            let name = render::sanitise_name(&stack.name);
-            let settings = policy
-                .stacks
-                .get(&stack.name)
-                .or_else(|| policy.stacks.get(&name));
-            let mut variables: BTreeMap<String, String> = policy.variables.clone();
-            if let Some(settings) = settings {
-                variables.extend(settings.variables.clone());
-            }
-            let options = LoadOptions {
-                dir: stack.dir.clone(),
-                files: stack.files.clone(),
-                env_files: Vec::new(),
-                variables,
-                profiles: settings.map(|s| s.profiles.clone()).unwrap_or_default(),
-                images: settings.map(|s| s.images.clone()).unwrap_or_default(),
-                decryption: update.decryption.clone(),
-            };
-            // A directory name that cannot become a Kubernetes name fails this
-            // stack alone; the API server would refuse it and stop the whole sync.
-            let result = match invalid_name(&name, stack) {
-                Some(error) => Err(error),
-                None => render::load(update.reader.as_ref(), &options)
-                    .map(|loaded| (loaded.project, loaded.secrets)),
-            };
-            LoadedStack {
-                namespace: settings
-                    .and_then(|s| s.namespace.clone())
-                    .unwrap_or_else(|| name.clone()),
-                name,
-                source: SourceRef {
-                    repository: update.url.clone(),
-                    path: stack.dir.to_string(),
-                    revision: update.commit.clone(),
-                    subject: Some(update.subject.clone()).filter(|s| !s.is_empty()),
-                },
-                suspended: policy.suspend || settings.is_some_and(|s| s.suspend),
-                pod_security: settings
-                    .and_then(|s| s.pod_security)
-                    .or(policy.pod_security),
-                network_policies: settings
-                    .and_then(|s| s.network_policies)
-                    .or(policy.network_policies),
-                health_timeout: settings
-                    .and_then(|s| s.health_timeout.clone())
-                    .or(policy.health_timeout.clone()),
-                rollback: settings.and_then(|s| s.rollback).or(policy.rollback),
-                file: stack.files.first().unwrap_or(&stack.dir).to_string(),
-                result,
-            }
-        })
-        .collect()
+/// Loads the stacks of `update` one at a time, as the iterator is advanced: a
+/// commit of thousands is never held loaded all at once unless collected.
+pub fn load_stacks<'a>(
+    update: &'a RepositoryUpdate,
+    policy: &'a RepositoryPolicy,
+) -> impl Iterator<Item = LoadedStack> + 'a {
+    update.stacks.iter().map(move |stack| {
+        let name = render::sanitise_name(&stack.name);
+        let settings = policy
+            .stacks
+            .get(&stack.name)
+            .or_else(|| policy.stacks.get(&name));
+        let mut variables: BTreeMap<String, String> = policy.variables.clone();
+        if let Some(settings) = settings {
+            variables.extend(settings.variables.clone());
+        }
+        let options = LoadOptions {
+            dir: stack.dir.clone(),
+            files: stack.files.clone(),
+            env_files: Vec::new(),
+            variables,
+            profiles: settings.map(|s| s.profiles.clone()).unwrap_or_default(),
+            images: settings.map(|s| s.images.clone()).unwrap_or_default(),
+            decryption: update.decryption.clone(),
+        };
+        // A directory name that cannot become a Kubernetes name fails this
+        // stack alone; the API server would refuse it and stop the whole sync.
+        let result = match invalid_name(&name, stack) {
+            Some(error) => Err(error),
+            None => render::load(update.reader.as_ref(), &options)
+                .map(|loaded| (loaded.project, loaded.secrets)),
+        };
+        LoadedStack {
+            namespace: settings
+                .and_then(|s| s.namespace.clone())
+                .unwrap_or_else(|| name.clone()),
+            name,
+            source: SourceRef {
+                repository: update.url.clone(),
+                path: stack.dir.to_string(),
+                revision: update.commit.clone(),
+                subject: Some(update.subject.clone()).filter(|s| !s.is_empty()),
+            },
+            suspended: policy.suspend || settings.is_some_and(|s| s.suspend),
+            pod_security: settings
+                .and_then(|s| s.pod_security)
+                .or(policy.pod_security),
+            network_policies: settings
+                .and_then(|s| s.network_policies)
+                .or(policy.network_policies),
+            health_timeout: settings
+                .and_then(|s| s.health_timeout.clone())
+                .or(policy.health_timeout.clone()),
+            rollback: settings.and_then(|s| s.rollback).or(policy.rollback),
+            file: stack.files.first().unwrap_or(&stack.dir).to_string(),
+            result,
+        }
+    })
 }

@@ -41,6 +41,7 @@ use crate::reconcile::failures::{GitFailure, GitFailures};
 use crate::reconcile::health;
 use crate::reconcile::impersonate;
 use crate::reconcile::live::LiveStores;
+use crate::reconcile::object_cache::ObjectCache;
 use crate::reconcile::rollout;
 use crate::reconcile::secrets::{self, SecretStore};
 use crate::reconcile::source;
@@ -240,26 +241,26 @@ impl Context {
     }
 }
 
-/// A reflector for one owned kind: its store, and the stream of touched objects
-/// that triggers the owning Stack once the store has seen the change. Watch
-/// errors are recorded in `caches`, for `/readyz`, and go no further: the
-/// watch backs off on its own, while the Controller's trigger backoff would
-/// pause every kind's triggers, longer at each error (after a 410 Gone on all
-/// watches, re-lists were held back for minutes).
+/// A watch cache for one owned kind, and the stream of touched objects that
+/// triggers the owning Stack once the cache has seen the change. Watch errors
+/// are recorded in `caches`, for `/readyz`, and go no further: the watch backs
+/// off on its own, while the Controller's trigger backoff would pause every
+/// kind's triggers, longer at each error (after a 410 Gone on all watches,
+/// re-lists were held back for minutes).
 fn owned<K>(
     client: &Client,
     caches: &CacheSync,
     shard: Option<u32>,
 ) -> (
-    Store<K>,
-    impl Stream<Item = Result<K, watcher::Error>> + Send + use<K>,
+    ObjectCache<K>,
+    impl Stream<Item = Result<Compact<K>, watcher::Error>> + Send + use<K>,
 )
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
     K: 'static,
 {
-    let (reader, writer) = reflector::store();
-    // Only objects stackd labelled (of this replica's shard): the stores stay
+    let cache = ObjectCache::<K>::default();
+    // Only objects stackd labelled (of this replica's shard): the caches stay
     // as small as what this replica manages.
     let selector = match shard {
         Some(shard) => format!("{STACK_LABEL},{}", crate::shard::selector(shard)),
@@ -267,24 +268,16 @@ where
     };
     let config = watcher::Config::default().labels(&selector);
     let caches = caches.clone();
-    let stream = watcher(Api::<K>::all(client.clone()), config)
+    let writer = cache.clone();
+    let stream = watcher(Api::<Compact<K>>::all(client.clone()), config)
         .default_backoff()
-        .inspect(move |event| {
-            if let Err(error) = event {
-                watch_failed(&caches, &K::kind(&()), error);
-            }
+        .inspect(move |event| match event {
+            Ok(event) => writer.apply(event),
+            Err(error) => watch_failed(&caches, &K::kind(&()), error),
         })
-        .modify(forget_managed_fields)
-        .reflect(writer)
         .touched_objects()
         .filter(|event| futures::future::ready(event.is_ok()));
-    (reader, stream)
-}
-
-/// Drift and status never read `managedFields`, and at thousands of objects
-/// they are a large share of what the stores would hold.
-fn forget_managed_fields<K: Resource>(object: &mut K) {
-    object.meta_mut().managed_fields = None;
+    (cache, stream)
 }
 
 /// Runs the Stack controller until `cancel` fires.
@@ -295,18 +288,15 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let caches = handles.caches.clone();
-    let (config_maps, cm_stream) = owned::<Compact<ConfigMap>>(&client, &caches, options.shard);
-    let (secrets, secret_stream) = owned::<Compact<Secret>>(&client, &caches, options.shard);
-    let (services, service_stream) = owned::<Compact<Service>>(&client, &caches, options.shard);
-    let (deployments, deployment_stream) =
-        owned::<Compact<Deployment>>(&client, &caches, options.shard);
-    let (stateful_sets, sts_stream) =
-        owned::<Compact<StatefulSet>>(&client, &caches, options.shard);
-    let (daemon_sets, ds_stream) = owned::<Compact<DaemonSet>>(&client, &caches, options.shard);
-    let (jobs, job_stream) = owned::<Compact<Job>>(&client, &caches, options.shard);
-    let (ingresses, ingress_stream) = owned::<Compact<Ingress>>(&client, &caches, options.shard);
-    let (network_policies, netpol_stream) =
-        owned::<Compact<NetworkPolicy>>(&client, &caches, options.shard);
+    let (config_maps, cm_stream) = owned::<ConfigMap>(&client, &caches, options.shard);
+    let (secrets, secret_stream) = owned::<Secret>(&client, &caches, options.shard);
+    let (services, service_stream) = owned::<Service>(&client, &caches, options.shard);
+    let (deployments, deployment_stream) = owned::<Deployment>(&client, &caches, options.shard);
+    let (stateful_sets, sts_stream) = owned::<StatefulSet>(&client, &caches, options.shard);
+    let (daemon_sets, ds_stream) = owned::<DaemonSet>(&client, &caches, options.shard);
+    let (jobs, job_stream) = owned::<Job>(&client, &caches, options.shard);
+    let (ingresses, ingress_stream) = owned::<Ingress>(&client, &caches, options.shard);
+    let (network_policies, netpol_stream) = owned::<NetworkPolicy>(&client, &caches, options.shard);
     let live = LiveStores {
         config_maps,
         secrets,
@@ -332,15 +322,15 @@ pub async fn run(
     let git_failed = git_failures_changed(handles.failures.clone(), stack_store.clone());
     let listings = vec![
         listed(&stack_store),
-        listed(&live.config_maps),
-        listed(&live.secrets),
-        listed(&live.services),
-        listed(&live.deployments),
-        listed(&live.stateful_sets),
-        listed(&live.daemon_sets),
-        listed(&live.jobs),
-        listed(&live.ingresses),
-        listed(&live.network_policies),
+        cache_listed(&live.config_maps),
+        cache_listed(&live.secrets),
+        cache_listed(&live.services),
+        cache_listed(&live.deployments),
+        cache_listed(&live.stateful_sets),
+        cache_listed(&live.daemon_sets),
+        cache_listed(&live.jobs),
+        cache_listed(&live.ingresses),
+        cache_listed(&live.network_policies),
     ];
     caches.started(listings.iter().map(|(kind, _)| kind.clone()));
     let (all_listed, listed_once) = tokio::sync::oneshot::channel();
@@ -504,6 +494,14 @@ where
     let store = store.clone();
     let ready = move || matches!(store.wait_until_ready().now_or_never(), Some(Ok(())));
     (K::kind(&()).into_owned(), Box::new(ready))
+}
+
+fn cache_listed<K>(cache: &ObjectCache<K>) -> (String, Listed)
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+{
+    let cache = cache.clone();
+    (K::kind(&()).into_owned(), Box::new(move || cache.listed()))
 }
 
 /// How often the stores still listing are looked at again.

@@ -11,6 +11,7 @@ pub mod health;
 pub mod impersonate;
 pub mod leader;
 pub mod live;
+pub mod object_cache;
 pub mod object_events;
 pub mod offline;
 pub mod rollout;

@@ -111,17 +111,17 @@ fn each_desired<'a>(
     update: &'a RepositoryUpdate,
     policy: &'a RepositoryPolicy,
     own_namespace: Option<&'a str>,
-) -> impl Iterator<Item = Result<DesiredStack, LoadedStack>> + 'a {
+) -> impl Iterator<Item = Result<DesiredStack, Box<LoadedStack>>> + 'a {
     load_stacks(update, policy)
         .filter(|stack| !stack.suspended)
         .map(move |stack| {
             let (project, secrets) = match stack.result {
                 Ok(loaded) => loaded,
                 Err(error) => {
-                    return Err(LoadedStack {
+                    return Err(Box::new(LoadedStack {
                         result: Err(error),
                         ..stack
-                    });
+                    }));
                 }
             };
             Ok(DesiredStack {

@@ -26,7 +26,7 @@ use crate::tenancy::{NamespaceRules, Tenancy};
 
 use super::stacks::{LoadedStack, load_reason, load_stacks};
 use crate::reason::Reason;
-use crate::reconcile::source::{SyncMemory, stack_object, sync_repository_remembered};
+use crate::reconcile::source::{SyncMemory, Unloaded, stack_object, sync_repository_remembered};
 use crate::reconcile::status::Failure;
 use crate::reconcile::{GitFailure, GitFailures};
 use crate::render::LoadError;
@@ -74,35 +74,16 @@ struct Offer {
     unrenderable: BTreeSet<(String, String)>,
 }
 
-/// The stacks of a commit that load, and how to sync them. Each stack that
-/// fails to load is passed to `failed`.
-fn desired_stacks(
-    update: &RepositoryUpdate,
-    policy: &RepositoryPolicy,
-    own_namespace: Option<&str>,
-    mut failed: impl FnMut(&LoadedStack, &LoadError),
-) -> (Vec<DesiredStack>, SyncPolicy) {
-    let mut desired = Vec::new();
-    let mut any_failed = false;
-    for stack in each_desired(update, policy, own_namespace) {
-        match stack {
-            Ok(stack) => desired.push(stack),
-            Err(stack) => {
-                any_failed = true;
-                if let Err(error) = &stack.result {
-                    failed(&stack, error);
-                }
-            }
-        }
-    }
+/// Which Stacks the sync of a repository may delete. A stack that does not
+/// load or render turns pruning off for that sync (see [`Unloaded`]).
+fn sync_policy(policy: &RepositoryPolicy) -> SyncPolicy {
     // Deleting a Stack whose directory vanished needs `allowEmpty`, as does
-    // pruning a stack to nothing; a failed load never deletes anything.
-    let sync_policy = SyncPolicy {
-        prune: policy.prune && policy.allow_empty && !any_failed,
+    // pruning a stack to nothing.
+    SyncPolicy {
+        prune: policy.prune && policy.allow_empty,
         allow_prune_all: policy.allow_empty,
         shards: 0,
-    };
-    (desired, sync_policy)
+    }
 }
 
 /// The stacks of a commit that are not suspended, loaded one at a time: each
@@ -215,23 +196,27 @@ impl GitSync {
             reader: Arc::new(reader),
             ..offer.update.clone()
         };
-        let mut failed = None;
-        let (desired, _) = desired_stacks(
-            &update,
-            &offer.policy,
-            self.own_namespace.as_deref(),
-            |_, error| failed = Some(error.to_string()),
-        );
         let (namespace, name) = (
             stack.metadata.namespace.as_deref(),
             stack.metadata.name.as_deref(),
         );
-        let desired = desired
-            .into_iter()
-            .find(|d| Some(d.namespace.as_str()) == namespace && Some(d.name.as_str()) == name)
-            .ok_or_else(|| {
-                failed.unwrap_or_else(|| "the stack is not there at that commit".into())
-            })?;
+        // `update` holds this one stack.
+        let desired =
+            match each_desired(&update, &offer.policy, self.own_namespace.as_deref()).next() {
+                Some(Ok(desired))
+                    if Some(desired.namespace.as_str()) == namespace
+                        && Some(desired.name.as_str()) == name =>
+                {
+                    desired
+                }
+                Some(Err(failed)) => {
+                    return Err(failed
+                        .result
+                        .err()
+                        .map_or_else(|| "the stack does not load".into(), |e| e.to_string()));
+                }
+                _ => return Err("the stack is not there at that commit".into()),
+            };
         let object = stack_object(&offer.update.repository, &desired);
         Ok((object.spec, desired.secrets))
     }
@@ -442,26 +427,31 @@ impl GitSync {
                 if leading.is_cancelled() {
                     return;
                 }
-                // Failures were shown when the commit was offered.
+                // Failures were shown when the commit was offered. The stacks
+                // are loaded again, one at a time as the sync takes them.
                 let own = self.own_namespace.as_deref();
-                let (mut stacks, mut policy) =
-                    desired_stacks(&offer.update, &offer.policy, own, |_, _| {});
-                if !offer.unrenderable.is_empty() {
-                    stacks.retain(|s| {
-                        !offer
-                            .unrenderable
-                            .contains(&(s.namespace.clone(), s.name.clone()))
+                let stacks =
+                    each_desired(&offer.update, &offer.policy, own).map(|stack| match stack {
+                        Ok(stack)
+                            if !offer
+                                .unrenderable
+                                .contains(&(stack.namespace.clone(), stack.name.clone())) =>
+                        {
+                            Ok(stack)
+                        }
+                        // As with a stack that does not load: prune nothing.
+                        _ => Err(Unloaded),
                     });
-                    // As with a stack that does not load: prune nothing.
-                    policy.prune = false;
-                }
-                policy.shards = shards;
+                let policy = SyncPolicy {
+                    shards,
+                    ..sync_policy(&offer.policy)
+                };
                 let synced = sync_repository_remembered(
                     &self.memory,
                     &client,
                     &secrets,
                     &repository,
-                    &stacks,
+                    stacks,
                     policy,
                 )
                 .await;
@@ -672,9 +662,9 @@ mod tests {
         sync.offer(&update, policy);
         let pending = sync.lock();
         let offer = &pending.latest["apps"];
-        let (stacks, _) = desired_stacks(&offer.update, &offer.policy, None, |_, error| {
-            panic!("the stack loads: {error}")
-        });
+        let stacks: Vec<_> = each_desired(&offer.update, &offer.policy, None)
+            .map(|stack| stack.unwrap_or_else(|s| panic!("the stack loads: {:?}", s.result.err())))
+            .collect();
         assert_eq!(stacks.len(), 1);
         stack_object("apps", &stacks[0])
     }

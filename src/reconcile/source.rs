@@ -309,34 +309,43 @@ pub async fn sync_repository(
     policy: SyncPolicy,
 ) -> Result<SyncReport, ReconcileError> {
     let memory = SyncMemory::default();
+    let stacks = stacks.iter().cloned().map(Ok);
     sync_repository_remembered(&memory, client, secret_store, repository, stacks, policy).await
 }
+
+/// A stack of the commit that did not load or render: its Stack is left as it
+/// is, and the sync deletes no Stack (a broken stack never looks like a deleted one).
+#[derive(Clone, Copy, Debug)]
+pub struct Unloaded;
 
 /// [`sync_repository`], deciding from what the last sync of this repository
 /// saw and wrote while that is younger than [`RELIST_EVERY`]: an unchanged
 /// commit then costs no request, and a change costs only its own writes.
-/// Any failure forgets, so the next sync lists again.
+/// Any failure forgets, so the next sync lists again. `stacks` are taken one
+/// at a time (they may be loaded as they are taken): only those that changed
+/// are held until written.
 pub async fn sync_repository_remembered(
     memory: &SyncMemory,
     client: &Client,
     secret_store: &SecretStore,
     repository: &str,
-    stacks: &[DesiredStack],
+    stacks: impl IntoIterator<Item = Result<DesiredStack, Unloaded>>,
     policy: SyncPolicy,
 ) -> Result<SyncReport, ReconcileError> {
+    let mut stacks = stacks.into_iter().peekable();
     let remembered = memory.take(repository);
     let (mut live, mut existing) = match remembered {
         Some(known) => (known.live, known.namespaces),
         None => {
             let live = live_stacks(client, repository).await?;
-            let existing = match stacks.is_empty() {
+            let existing = match stacks.peek().is_none() {
                 true => BTreeMap::new(),
                 false => namespaces(client).await?,
             };
             (live, existing)
         }
     };
-    let report = sync_decided(
+    let (report, written) = sync_decided(
         client,
         secret_store,
         repository,
@@ -353,17 +362,11 @@ pub async fn sync_repository_remembered(
     for id in &report.deleted {
         live.remove(id);
     }
-    for desired in stacks {
-        let id = key(&desired.namespace, &desired.name);
-        if report.applied.contains(&id) {
-            let mut object = sharded(stack_object(repository, desired), policy.shards);
-            let access = admit(repository, desired, &existing, &mut object);
-            if access == Ok(Access::Create) {
-                let labels = created_namespace_labels(repository);
-                existing.insert(desired.namespace.clone(), labels);
-            }
-            live.insert(id, LiveStack::of(&object));
+    for stack in written {
+        if let Some(namespace) = stack.created_namespace {
+            existing.insert(namespace, created_namespace_labels(repository));
         }
+        live.insert(stack.id, stack.live);
     }
     memory.put(
         repository,
@@ -420,39 +423,34 @@ fn created_namespace_labels(repository: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// The sync proper, from the live Stacks and namespaces already known.
+/// The sync proper, from the live Stacks and namespaces already known: what
+/// it did, and the Stacks it wrote.
 async fn sync_decided(
     client: &Client,
     secret_store: &SecretStore,
     repository: &str,
-    stacks: &[DesiredStack],
+    stacks: impl Iterator<Item = Result<DesiredStack, Unloaded>>,
     policy: SyncPolicy,
     live: &BTreeMap<String, LiveStack>,
     existing: &BTreeMap<String, BTreeMap<String, String>>,
-) -> Result<SyncReport, ReconcileError> {
-    // Refuse before writing anything: a sync that would leave no Stack is suspicious.
-    let wanted: BTreeSet<String> = stacks.iter().map(|d| key(&d.namespace, &d.name)).collect();
-    let vanished: Vec<(&String, &LiveStack)> = live
-        .iter()
-        .filter(|(id, _)| !wanted.contains(*id))
-        .collect();
-    if policy.prune && stacks.is_empty() && !vanished.is_empty() && !policy.allow_prune_all {
-        return Err(ReconcileError::WouldDeleteAllStacks {
-            repository: repository.to_string(),
-            count: vanished.len(),
-        });
-    }
-
+) -> Result<(SyncReport, Vec<Written>), ReconcileError> {
     let mut report = SyncReport::default();
     // Decide every stack first (no request), then write the ones that changed.
+    let mut order = Vec::new();
+    let mut any_unloaded = false;
     let mut writes = BTreeMap::<String, Vec<StackWrite>>::new();
     for desired in stacks {
+        let Ok(desired) = desired else {
+            any_unloaded = true;
+            continue;
+        };
         let id = key(&desired.namespace, &desired.name);
-        let mut object = sharded(stack_object(repository, desired), policy.shards);
+        order.push(id.clone());
+        let mut object = sharded(stack_object(repository, &desired), policy.shards);
         // Decided before any write: a refused stack that has no Stack yet gets
         // none (it would be a write into the refused namespace); one that has
         // is marked refused, so the controller applies nothing.
-        let access = admit(repository, desired, existing, &mut object);
+        let access = admit(repository, &desired, existing, &mut object);
         if let Err(message) = &access
             && !live.contains_key(&id)
         {
@@ -468,7 +466,7 @@ async fn sync_decided(
         }
         let kept_revision = live
             .get(&id)
-            .and_then(|current| unchanged_revision(current, &object, secret_store, desired));
+            .and_then(|current| unchanged_revision(current, &object, secret_store, &desired));
         if let Some(revision) = kept_revision {
             secret_store.put(
                 &desired.namespace,
@@ -492,9 +490,21 @@ async fn sync_decided(
             .entry(desired.namespace.clone())
             .or_default()
             .push(StackWrite {
-                desired,
                 create_namespace: access == Ok(Access::Create),
+                desired,
             });
+    }
+
+    // Refuse before writing anything: a sync that would leave no Stack is suspicious.
+    let prune = policy.prune && !any_unloaded;
+    let wanted: BTreeSet<&String> = order.iter().collect();
+    let vanished: Vec<(&String, &LiveStack)> =
+        live.iter().filter(|(id, _)| !wanted.contains(id)).collect();
+    if prune && order.is_empty() && !vanished.is_empty() && !policy.allow_prune_all {
+        return Err(ReconcileError::WouldDeleteAllStacks {
+            repository: repository.to_string(),
+            count: vanished.len(),
+        });
     }
 
     // Namespaces in parallel, each one's Namespace before its Stacks: a real
@@ -510,29 +520,30 @@ async fn sync_decided(
         .into_values()
         .map(|group| write_namespace_group(client, repository, group, &build))
         .collect();
-    let outcomes: Vec<Vec<Result<String, RefusedStack>>> = futures::stream::iter(groups)
+    let outcomes: Vec<Vec<Result<Written, RefusedStack>>> = futures::stream::iter(groups)
         .buffer_unordered(SYNC_CONCURRENCY)
         .collect()
         .await;
+    let mut written = Vec::new();
     for outcome in outcomes.into_iter().flatten() {
         match outcome {
-            Ok(id) => report.applied.push(id),
+            Ok(stack) => {
+                report.applied.push(stack.id.clone());
+                written.push(stack);
+            }
             Err(refused) => report.refused.push(refused),
         }
     }
     // Reported in Git's order, whichever write finished first.
-    let order: BTreeMap<String, usize> = stacks
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (key(&d.namespace, &d.name), i))
-        .collect();
-    report.applied.sort_by_key(|id| order.get(id).copied());
+    let position: BTreeMap<&String, usize> =
+        order.iter().enumerate().map(|(i, id)| (id, i)).collect();
+    report.applied.sort_by_key(|id| position.get(id).copied());
     report
         .refused
-        .sort_by_key(|r| order.get(&key(&r.namespace, &r.name)).copied());
+        .sort_by_key(|r| position.get(&key(&r.namespace, &r.name)).copied());
 
     for (id, stack) in vanished {
-        if !policy.prune || stack.protected {
+        if !prune || stack.protected {
             report.kept.push(id.clone());
             continue;
         }
@@ -551,7 +562,7 @@ async fn sync_decided(
         secret_store.remove(namespace, name);
         report.deleted.push(id.clone());
     }
-    Ok(report)
+    Ok((report, written))
 }
 
 /// How many namespaces the sync writes at once. The client's rate limit
@@ -559,9 +570,17 @@ async fn sync_decided(
 pub const SYNC_CONCURRENCY: usize = 16;
 
 /// A Stack the sync writes, and whether its Namespace must be created first.
-struct StackWrite<'a> {
-    desired: &'a DesiredStack,
+struct StackWrite {
+    desired: DesiredStack,
     create_namespace: bool,
+}
+
+/// A Stack the sync stored: what the next sync needs to know of it.
+struct Written {
+    id: String,
+    live: LiveStack,
+    /// Its Namespace, when the sync created it.
+    created_namespace: Option<String>,
 }
 
 /// Writes one namespace's Stacks, after creating the Namespace when stackd
@@ -570,15 +589,15 @@ struct StackWrite<'a> {
 async fn write_namespace_group(
     client: &Client,
     repository: &str,
-    group: Vec<StackWrite<'_>>,
+    group: Vec<StackWrite>,
     build: &impl Fn(&DesiredStack) -> Stack,
-) -> Vec<Result<String, RefusedStack>> {
+) -> Vec<Result<Written, RefusedStack>> {
     let mut namespace_written = None;
-    if let Some(first) = group.iter().find(|w| w.create_namespace) {
-        match apply_namespace(client, repository, &build(first.desired)).await {
-            Ok(hash) => namespace_written = hash.map(|hash| (first.desired, hash)),
+    if let Some((index, first)) = group.iter().enumerate().find(|(_, w)| w.create_namespace) {
+        match apply_namespace(client, repository, &build(&first.desired)).await {
+            Ok(hash) => namespace_written = hash.map(|hash| (index, hash)),
             Err(error) => {
-                let refused = RefusedStack::new(first.desired, &error);
+                let refused = RefusedStack::new(&first.desired, &error);
                 return group
                     .iter()
                     .map(|w| {
@@ -593,14 +612,11 @@ async fn write_namespace_group(
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut outcomes = Vec::with_capacity(group.len());
-    for write in group {
+    for (index, write) in group.into_iter().enumerate() {
         let desired = write.desired;
         let id = key(&desired.namespace, &desired.name);
-        let mut object = build(desired);
-        if let Some((_, hash)) = namespace_written
-            .as_ref()
-            .filter(|(first, _)| std::ptr::eq(*first, desired))
-        {
+        let mut object = build(&desired);
+        if let Some((_, hash)) = namespace_written.as_ref().filter(|(i, _)| *i == index) {
             mark_namespace_written(&mut object, hash.clone());
         }
         let api: Api<Stack> = Api::namespaced(client.clone(), &desired.namespace);
@@ -611,12 +627,15 @@ async fn write_namespace_group(
                 stack: id.clone(),
                 source,
             });
-        drop(object);
         outcomes.push(match applied {
-            Ok(_) => Ok(id),
+            Ok(_) => Ok(Written {
+                live: LiveStack::of(&object),
+                created_namespace: write.create_namespace.then(|| desired.namespace.clone()),
+                id,
+            }),
             Err(error) => {
                 tracing::warn!(stack = %id, %error, "the API server did not store the Stack; the other stacks go on");
-                Err(RefusedStack::new(desired, &error))
+                Err(RefusedStack::new(&desired, &error))
             }
         });
     }

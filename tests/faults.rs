@@ -23,34 +23,18 @@ use stackd::crd::StackPhase;
 use stackd::daemon::live::GitSync;
 use stackd::git::mirror::Mirror;
 use stackd::git::{RepoSettings, Source, SourceEvent, SourceHandle, SourceOptions};
-use stackd::reconcile::SyncPolicy;
 use stackd::reconcile::leader::{LeaderElection, LeaseTiming};
 use tokio_util::sync::CancellationToken;
 
 use common::Daemon;
 use fake_api::{FaultAction, FaultRule};
 use git_support::Upstream;
-use support::{Harness, desired, object_writes, test_options, web_and_db, with_image, without};
-
-const NS: &str = "shop";
-const PRUNE: SyncPolicy = SyncPolicy {
-    prune: true,
-    allow_prune_all: false,
-    shards: 0,
+use support::{
+    Harness, PRUNE, desired, needs_fake, object_writes, test_options, web_and_db, with_image,
+    without,
 };
 
-macro_rules! harness {
-    ($h:expr) => {
-        match $h {
-            Some(h) => h,
-            None => {
-                eprintln!("real cluster: skipping (needs the request log)");
-                return;
-            }
-        }
-    };
-}
-
+const NS: &str = "shop";
 fn image(h: &Harness, namespace: &str, name: &str) -> Option<String> {
     h.object("apps/v1", "Deployment", namespace, name)?
         .pointer("/spec/template/spec/containers/0/image")
@@ -88,7 +72,7 @@ async fn deployed(h: &Harness, project: Value, revision: &str) {
 
 #[tokio::test]
 async fn an_apply_failing_half_way_is_completed_by_the_next_pass_and_prunes_nothing_by_mistake() {
-    let h = harness!(Harness::started(test_options()).await);
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
     h.fake.clear_requests();
 
@@ -136,7 +120,7 @@ async fn an_apply_failing_half_way_is_completed_by_the_next_pass_and_prunes_noth
 
 #[tokio::test]
 async fn a_429_storm_is_backed_off_and_the_request_rate_stays_bounded() {
-    let h = harness!(Harness::started(test_options()).await);
+    let h = needs_fake!(Harness::started(test_options()).await);
     // Every object write is throttled, with a Retry-After of zero: only the
     // controller's own backoff limits the rate.
     h.fake.inject(FaultRule::new(
@@ -198,7 +182,7 @@ fn fast_lease() -> LeaseTiming {
 
 #[tokio::test]
 async fn a_leader_losing_its_lease_mid_apply_stops_writing() {
-    let h = harness!(Harness::new().await);
+    let h = needs_fake!(Harness::new().await);
     h.fake.seed_namespace("stackd");
     // Slow writes, so the apply of twelve services takes seconds.
     h.fake.inject(FaultRule::new(
@@ -388,7 +372,7 @@ async fn a_vanished_remote_a_force_push_back_and_a_deleted_mirror_lose_nothing()
     upstream.write("shop/compose.yaml", SHOP);
     let first = upstream.commit("shop");
     let url = upstream.file_url();
-    let live = harness!(Live::start(url.clone(), tmp.path().join("data")).await);
+    let live = needs_fake!(Live::start(url.clone(), tmp.path().join("data")).await);
     live.wait_for_image("nginx:1.27").await;
     let objects = live.h.fake.objects().len();
 
@@ -598,7 +582,7 @@ async fn a_hung_remote_times_out_and_recovers(hang: Hang) {
         return;
     };
     let settings = remote.settings(GIT_TIMEOUT);
-    let live = harness!(Live::start_with(settings, tmp.path().join("data")).await);
+    let live = needs_fake!(Live::start_with(settings, tmp.path().join("data")).await);
     live.wait_for_image("nginx:1.27").await;
     let objects = live.h.fake.objects().len();
 

@@ -5,6 +5,8 @@
 mod fake_api;
 #[path = "reconcile_support/mod.rs"]
 mod support;
+#[path = "workload_status/mod.rs"]
+mod workload_status;
 
 use std::time::Duration;
 
@@ -15,19 +17,16 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use pretty_assertions::assert_eq;
 use serde_json::json;
 use stackd::crd::{Stack, StackPhase};
-use stackd::reconcile::{DesiredStack, SyncPolicy};
+use stackd::reconcile::DesiredStack;
+
+use workload_status::deployment_ready;
 
 use support::{
-    Harness, desired, object_writes, test_options, web_and_db, with_image, without, write_paths,
+    Harness, PRUNE, desired, needs_fake, object_writes, test_options, web_and_db, with_image,
+    without, write_paths,
 };
 
 const NS: &str = "shop";
-const PRUNE: SyncPolicy = SyncPolicy {
-    prune: true,
-    allow_prune_all: false,
-    shards: 0,
-};
-
 fn image(h: &Harness, kind: &str, name: &str) -> Option<String> {
     let api_version = "apps/v1";
     let object = h.object(api_version, kind, NS, name)?;
@@ -55,18 +54,6 @@ async fn deployed_as(h: &Harness, stack: DesiredStack) {
     h.settle().await;
 }
 
-macro_rules! harness {
-    ($options:expr) => {
-        match Harness::started($options).await {
-            Some(h) => h,
-            None => {
-                eprintln!("real cluster: skipping (needs the request log)");
-                return;
-            }
-        }
-    };
-}
-
 /// The plan of the last pass over the `shop` stack, as the status page shows it.
 fn last_plan(h: &Harness) -> stackd::state::PlanSummary {
     h.handles
@@ -78,7 +65,7 @@ fn last_plan(h: &Harness) -> stackd::state::PlanSummary {
 
 #[tokio::test]
 async fn a_fresh_stack_is_applied_and_progressing() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
 
     assert!(h.object("apps/v1", "Deployment", NS, "web").is_some());
@@ -133,7 +120,7 @@ async fn a_fresh_stack_is_applied_and_progressing() {
 
 #[tokio::test]
 async fn a_reconcile_with_nothing_changed_makes_zero_writes_and_no_object_reads() {
-    let mut h = harness!(test_options());
+    let mut h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
 
     // A restarted controller reconciles every Stack from its initial list.
@@ -167,7 +154,7 @@ async fn a_reconcile_with_nothing_changed_makes_zero_writes_and_no_object_reads(
 
 #[tokio::test]
 async fn a_changed_compose_file_updates_exactly_the_changed_objects() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     // Each commit's subject comes with the Stack, as the Git source writes it.
     let with_subject = |project, revision: &str, subject: &str| {
         let mut stack = desired(NS, "shop", project, revision);
@@ -221,7 +208,7 @@ async fn a_changed_compose_file_updates_exactly_the_changed_objects() {
 
 #[tokio::test]
 async fn a_removed_service_is_pruned() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
     deployed(&h, without(web_and_db(), "db"), "r2").await;
 
@@ -253,7 +240,7 @@ fn unpruned(project: serde_json::Value, revision: &str) -> DesiredStack {
 
 #[tokio::test]
 async fn with_pruning_off_a_removed_service_is_kept_until_pruning_is_on_again() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed_as(&h, unpruned(web_and_db(), "r1")).await;
     let stack = h
         .object("stackd.dev/v1alpha1", "Stack", NS, "shop")
@@ -340,7 +327,7 @@ async fn with_pruning_off_a_removed_service_is_kept_until_pruning_is_on_again() 
 
 #[tokio::test]
 async fn a_failed_render_prunes_nothing_and_says_failure() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
     h.fake.clear_requests();
 
@@ -373,7 +360,7 @@ async fn a_failed_render_prunes_nothing_and_says_failure() {
 
 #[tokio::test]
 async fn pruning_every_object_of_a_stack_is_refused_unless_allowed() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
     h.fake.clear_requests();
 
@@ -404,7 +391,7 @@ async fn deployed_expecting_failure(h: &Harness, project: serde_json::Value) {
 
 #[tokio::test]
 async fn a_deleted_deployment_comes_back_through_the_watch() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
 
     let api: Api<Deployment> = Api::namespaced(h.client.clone(), NS);
@@ -428,7 +415,7 @@ async fn a_deleted_deployment_comes_back_through_the_watch() {
 
 #[tokio::test]
 async fn a_manually_edited_image_is_reverted_but_replicas_from_an_autoscaler_stay() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
 
     let api: Api<Deployment> = Api::namespaced(h.client.clone(), NS);
@@ -480,7 +467,7 @@ async fn a_manually_edited_image_is_reverted_but_replicas_from_an_autoscaler_sta
 
 #[tokio::test]
 async fn an_object_annotated_prune_disabled_survives() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
     let api: Api<Service> = Api::namespaced(h.client.clone(), NS);
     let keep = json!({"apiVersion": "v1", "kind": "Service", "metadata": {
@@ -514,7 +501,7 @@ async fn an_object_annotated_prune_disabled_survives() {
 
 #[tokio::test]
 async fn adding_a_volume_turns_the_deployment_into_a_statefulset() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
     let mut with_volume = web_and_db();
     with_volume["services"]["db"]["volumes"] =
@@ -530,7 +517,7 @@ async fn adding_a_volume_turns_the_deployment_into_a_statefulset() {
 
 #[tokio::test]
 async fn suspend_stops_reconciling() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
     let stacks: Api<Stack> = Api::namespaced(h.client.clone(), NS);
     let suspend = json!({"metadata": {"annotations": {"stackd.dev/suspend": "true"}}});
@@ -580,7 +567,7 @@ async fn suspend_stops_reconciling() {
 
 #[tokio::test]
 async fn transient_500s_and_429s_are_retried_until_they_succeed() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     h.fake.fail(Method::PATCH, "/deployments/web", 500, 2);
     h.fake.throttle(
         Method::PATCH,
@@ -615,10 +602,13 @@ async fn transient_500s_and_429s_are_retried_until_they_succeed() {
 
 #[tokio::test]
 async fn dry_run_writes_nothing_and_reports_the_plan() {
-    let h = harness!(stackd::reconcile::ControllerOptions {
-        dry_run: true,
-        ..test_options()
-    });
+    let h = needs_fake!(
+        Harness::started(stackd::reconcile::ControllerOptions {
+            dry_run: true,
+            ..test_options()
+        })
+        .await
+    );
     h.sync(vec![desired(NS, "shop", web_and_db(), "r1")], PRUNE)
         .await
         .unwrap();
@@ -662,7 +652,7 @@ async fn dry_run_writes_nothing_and_reports_the_plan() {
 
 #[tokio::test]
 async fn a_reconcile_request_applies_everything_once() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
     let objects = h.status(NS, "shop").unwrap().inventory.len();
     h.fake.clear_requests();
@@ -687,7 +677,7 @@ async fn a_reconcile_request_applies_everything_once() {
 
 #[tokio::test]
 async fn a_deleted_stack_leaves_the_status_page_and_the_metrics() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
     assert!(h.handles.state.stack(NS, "shop").is_some());
     let stacks: Api<Stack> = Api::namespaced(h.client.clone(), NS);
@@ -710,7 +700,7 @@ async fn a_deleted_stack_leaves_the_status_page_and_the_metrics() {
 
 #[tokio::test]
 async fn a_restored_deployment_is_reported_as_an_event() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
     let api: Api<Deployment> = Api::namespaced(h.client.clone(), NS);
     api.delete("db", &DeleteParams::default()).await.unwrap();
@@ -740,10 +730,13 @@ async fn a_restored_deployment_is_reported_as_an_event() {
 async fn a_new_published_service_type_reconciles_every_stack() {
     use stackd::render::{PublishedServiceType, RenderOptions};
     let (settings, receiver) = tokio::sync::watch::channel(RenderOptions::default());
-    let h = harness!(stackd::reconcile::ControllerOptions {
-        render: receiver,
-        ..test_options()
-    });
+    let h = needs_fake!(
+        Harness::started(stackd::reconcile::ControllerOptions {
+            render: receiver,
+            ..test_options()
+        })
+        .await
+    );
     deployed(&h, web_and_db(), "r1").await;
     let service_type = |h: &Harness| {
         h.object("v1", "Service", NS, "web-published")
@@ -780,7 +773,7 @@ fn own(kind: &str, status: &str, reason: &str) -> (String, String, String) {
 
 #[tokio::test]
 async fn a_rejected_object_stalls_and_a_failing_server_is_retried() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
 
     // A 422 cannot pass by retrying: ApplyFailed and Stalled, until a change.
@@ -856,19 +849,6 @@ async fn a_rejected_object_stalls_and_a_failing_server_is_retried() {
     );
 }
 
-/// What the Deployment controller writes once the pods of the current
-/// generation are up.
-async fn make_ready(h: &Harness, name: &str) {
-    let api: Api<Deployment> = Api::namespaced(h.client.clone(), NS);
-    let deployment = api.get(name).await.unwrap();
-    let generation = deployment.metadata.generation.unwrap_or(1);
-    let status = json!({"status": {"observedGeneration": generation, "replicas": 1,
-        "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap();
-}
-
 /// (phase, lastAppliedRevision, Ready condition status) of a Stack object.
 fn summary(stack: &serde_json::Value) -> (Option<StackPhase>, Option<String>, Option<String>) {
     let status: stackd::crd::StackStatus = stack
@@ -892,7 +872,7 @@ async fn a_workload_just_written_is_not_available_until_the_watch_brings_it() {
     };
     let web = json!({"services": {"web": {"image": "nginx:1.27"}}});
     deployed(&h, web.clone(), "r1").await;
-    make_ready(&h, "web").await;
+    deployment_ready(&h.client, NS, "web").await;
     h.wait_for("r1 to be Available", |h| {
         h.status(NS, "shop").and_then(|s| s.phase) == Some(StackPhase::Available)
     })
@@ -943,7 +923,7 @@ async fn a_workload_just_written_is_not_available_until_the_watch_brings_it() {
         Some(StackPhase::Progressing)
     );
 
-    make_ready(&h, "web").await;
+    deployment_ready(&h.client, NS, "web").await;
     h.wait_for("r2 to be Available", |h| {
         h.status(NS, "shop").and_then(|s| s.phase) == Some(StackPhase::Available)
     })

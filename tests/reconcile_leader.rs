@@ -17,7 +17,7 @@ use stackd::reconcile::SyncPolicy;
 use stackd::reconcile::leader::{LeaderElection, LeaseTiming};
 use tokio_util::sync::CancellationToken;
 
-use support::{Harness, desired, object_writes, test_options, web_and_db, with_image};
+use support::{Harness, desired, needs_fake, object_writes, test_options, web_and_db, with_image};
 
 fn fast() -> LeaseTiming {
     LeaseTiming {
@@ -75,9 +75,7 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
 
 #[tokio::test]
 async fn two_replicas_never_both_lead_and_hand_over_on_release() {
-    let Some(h) = Harness::new().await else {
-        return;
-    };
+    let h = needs_fake!(Harness::new().await);
     h.fake.seed_namespace("stackd");
     let writers = Writers::default();
     let a = LeaderElection::new(h.client.clone(), "stackd", "stackd-leader", "a", fast());
@@ -119,9 +117,7 @@ async fn two_replicas_never_both_lead_and_hand_over_on_release() {
 
 #[tokio::test]
 async fn a_replica_that_loses_the_lease_stops_writing_and_another_takes_over() {
-    let Some(h) = Harness::new().await else {
-        return;
-    };
+    let h = needs_fake!(Harness::new().await);
     h.fake.seed_namespace("stackd");
     let policy = SyncPolicy {
         prune: true,

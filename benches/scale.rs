@@ -194,7 +194,7 @@ async fn run(count: usize) {
     let git = HttpServer::start(dir.path(), None).await;
     // STACKD_BENCH_LATENCY=20ms, STACKD_BENCH_MAX_INFLIGHT=400: a server that costs what a real one does.
     let (api, _client) = FakeApiServer::start_with(fake_api::Settings::from_env()).await;
-    let kubeconfig = common::write_kubeconfig(dir.path(), api.url());
+    let kubeconfig = api.write_kubeconfig(dir.path());
     std::fs::write(dir.path().join("token"), TOKEN).expect("writing the token");
     std::fs::write(
         dir.path().join("stackd.yaml"),

@@ -67,7 +67,7 @@ async fn run(count: usize, replicas: usize, shards: usize) {
     let latency = settings.latency;
     let (api, _client) = FakeApiServer::start_with(settings).await;
     api.seed_namespace("stackd-system");
-    let kubeconfig = common::write_kubeconfig(dir.path(), api.url());
+    let kubeconfig = api.write_kubeconfig(dir.path());
     let config = dir.path().join("stackd.yaml");
     std::fs::write(
         &config,

@@ -27,7 +27,7 @@ fn diff(kubeconfig: &std::path::Path) -> (i32, String) {
 async fn diff_reports_creates_updates_and_deletes_with_kubectl_exit_codes() {
     let (api, client) = FakeApiServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = common::write_kubeconfig(dir.path(), api.url());
+    let kubeconfig = api.write_kubeconfig(dir.path());
 
     let (code, text) = tokio::task::spawn_blocking({
         let kubeconfig = kubeconfig.clone();
@@ -142,7 +142,7 @@ fn diff_with(kubeconfig: &std::path::Path, extra: &[&str]) -> (i32, String) {
 async fn diff_checks_the_namespace_rule_against_the_cluster() {
     let (api, _client) = FakeApiServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = common::write_kubeconfig(dir.path(), api.url());
+    let kubeconfig = api.write_kubeconfig(dir.path());
     // Someone else's namespace: stackd did not create it.
     api.seed(&serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": "legacy", "labels": {"team": "ops"}}}));

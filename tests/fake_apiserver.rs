@@ -26,7 +26,7 @@ use fake_api::{FakeApiServer, TestCluster, test_client};
 
 /// A fresh namespace with a unique name, so tests can share a real cluster.
 async fn fresh_namespace(client: &Client, prefix: &str) -> String {
-    let name = format!("{prefix}-{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let name = fake_api::unique(prefix);
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
     namespaces
@@ -37,10 +37,7 @@ async fn fresh_namespace(client: &Client, prefix: &str) -> String {
 }
 
 async fn cleanup(cluster: &TestCluster, namespace: &str) {
-    if cluster.fake.is_none() {
-        let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
-        let _ = namespaces.delete(namespace, &DeleteParams::default()).await;
-    }
+    cluster.delete_namespaces(&[namespace.to_string()]).await;
 }
 
 fn config_map(name: &str, labels: &[(&str, &str)], data: &[(&str, &str)]) -> ConfigMap {

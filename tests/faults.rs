@@ -26,7 +26,7 @@ use stackd::git::{RepoSettings, Source, SourceEvent, SourceHandle, SourceOptions
 use stackd::reconcile::leader::{LeaderElection, LeaseTiming};
 use tokio_util::sync::CancellationToken;
 
-use common::Daemon;
+use common::{Stackd, apps_config, eventually};
 use fake_api::{FaultAction, FaultRule};
 use git_support::Upstream;
 use support::{
@@ -35,6 +35,7 @@ use support::{
 };
 
 const NS: &str = "shop";
+
 fn image(h: &Harness, namespace: &str, name: &str) -> Option<String> {
     h.object("apps/v1", "Deployment", namespace, name)?
         .pointer("/spec/template/spec/containers/0/image")
@@ -688,27 +689,10 @@ async fn sigterm_during_a_hung_git_operation_exits_promptly_and_cleanly() {
         if let Some(auth) = &remote.auth {
             repository["auth"] = serde_json::to_value(auth).unwrap();
         }
-        let config = tmp.path().join("stackd.yaml");
-        std::fs::write(
-            &config,
-            serde_json::json!({ "repositories": [repository] }).to_string(),
-        )
-        .unwrap();
-        let log = tmp.path().join("stackd.log");
-        let mut daemon = Daemon(
-            common::stackd_run(
-                env!("CARGO_BIN_EXE_stackd").as_ref(),
-                &config,
-                &tmp.path().join("data"),
-                common::free_port(),
-                &tmp.path().join("no-kubeconfig"),
-            )
-            .arg("--dry-run")
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-        );
-        eventually(&format!("{hang:?} to hang"), 30, || {
+        let config = serde_json::json!({ "repositories": [repository] }).to_string();
+        let stackd = Stackd::new(tmp.path(), tmp.path().join("no-kubeconfig"), &config);
+        let mut daemon = stackd.start_with("stackd.log", &["--dry-run"]);
+        eventually(&format!("{hang:?} to hang"), 30, async || {
             remote.hanging(hang).then_some(())
         })
         .await;
@@ -716,7 +700,7 @@ async fn sigterm_during_a_hung_git_operation_exits_promptly_and_cleanly() {
         let sent = Instant::now();
         let status = daemon.terminate(Duration::from_secs(10)).await;
         eprintln!("{hang:?}: exited {:?} after SIGTERM", sent.elapsed());
-        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        let log = stackd.log("stackd.log");
         assert!(status.success(), "{hang:?}: {status}\n{log}");
         assert!(log.contains("shutting down"), "{hang:?}: {log}");
     }
@@ -724,37 +708,6 @@ async fn sigterm_during_a_hung_git_operation_exits_promptly_and_cleanly() {
 
 // ---------------------------------------------------------------------------
 // The process is killed mid-fetch and restarted.
-
-fn spawn_stackd(
-    dir: &std::path::Path,
-    kubeconfig: &std::path::Path,
-    config: &std::path::Path,
-    run: usize,
-) -> Daemon {
-    let log = std::fs::File::create(dir.join(format!("stackd-{run}.log"))).unwrap();
-    let child = common::stackd_run(
-        env!("CARGO_BIN_EXE_stackd").as_ref(),
-        config,
-        &dir.join("data"),
-        common::free_port(),
-        kubeconfig,
-    )
-    .stderr(log)
-    .spawn()
-    .unwrap();
-    Daemon(child)
-}
-
-async fn eventually<T>(what: &str, seconds: u64, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stackd_killed_mid_fetch_recovers_on_restart() {
@@ -765,32 +718,16 @@ async fn a_stackd_killed_mid_fetch_recovers_on_restart() {
     upstream.write("stacks/web/compose.yaml", &compose("1.27"));
     upstream.commit("web");
     let git = git_support::HttpServer::start(dir.path(), None).await;
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\ncurrent-context: fake\nusers: [{{name: fake, user: {{}}}}]\n",
-            api.url()
-        ),
-    )
-    .unwrap();
-    let config = dir.path().join("stackd.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "repositories:\n  - name: apps\n    url: {}\n    ref: main\n    paths: [\"stacks/*\"]\n    interval: 200ms\n",
-            git.url("apps")
-        ),
-    )
-    .unwrap();
+    let config = apps_config(&git.url("apps"), "    ref: main\n    interval: 200ms\n");
+    let stackd = Stackd::new(dir.path(), api.write_kubeconfig(dir.path()), &config);
     let web_image = || {
         api.object("apps/v1", "Deployment", "web", "web")
             .and_then(|d| d.pointer("/spec/template/spec/containers/0/image").cloned())
             .and_then(|i| i.as_str().map(str::to_string))
     };
 
-    let mut first = spawn_stackd(dir.path(), &kubeconfig, &config, 1);
-    eventually("the first commit applied", 30, || {
+    let mut first = stackd.start("stackd-1.log");
+    eventually("the first commit applied", 30, async || {
         (web_image().as_deref() == Some("nginx:1.27")).then_some(())
     })
     .await;
@@ -801,7 +738,7 @@ async fn a_stackd_killed_mid_fetch_recovers_on_restart() {
     upstream.write("stacks/web/big.txt", &"x".repeat(512 * 1024));
     upstream.write("stacks/web/compose.yaml", &compose("1.28"));
     upstream.commit("1.28");
-    eventually("the fetch to start", 20, || {
+    eventually("the fetch to start", 20, async || {
         (git.traffic.upload_packs() > packs).then_some(())
     })
     .await;
@@ -812,8 +749,8 @@ async fn a_stackd_killed_mid_fetch_recovers_on_restart() {
 
     // Restarted on the same data directory: it recovers and applies the commit.
     git.stall_packs(Duration::ZERO);
-    let _second = spawn_stackd(dir.path(), &kubeconfig, &config, 2);
-    eventually("the commit after the restart", 30, || {
+    let _second = stackd.start("stackd-2.log");
+    eventually("the commit after the restart", 30, async || {
         (web_image().as_deref() == Some("nginx:1.28")).then_some(())
     })
     .await;
@@ -824,7 +761,7 @@ async fn a_stackd_killed_mid_fetch_recovers_on_restart() {
         .map(|r| r.path.clone())
         .collect();
     assert_eq!(deletes, Vec::<String>::new());
-    let log = std::fs::read_to_string(dir.path().join("stackd-2.log")).unwrap_or_default();
+    let log = stackd.log("stackd-2.log");
     // The killed fetch left its mark; the restart rebuilt the mirror.
     assert!(
         log.contains("discarding damaged mirror")
@@ -836,18 +773,8 @@ async fn a_stackd_killed_mid_fetch_recovers_on_restart() {
 // ---------------------------------------------------------------------------
 // Configuration reloads (the first reload and its refusal are in daemon_live.rs).
 
-fn get_json(url: &str) -> Option<Value> {
-    use std::io::{Read, Write};
-    let (host, path) = url.strip_prefix("http://")?.split_once('/')?;
-    let mut stream = std::net::TcpStream::connect(host).ok()?;
-    write!(
-        stream,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    serde_json::from_str(response.split_once("\r\n\r\n")?.1).ok()
+fn get_json(stackd: &Stackd, path: &str) -> Option<Value> {
+    serde_json::from_str(&stackd.get(path)?.1).ok()
 }
 
 /// Every edit counts: an edit seen while the daemon is busy with something
@@ -862,44 +789,20 @@ async fn every_configuration_edit_is_seen_invalid_ones_refused_valid_ones_restor
         "services:\n  web:\n    image: nginx\n",
     );
     upstream.commit("web");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\ncurrent-context: fake\nusers: [{{name: fake, user: {{}}}}]\n",
-            api.url()
-        ),
-    )
-    .unwrap();
-    let config_dir = dir.path().join("config");
-    std::fs::create_dir_all(&config_dir).unwrap();
-    let config = config_dir.join("stackd.yaml");
     let valid = |n: usize| {
         format!(
             "repositories:\n  - name: apps\n    url: {}\n    ref: main\n    interval: 1h\n    variables: {{EDIT: \"{n}\"}}\n",
             upstream.file_url()
         )
     };
-    std::fs::write(&config, valid(0)).unwrap();
-    let port = common::free_port();
-    let log = std::fs::File::create(dir.path().join("stackd.log")).unwrap();
-    let _daemon = Daemon(
-        common::stackd_run(
-            env!("CARGO_BIN_EXE_stackd").as_ref(),
-            &config,
-            &dir.path().join("data"),
-            port,
-            &kubeconfig,
-        )
-        .stderr(log)
-        .spawn()
-        .unwrap(),
-    );
-    let repositories = format!("http://127.0.0.1:{port}/api/v1/repositories");
+    let stackd = Stackd::new(dir.path(), api.write_kubeconfig(dir.path()), &valid(0));
+    let config = &stackd.config;
+    let _daemon = stackd.start("stackd.log");
+    let repositories = "/api/v1/repositories";
     // The first poll is published from the main loop, which starts after the
     // configuration watch: edits from now on must all be seen.
-    eventually("the first poll", 30, || {
-        get_json(&repositories)?["repositories"][0]["commit"]
+    eventually("the first poll", 30, async || {
+        get_json(&stackd, repositories)?["repositories"][0]["commit"]
             .as_str()
             .map(str::to_string)
     })
@@ -910,20 +813,20 @@ async fn every_configuration_edit_is_seen_invalid_ones_refused_valid_ones_restor
     let replace = |text: &str| {
         let staged = dir.path().join("staged.yaml");
         std::fs::write(&staged, text).unwrap();
-        std::fs::rename(&staged, &config).unwrap();
+        std::fs::rename(&staged, config).unwrap();
     };
     for edit in 1..=6 {
         replace("repositories:\n  - name: apps\n    url: x\n    interval: soon\n");
-        let error = eventually(&format!("edit {edit} to be refused"), 10, || {
-            get_json(&repositories)?["configError"]
+        let error = eventually(&format!("edit {edit} to be refused"), 10, async || {
+            get_json(&stackd, repositories)?["configError"]
                 .as_str()
                 .map(str::to_string)
         })
         .await;
         assert!(error.contains("repositories[0].interval"), "{error}");
         replace(&valid(edit));
-        eventually(&format!("edit {edit} to be accepted"), 10, || {
-            get_json(&repositories)?["configError"]
+        eventually(&format!("edit {edit} to be accepted"), 10, async || {
+            get_json(&stackd, repositories)?["configError"]
                 .is_null()
                 .then_some(())
         })

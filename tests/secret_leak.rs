@@ -32,7 +32,7 @@ mod sops_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::Method;
 use base64::Engine;
@@ -42,6 +42,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 use stackd::git::webhook::sign_sha256;
 
+use common::eventually;
 use fake_api::{FaultAction, FaultRule, TestCluster, test_client};
 
 /// One secret with a value no test fixture or log line could contain by chance.
@@ -138,17 +139,6 @@ impl Surfaces {
             }
         }
         leaks
-    }
-}
-
-async fn eventually<T>(what: &str, seconds: u64, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -389,7 +379,7 @@ async fn no_secret_in_stackd_diff_text_or_json() {
         )
         .await
         .unwrap();
-    let kubeconfig = kubeconfig(&cluster, dir.path());
+    let kubeconfig = cluster.kubeconfig(dir.path());
     let mut surfaces = Surfaces::default();
     for format in ["yaml", "json"] {
         let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_stackd"))
@@ -473,7 +463,7 @@ async fn secrets_stay_secret(log_format: &str, rust_log: &str) {
         &config_file,
         &dir.path().join("data"),
         port,
-        &kubeconfig(&cluster, dir.path()),
+        &cluster.kubeconfig(dir.path()),
     )
     .args(["--log-format", log_format])
     .env("RUST_LOG", rust_log)
@@ -599,15 +589,6 @@ impl Logs {
             stdout: dir.join("stdout.log"),
             stderr: dir.join("stderr.log"),
         }
-    }
-}
-
-/// The kubeconfig the daemon uses: the fake's, or `KUBECONFIG_E2E` itself.
-fn kubeconfig(cluster: &TestCluster, dir: &Path) -> PathBuf {
-    match (&cluster.fake, std::env::var_os("KUBECONFIG_E2E")) {
-        (Some(fake), _) => common::write_kubeconfig(dir, fake.url()),
-        (None, Some(path)) => PathBuf::from(path),
-        (None, None) => unreachable!("test_client gives the fake without KUBECONFIG_E2E"),
     }
 }
 

@@ -19,17 +19,8 @@ use stackd::reconcile::{DesiredStack, SecretStore, SyncReport, sync_repository};
 use stackd::render::PodSecurity;
 use stackd::tenancy::{NamespaceRules, Tenancy};
 
-use fake_api::test_client;
+use fake_api::{test_client, unique};
 use support::{Harness, PRUNE, desired, needs_fake, test_options, web_and_db, with_image, without};
-
-/// A name no earlier run on a real cluster left behind.
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
 
 /// A stack from `web/compose.yaml` with the given tenancy settings.
 fn stack_in(namespace: &str, tenancy: Tenancy) -> DesiredStack {

@@ -4,17 +4,16 @@
 //! its Events and `/metrics`.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use kube::api::{Api, ListParams};
 use serde_json::Value;
 use stackd::crd::Stack;
 
-use crate::common;
 pub use crate::common::eventually;
-use crate::fake_api::{TestCluster, test_client};
+use crate::common::{self, Stackd};
+use crate::fake_api::{TestCluster, test_client, unique};
 use crate::git_support;
 
 pub struct Live {
@@ -30,11 +29,6 @@ pub struct Live {
     pub http: reqwest::Client,
     pub log: PathBuf,
     pub dir: tempfile::TempDir,
-}
-
-/// The kubeconfig the daemon uses: the fake's, or `KUBECONFIG_E2E` itself.
-fn kubeconfig(cluster: &TestCluster, dir: &Path) -> PathBuf {
-    common::daemon_kubeconfig(dir, cluster.fake.as_ref().map(|f| f.url()))
 }
 
 impl Live {
@@ -58,7 +52,7 @@ impl Live {
     ) -> Live {
         let cluster = test_client().await;
         let dir = tempfile::tempdir().unwrap();
-        let run = format!("t{:06x}", rand::random::<u32>() & 0xff_ffff);
+        let run = unique("t");
         let upstream = git_support::Upstream::new(dir.path(), "apps");
         for (path, content) in files {
             upstream.write(&path.replace("{run}", &run), content);
@@ -77,38 +71,19 @@ impl Live {
                 git.url("gone")
             );
         }
-        let config = dir.path().join("stackd.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "repositories:\n  - name: apps\n    url: {}\n    ref: main\n    paths: [\"stacks/*\"]\n    interval: 1s\n{apps_extra}{extra_config}",
-                git.url("apps")
-            ),
-        )
-        .unwrap();
-        let port = common::free_port();
-        let log = dir.path().join("stackd.log");
-        let child = common::stackd_run(
-            env!("CARGO_BIN_EXE_stackd").as_ref(),
-            &config,
-            &dir.path().join("data"),
-            port,
-            &kubeconfig(&cluster, dir.path()),
-        )
-        // A file, not a pipe: nobody reads it while the test runs.
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .spawn()
-        .unwrap();
+        let settings = format!("    ref: main\n    interval: 1s\n{apps_extra}");
+        let config = common::apps_config(&git.url("apps"), &settings) + &extra_config;
+        let stackd = Stackd::new(dir.path(), cluster.kubeconfig(dir.path()), &config);
         Live {
             cluster,
             upstream,
             git,
-            daemon: common::Daemon(child),
-            base: format!("http://127.0.0.1:{port}"),
-            port,
+            daemon: stackd.start("stackd.log"),
+            base: stackd.base(),
+            port: stackd.port,
             run,
             http: reqwest::Client::new(),
-            log,
+            log: dir.path().join("stackd.log"),
             dir,
         }
     }
@@ -182,6 +157,16 @@ impl Live {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// Waits until the Stack `name`, in its namespace `name`, says `revision` was applied.
+pub async fn applied(client: &kube::Client, name: &str, revision: &str) {
+    let api: Api<Stack> = Api::namespaced(client.clone(), name);
+    eventually("the revision applied", 90, async || {
+        let status = api.get_opt(name).await.ok()??.status?;
+        (status.last_applied_revision.as_deref() == Some(revision)).then_some(())
+    })
+    .await;
 }
 
 /// The Stack's `Ready` condition reason.

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use super::controller::{Running, controller_writes, handles, quiet_for};
 use super::{REPOSITORY, test_options, write_paths};
-use crate::fake_api::{FakeApiServer, TestCluster, test_client};
+use crate::fake_api::{FakeApiServer, TestCluster, test_client, unique};
 
 /// On a real cluster one test at a time: each test's controller reconciles every Stack there.
 static REAL_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -55,14 +55,7 @@ impl Cluster {
         let cluster = test_client().await;
         let (ns, guard) = match cluster.fake {
             Some(_) => (ns.to_string(), None),
-            None => {
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.subsec_nanos())
-                    .unwrap_or_default();
-                let ns = format!("{ns}-{}-{nanos}", std::process::id());
-                (ns, Some(REAL_CLUSTER.lock().await))
-            }
+            None => (unique(ns), Some(REAL_CLUSTER.lock().await)),
         };
         let mut cluster = Cluster {
             client: cluster.client.clone(),

@@ -21,9 +21,10 @@ mod live_support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Stackd, apps_config, eventually};
+use common::{Stackd, eventually};
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::{ApiResource, GroupVersionKind};
+use live_support::Setup;
 
 /// Kinds a stack renders here, with their API groups and versions.
 const KINDS: [(&str, &str, &str); 5] = [
@@ -118,23 +119,17 @@ async fn reconciled(stackd: &Stackd, stacks: &[String], more_than: f64) -> Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_and_a_forced_relist_write_nothing() {
-    let cluster = fake_api::test_client().await;
-    let dir = tempfile::tempdir().unwrap();
     // Unique names: on a real cluster earlier runs' namespaces may still be there.
-    let suffix = fake_api::unique("restart");
-    let stacks: Vec<String> = ["shop", "blog"]
-        .iter()
-        .map(|s| format!("{suffix}-{s}"))
-        .collect();
-
-    let upstream = git_support::Upstream::new(dir.path(), "apps");
+    let setup = Setup::new("restart").await;
+    let cluster = &setup.cluster;
+    let stacks = [setup.stack("shop"), setup.stack("blog")];
     for stack in &stacks {
-        upstream.write(&format!("stacks/{stack}/compose.yaml"), COMPOSE);
+        setup
+            .upstream
+            .write(&format!("stacks/{stack}/compose.yaml"), COMPOSE);
     }
-    let head = upstream.commit("two stacks");
-    let git = git_support::HttpServer::start(dir.path(), None).await;
-    let config = apps_config(&git.url("apps"), "    interval: 1h\n");
-    let stackd = Stackd::new(dir.path(), cluster.kubeconfig(dir.path()), &config);
+    let head = setup.upstream.commit("two stacks");
+    let stackd = setup.stackd("    interval: 1h\n");
     let mut daemon = stackd.start("first.log");
     for stack in &stacks {
         live_support::applied(&cluster.client, stack, &head).await;

@@ -14,9 +14,10 @@ mod live_support;
 #[path = "workload_status/mod.rs"]
 mod workload_status;
 
-use common::{Stackd, apps_config, eventually};
+use common::eventually;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
+use live_support::Setup;
 use stackd::crd::{Stack, StackPhase};
 use workload_status::deployment_ready;
 
@@ -25,17 +26,13 @@ const R2: &str = "services:\n  web:\n    image: nginx:broken\n  worker:\n    ima
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_stackd_rolls_back_to_the_healthy_revision_from_the_mirror() {
-    let cluster = fake_api::test_client().await;
-    let dir = tempfile::tempdir().unwrap();
-    let stack = fake_api::unique("rollback");
-    let upstream = git_support::Upstream::new(dir.path(), "apps");
+    let setup = Setup::new("rollback").await;
+    let (cluster, upstream) = (&setup.cluster, &setup.upstream);
+    let stack = setup.stack("web");
     upstream.write(&format!("stacks/{stack}/compose.yaml"), R1);
     let r1 = upstream.commit("r1");
-    let git = git_support::HttpServer::start(dir.path(), None).await;
     // The deadline leaves time to stop and restart stackd before it passes.
-    let settings = "    interval: 1s\n    healthTimeout: 8s\n    rollback: true\n";
-    let config = apps_config(&git.url("apps"), settings);
-    let stackd = Stackd::new(dir.path(), cluster.kubeconfig(dir.path()), &config);
+    let stackd = setup.stackd("    interval: 1s\n    healthTimeout: 8s\n    rollback: true\n");
     let stacks: Api<Stack> = Api::namespaced(cluster.client.clone(), &stack);
     let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), &stack);
 

@@ -15,6 +15,7 @@ mod live_support;
 use common::{Stackd, apps_config, eventually};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, PostParams};
+use live_support::Setup;
 use serde_json::{Value, json};
 use stackd::crd::Stack;
 
@@ -45,25 +46,23 @@ fn trigger_sync(base: &str, token: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_each_commits_subject_and_the_events_of_the_stacks_objects() {
-    let cluster = fake_api::test_client().await;
-    let dir = tempfile::tempdir().unwrap();
     // Unique: on a real cluster earlier runs' namespaces may still be there.
-    let name = fake_api::unique("page");
+    let setup = Setup::new("page").await;
+    let (cluster, upstream) = (&setup.cluster, &setup.upstream);
+    let name = setup.stack("shop");
     let ns = name.clone();
 
-    let upstream = git_support::Upstream::new(dir.path(), "apps");
     upstream.write(&format!("stacks/{name}/compose.yaml"), FIRST);
     let first = upstream.commit("Add the shop");
-    let git = git_support::HttpServer::start(dir.path(), None).await;
     let token = "page-test-token";
-    let token_file = dir.path().join("token");
+    let token_file = setup.dir.path().join("token");
     std::fs::write(&token_file, token).unwrap();
     let config = format!(
         "apiTokenFile: {}\n{}",
         token_file.display(),
-        apps_config(&git.url("apps"), "    interval: 1h\n")
+        apps_config(&setup.git.url("apps"), "    interval: 1h\n")
     );
-    let stackd = Stackd::new(dir.path(), cluster.kubeconfig(dir.path()), &config);
+    let stackd = setup.stackd_with(&config);
     let base = stackd.base();
     let mut daemon = stackd.start("first.log");
 

@@ -18,9 +18,8 @@ mod live_support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Stackd, apps_config};
 use kube::api::Api;
-use live_support::applied;
+use live_support::{Setup, applied};
 
 const COMPOSE: &str = "services:
   web:
@@ -86,22 +85,14 @@ fn a_write_is_classified_by_kind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_write_is_needed_on_a_first_apply_and_a_one_line_change() {
-    let cluster = fake_api::test_client().await;
-    let dir = tempfile::tempdir().unwrap();
-    let suffix = fake_api::unique("writes");
-    let stacks: Vec<String> = ["shop", "blog"]
-        .iter()
-        .map(|s| format!("{suffix}-{s}"))
-        .collect();
-
-    let upstream = git_support::Upstream::new(dir.path(), "apps");
+    let setup = Setup::new("writes").await;
+    let (cluster, upstream) = (&setup.cluster, &setup.upstream);
+    let stacks = [setup.stack("shop"), setup.stack("blog")];
     for stack in &stacks {
         upstream.write(&format!("stacks/{stack}/compose.yaml"), COMPOSE);
     }
     let head = upstream.commit("two stacks");
-    let git = git_support::HttpServer::start(dir.path(), None).await;
-    let config = apps_config(&git.url("apps"), "    interval: 1s\n");
-    let stackd = Stackd::new(dir.path(), cluster.kubeconfig(dir.path()), &config);
+    let stackd = setup.stackd("    interval: 1s\n");
     let mut daemon = stackd.start("stackd.log");
     let read_log = || stackd.log("stackd.log");
 

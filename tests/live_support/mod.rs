@@ -1,7 +1,7 @@
 //! A real `stackd run` against the in-process API server (or the cluster named
-//! by `KUBECONFIG_E2E`) and a Git repository over smart HTTP, with readers for
-//! every surface that reports a stack: the page, `/api/v1/stacks`, the Stack,
-//! its Events and `/metrics`.
+//! by `KUBECONFIG_E2E`) and a Git repository over smart HTTP ([`Setup`]), and
+//! [`Live`], one started, with readers for every surface that reports a stack:
+//! the page, `/api/v1/stacks`, the Stack, its Events and `/metrics`.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -15,6 +15,52 @@ pub use crate::common::eventually;
 use crate::common::{self, Stackd};
 use crate::fake_api::{TestCluster, test_client, unique};
 use crate::git_support;
+
+/// What a live `stackd run` is started against: the test cluster, the
+/// repository `apps` (committed to by the test) served over smart HTTP from
+/// `dir`, and a run id that keeps this run's names apart on a shared cluster.
+pub struct Setup {
+    pub cluster: TestCluster,
+    pub upstream: git_support::Upstream,
+    pub git: git_support::HttpServer,
+    pub run: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// Names start with `prefix`.
+    pub async fn new(prefix: &str) -> Setup {
+        let cluster = test_client().await;
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = git_support::Upstream::new(dir.path(), "apps");
+        let git = git_support::HttpServer::start(dir.path(), None).await;
+        let run = unique(prefix);
+        Setup {
+            cluster,
+            upstream,
+            git,
+            run,
+            dir,
+        }
+    }
+
+    /// `{run}-<name>`: a stack's name (and namespace).
+    pub fn stack(&self, name: &str) -> String {
+        format!("{}-{name}", self.run)
+    }
+
+    /// `stackd run` following `apps` with `settings` (indented YAML lines of
+    /// the repository), not started yet.
+    pub fn stackd(&self, settings: &str) -> Stackd {
+        self.stackd_with(&common::apps_config(&self.git.url("apps"), settings))
+    }
+
+    /// `stackd run` with the configuration `config`, not started yet.
+    pub fn stackd_with(&self, config: &str) -> Stackd {
+        let dir = self.dir.path();
+        Stackd::new(dir, self.cluster.kubeconfig(dir), config)
+    }
+}
 
 pub struct Live {
     pub cluster: TestCluster,
@@ -50,30 +96,34 @@ impl Live {
         apps_extra: &str,
         commit: impl FnOnce(&git_support::Upstream),
     ) -> Live {
-        let cluster = test_client().await;
-        let dir = tempfile::tempdir().unwrap();
-        let run = unique("t");
-        let upstream = git_support::Upstream::new(dir.path(), "apps");
+        let setup = Setup::new("t").await;
+        let run = &setup.run;
         for (path, content) in files {
-            upstream.write(&path.replace("{run}", &run), content);
+            setup.upstream.write(&path.replace("{run}", run), content);
         }
-        commit(&upstream);
+        commit(&setup.upstream);
         let mut extra_config = String::new();
-        let git = git_support::HttpServer::start(dir.path(), None).await;
         if !gone.is_empty() {
-            let second = git_support::Upstream::new(dir.path(), "gone");
+            let second = git_support::Upstream::new(setup.dir.path(), "gone");
             for (path, content) in gone {
-                second.write(&path.replace("{run}", &run), content);
+                second.write(&path.replace("{run}", run), content);
             }
             second.commit("first");
             extra_config = format!(
                 "  - name: gone\n    url: {}\n    ref: main\n    paths: [\"stacks/*\"]\n    interval: 1s\n",
-                git.url("gone")
+                setup.git.url("gone")
             );
         }
         let settings = format!("    ref: main\n    interval: 1s\n{apps_extra}");
-        let config = common::apps_config(&git.url("apps"), &settings) + &extra_config;
-        let stackd = Stackd::new(dir.path(), cluster.kubeconfig(dir.path()), &config);
+        let config = common::apps_config(&setup.git.url("apps"), &settings) + &extra_config;
+        let stackd = setup.stackd_with(&config);
+        let Setup {
+            cluster,
+            upstream,
+            git,
+            run,
+            dir,
+        } = setup;
         Live {
             cluster,
             upstream,

@@ -10,17 +10,7 @@ use std::process::Command;
 use fake_api::FakeApiServer;
 
 fn diff(kubeconfig: &std::path::Path) -> (i32, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_stackd"))
-        .args(["diff", "examples/repo/shop"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("KUBECONFIG", kubeconfig)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        stdout + &String::from_utf8_lossy(&output.stderr),
-    )
+    diff_with(kubeconfig, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

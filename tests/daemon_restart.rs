@@ -24,7 +24,7 @@ use std::time::Duration;
 use common::{Stackd, eventually};
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use live_support::Setup;
+use live_support::{COMPOSE, Setup};
 
 /// Kinds a stack renders here, with their API groups and versions.
 const KINDS: [(&str, &str, &str); 5] = [
@@ -34,25 +34,6 @@ const KINDS: [(&str, &str, &str); 5] = [
     ("apps", "v1", "StatefulSet"),
     ("stackd.dev", "v1alpha1", "Stack"),
 ];
-
-const COMPOSE: &str = "services:
-  web:
-    image: nginx:1.27
-    ports: [\"8080:80\"]
-    configs:
-      - source: site
-        target: /usr/share/nginx/html/index.html
-  db:
-    image: postgres:16
-    environment:
-      POSTGRES_PASSWORD: example
-    volumes: [\"data:/var/lib/postgresql/data\"]
-volumes:
-  data: {}
-configs:
-  site:
-    content: hello
-";
 
 /// `kind namespace/name` → its `generation` where it has one (a status update,
 /// say a Deployment becoming ready on a real cluster, does not change it), else

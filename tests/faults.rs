@@ -54,18 +54,7 @@ fn deployments(h: &Harness, namespace: &str) -> Vec<String> {
 }
 
 async fn deployed(h: &Harness, project: Value, revision: &str) {
-    h.sync(vec![desired(NS, "shop", project, revision)], PRUNE)
-        .await
-        .unwrap();
-    let revision = revision.to_string();
-    h.wait_for("the revision to be applied", move |h| {
-        h.status(NS, "shop")
-            .and_then(|s| s.last_applied_revision)
-            .as_deref()
-            == Some(revision.as_str())
-    })
-    .await;
-    h.settle().await;
+    h.deployed(desired(NS, "shop", project, revision)).await;
 }
 
 // ---------------------------------------------------------------------------

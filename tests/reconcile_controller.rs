@@ -37,21 +37,7 @@ fn image(h: &Harness, kind: &str, name: &str) -> Option<String> {
 }
 
 async fn deployed(h: &Harness, project: serde_json::Value, revision: &str) {
-    deployed_as(h, desired(NS, "shop", project, revision)).await;
-}
-
-/// Syncs one stack as given and waits until its revision is applied.
-async fn deployed_as(h: &Harness, stack: DesiredStack) {
-    let revision = stack.source.revision.clone();
-    h.sync(vec![stack], PRUNE).await.unwrap();
-    h.wait_for("the revision to be applied", move |h| {
-        h.status(NS, "shop")
-            .and_then(|s| s.last_applied_revision)
-            .as_deref()
-            == Some(revision.as_str())
-    })
-    .await;
-    h.settle().await;
+    h.deployed(desired(NS, "shop", project, revision)).await;
 }
 
 /// The plan of the last pass over the `shop` stack, as the status page shows it.
@@ -161,11 +147,13 @@ async fn a_changed_compose_file_updates_exactly_the_changed_objects() {
         stack.source.subject = Some(subject.into());
         stack
     };
-    deployed_as(&h, with_subject(web_and_db(), "r1", "Add the shop")).await;
+    h.deployed(with_subject(web_and_db(), "r1", "Add the shop"))
+        .await;
     h.fake.clear_requests();
 
     let bumped = with_image(web_and_db(), "web", "nginx:1.28");
-    deployed_as(&h, with_subject(bumped, "r2", "Bump nginx to 1.28")).await;
+    h.deployed(with_subject(bumped, "r2", "Bump nginx to 1.28"))
+        .await;
     assert_eq!(
         image(&h, "Deployment", "web").as_deref(),
         Some("nginx:1.28")
@@ -241,14 +229,15 @@ fn unpruned(project: serde_json::Value, revision: &str) -> DesiredStack {
 #[tokio::test]
 async fn with_pruning_off_a_removed_service_is_kept_until_pruning_is_on_again() {
     let h = needs_fake!(Harness::started(test_options()).await);
-    deployed_as(&h, unpruned(web_and_db(), "r1")).await;
+    h.deployed(unpruned(web_and_db(), "r1")).await;
     let stack = h
         .object("stackd.dev/v1alpha1", "Stack", NS, "shop")
         .unwrap();
     assert_eq!(stack["spec"]["prune"], json!(false));
     h.fake.clear_requests();
 
-    deployed_as(&h, unpruned(without(web_and_db(), "db"), "r2")).await;
+    h.deployed(unpruned(without(web_and_db(), "db"), "r2"))
+        .await;
     assert!(h.object("apps/v1", "Deployment", NS, "db").is_some());
     assert!(h.object("v1", "Service", NS, "db").is_some());
     // Nothing deleted, and nothing listed to look for leftovers either.

@@ -46,6 +46,27 @@ fn job(image: &str) -> Value {
     json!({"image": image, "deploy": {"mode": "replicated-job"}})
 }
 
+/// db, and web once db is healthy.
+fn web_after_db() -> Value {
+    json!({
+        "db": service("postgres:16"),
+        "web": depends("nginx:1.27", json!({"db": {"condition": "service_healthy"}})),
+    })
+}
+
+/// A migration Job, and an app once it succeeded.
+fn app_after_migration() -> Value {
+    json!({
+        "migrate": job("flyway/flyway:10"),
+        "app": depends("nginx:1.27", json!({"migrate": {"condition": "service_completed_successfully"}})),
+    })
+}
+
+/// db, and web at nginx 1.28 with no dependency.
+fn web_1_28() -> Value {
+    json!({"db": service("postgres:16"), "web": service("nginx:1.28")})
+}
+
 fn stack(services: Value, revision: &str) -> DesiredStack {
     desired(NS, "shop", json!({ "services": services }), revision)
 }
@@ -134,11 +155,9 @@ fn first_write(fake: &FakeApiServer, suffix: &str) -> Option<usize> {
 #[tokio::test]
 async fn web_is_written_only_after_db_is_ready_and_within_a_second_of_it() {
     let h = Cluster::started(NS).await;
-    let services = json!({
-        "db": service("postgres:16"),
-        "web": depends("nginx:1.27", json!({"db": {"condition": "service_healthy"}})),
-    });
-    h.sync(vec![stack(services, "r1")], PRUNE).await.unwrap();
+    h.sync(vec![stack(web_after_db(), "r1")], PRUNE)
+        .await
+        .unwrap();
     h.wait_for("db", |h| exists(h, "Deployment", "db")).await;
     h.settle().await;
     // Everything but web's workload went at once; web waits and says what for.
@@ -169,11 +188,9 @@ async fn web_is_written_only_after_db_is_ready_and_within_a_second_of_it() {
 #[tokio::test]
 async fn an_app_waits_for_its_migration_job_to_succeed() {
     let h = Cluster::started(NS).await;
-    let services = json!({
-        "migrate": job("flyway/flyway:10"),
-        "app": depends("nginx:1.27", json!({"migrate": {"condition": "service_completed_successfully"}})),
-    });
-    h.sync(vec![stack(services, "r1")], PRUNE).await.unwrap();
+    h.sync(vec![stack(app_after_migration(), "r1")], PRUNE)
+        .await
+        .unwrap();
     h.wait_for("the Job", |h| exists(h, "Job", "migrate")).await;
     h.settle().await;
     assert!(!exists(&h, "Deployment", "app"));
@@ -190,11 +207,9 @@ async fn an_app_waits_for_its_migration_job_to_succeed() {
 #[tokio::test]
 async fn a_failed_migration_fails_the_stack_naming_the_job() {
     let h = Cluster::started(NS).await;
-    let services = json!({
-        "migrate": job("flyway/flyway:10"),
-        "app": depends("nginx:1.27", json!({"migrate": {"condition": "service_completed_successfully"}})),
-    });
-    h.sync(vec![stack(services, "r1")], PRUNE).await.unwrap();
+    h.sync(vec![stack(app_after_migration(), "r1")], PRUNE)
+        .await
+        .unwrap();
     h.wait_for("the Job", |h| exists(h, "Job", "migrate")).await;
     job_ended(&h.client, &h.ns, "migrate", false).await;
     h.wait_for("DependencyFailed", |h| {
@@ -347,6 +362,22 @@ async fn healthy_r1(h: &Cluster, rollback: bool) -> DesiredStack {
     r1
 }
 
+/// The live objects are r1's again, field by field; r2's worker is pruned;
+/// r2 is held and r1 is the last applied revision.
+fn rolled_back_to_r1(h: &Cluster, r1_web: &Value) {
+    let web = h.object("apps/v1", "Deployment", "web").unwrap();
+    assert_eq!(web["spec"], r1_web["spec"]);
+    assert_eq!(web["metadata"]["labels"], r1_web["metadata"]["labels"]);
+    assert_eq!(
+        web["metadata"]["annotations"],
+        r1_web["metadata"]["annotations"]
+    );
+    assert!(!exists(h, "Deployment", "worker"));
+    let held = status(h);
+    assert_eq!(held.held_revision.as_deref(), Some("r2"));
+    assert_eq!(held.last_applied_revision.as_deref(), Some("r1"));
+}
+
 /// r2: web's image is broken and a worker is added; neither becomes Ready.
 fn bad_r2(rollback: bool) -> DesiredStack {
     let services = json!({
@@ -376,18 +407,8 @@ async fn a_revision_past_its_deadline_is_rolled_back_and_held() {
     assert!(applied.elapsed() >= Duration::from_secs(2));
     h.settle().await;
 
-    // The live objects are r1's again, field by field; r2's worker is pruned.
-    let web = h.object("apps/v1", "Deployment", "web").unwrap();
-    assert_eq!(web["spec"], r1_web["spec"]);
-    assert_eq!(web["metadata"]["labels"], r1_web["metadata"]["labels"]);
-    assert_eq!(
-        web["metadata"]["annotations"],
-        r1_web["metadata"]["annotations"]
-    );
-    assert!(!exists(&h, "Deployment", "worker"));
+    rolled_back_to_r1(&h, &r1_web);
     let held = status(&h);
-    assert_eq!(held.held_revision.as_deref(), Some("r2"));
-    assert_eq!(held.last_applied_revision.as_deref(), Some("r1"));
     assert_eq!(held.last_healthy_revision.as_deref(), Some("r1"));
     assert_eq!(
         conditions(&h),
@@ -449,7 +470,7 @@ async fn a_revision_past_its_deadline_is_rolled_back_and_held() {
     assert_eq!(image(&h, "web").as_deref(), Some("nginx:1.27"));
 
     // A newer commit releases the hold and is applied at once.
-    let services = json!({"db": service("postgres:16"), "web": service("nginx:1.28")});
+    let services = web_1_28();
     h.sync(
         vec![with_deadline(stack(services, "r3"), "2s", true)],
         PRUNE,
@@ -514,7 +535,7 @@ async fn a_newer_commit_cancels_a_health_wait_within_a_second() {
     h.settle().await;
     assert_eq!(conditions(&h).1, "Progressing");
 
-    let services = json!({"db": service("postgres:16"), "web": service("nginx:1.28")});
+    let services = web_1_28();
     let seen = Instant::now();
     h.sync(
         vec![with_deadline(stack(services, "r3"), "10m", true)],
@@ -538,18 +559,16 @@ async fn a_newer_commit_cancels_a_health_wait_within_a_second() {
 #[tokio::test]
 async fn a_newer_commit_cancels_a_wave_wait_within_a_second() {
     let h = Cluster::started(NS).await;
-    let services = json!({
-        "db": service("postgres:16"),
-        "web": depends("nginx:1.27", json!({"db": {"condition": "service_healthy"}})),
-    });
-    h.sync(vec![stack(services, "r1")], PRUNE).await.unwrap();
+    h.sync(vec![stack(web_after_db(), "r1")], PRUNE)
+        .await
+        .unwrap();
     h.wait_for("web waiting", |h| !status(h).waiting.is_empty())
         .await;
     h.settle().await;
     assert!(!exists(&h, "Deployment", "web"));
 
     // r2 drops the dependency: web no longer waits for db, which is still not Ready.
-    let services = json!({"db": service("postgres:16"), "web": service("nginx:1.28")});
+    let services = web_1_28();
     let seen = Instant::now();
     h.sync(vec![stack(services, "r2")], PRUNE).await.unwrap();
     h.wait_for("web", |h| image(h, "web").as_deref() == Some("nginx:1.28"))
@@ -678,18 +697,8 @@ async fn after_a_restart_a_missed_deadline_rolls_back_to_the_revision_loaded_fro
     .await;
     h.settle().await;
     assert_eq!(*revisions.asked.lock().unwrap(), ["r1"]);
-    // The live objects are r1's again, field by field; r2's worker is pruned.
-    let web = h.object("apps/v1", "Deployment", "web").unwrap();
-    assert_eq!(web["spec"], r1_web["spec"]);
-    assert_eq!(web["metadata"]["labels"], r1_web["metadata"]["labels"]);
-    assert_eq!(
-        web["metadata"]["annotations"],
-        r1_web["metadata"]["annotations"]
-    );
-    assert!(!exists(&h, "Deployment", "worker"));
+    rolled_back_to_r1(&h, &r1_web);
     let held = status(&h);
-    assert_eq!(held.held_revision.as_deref(), Some("r2"));
-    assert_eq!(held.last_applied_revision.as_deref(), Some("r1"));
     let message = held.message.unwrap();
     assert!(message.contains("rolled back to revision r1"), "{message}");
 
@@ -748,11 +757,9 @@ async fn after_a_restart_a_revision_git_no_longer_has_is_not_rolled_back_to() {
 #[tokio::test]
 async fn a_restart_mid_wave_resumes_the_wave() {
     let mut h = Cluster::started(NS).await;
-    let services = json!({
-        "db": service("postgres:16"),
-        "web": depends("nginx:1.27", json!({"db": {"condition": "service_healthy"}})),
-    });
-    h.sync(vec![stack(services, "r1")], PRUNE).await.unwrap();
+    h.sync(vec![stack(web_after_db(), "r1")], PRUNE)
+        .await
+        .unwrap();
     h.wait_for("db", |h| exists(h, "Deployment", "db")).await;
     h.settle().await;
     h.stop().await;

@@ -19,26 +19,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kube::api::Api;
-use live_support::{Setup, applied};
-
-const COMPOSE: &str = "services:
-  web:
-    image: nginx:1.27
-    ports: [\"8080:80\"]
-    configs:
-      - source: site
-        target: /usr/share/nginx/html/index.html
-  db:
-    image: postgres:16
-    environment:
-      POSTGRES_PASSWORD: example
-    volumes: [\"data:/var/lib/postgresql/data\"]
-volumes:
-  data: {}
-configs:
-  site:
-    content: hello
-";
+use live_support::{COMPOSE, Setup, applied};
 
 /// Writes per target, from the fake API server's log.
 fn counts(fake: &fake_api::FakeApiServer) -> BTreeMap<String, usize> {

@@ -16,6 +16,28 @@ use crate::common::{self, Stackd};
 use crate::fake_api::{TestCluster, test_client, unique};
 use crate::git_support;
 
+/// A stack of a web server with a published port and a config, and a
+/// database with a volume: a ConfigMap, Services, a Deployment and a
+/// StatefulSet.
+pub const COMPOSE: &str = "services:
+  web:
+    image: nginx:1.27
+    ports: [\"8080:80\"]
+    configs:
+      - source: site
+        target: /usr/share/nginx/html/index.html
+  db:
+    image: postgres:16
+    environment:
+      POSTGRES_PASSWORD: example
+    volumes: [\"data:/var/lib/postgresql/data\"]
+volumes:
+  data: {}
+configs:
+  site:
+    content: hello
+";
+
 /// What a live `stackd run` is started against: the test cluster, the
 /// repository `apps` (committed to by the test) served over smart HTTP from
 /// `dir`, and a run id that keeps this run's names apart on a shared cluster.

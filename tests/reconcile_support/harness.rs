@@ -11,7 +11,7 @@ use stackd::reconcile::{
 };
 
 use super::controller::{Running, controller_writes, handles, quiet_for};
-use super::{REPOSITORY, write_paths};
+use super::{PRUNE, REPOSITORY, write_paths};
 use crate::fake_api::{FakeApiServer, test_client};
 
 pub struct Harness {
@@ -71,6 +71,20 @@ impl Harness {
             policy,
         )
         .await
+    }
+
+    /// Syncs one stack (prune on) and waits until its revision is applied and
+    /// the controller settled.
+    pub async fn deployed(&self, stack: DesiredStack) {
+        let (ns, name) = (stack.namespace.clone(), stack.name.clone());
+        let revision = stack.source.revision.clone();
+        self.sync(vec![stack], PRUNE).await.unwrap();
+        self.wait_for("the revision to be applied", |h| {
+            let status = h.status(&ns, &name);
+            status.and_then(|s| s.last_applied_revision) == Some(revision.clone())
+        })
+        .await;
+        self.settle().await;
     }
 
     pub fn object(&self, api_version: &str, kind: &str, ns: &str, name: &str) -> Option<Value> {

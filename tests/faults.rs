@@ -15,23 +15,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use stackd::config::RepositoryPolicy;
 use stackd::crd::StackPhase;
 use stackd::daemon::live::GitSync;
 use stackd::git::mirror::Mirror;
 use stackd::git::{RepoSettings, Source, SourceEvent, SourceHandle, SourceOptions};
-use stackd::reconcile::leader::{LeaderElection, LeaseTiming};
 use tokio_util::sync::CancellationToken;
 
 use common::{Stackd, apps_config, eventually};
 use fake_api::{FaultAction, FaultRule};
 use git_support::Upstream;
 use support::{
-    Harness, PRUNE, desired, needs_fake, object_writes, test_options, web_and_db, with_image,
-    without,
+    Harness, PRUNE, desired, fast_lease, lead, needs_fake, object_writes, take_lease, test_options,
+    web_and_db, with_image, without,
 };
 
 const NS: &str = "shop";
@@ -162,14 +159,6 @@ async fn a_429_storm_is_backed_off_and_the_request_rate_stays_bounded() {
     assert_eq!(names, ["db", "web"]);
 }
 
-fn fast_lease() -> LeaseTiming {
-    LeaseTiming {
-        lease_duration: Duration::from_secs(2),
-        renew_every: Duration::from_millis(300),
-        retry_every: Duration::from_millis(100),
-    }
-}
-
 #[tokio::test]
 async fn a_leader_losing_its_lease_mid_apply_stops_writing() {
     let h = needs_fake!(Harness::new().await);
@@ -180,24 +169,7 @@ async fn a_leader_losing_its_lease_mid_apply_stops_writing() {
         "/apis/apps/v1/namespaces/shop/deployments/",
         FaultAction::Delay(Duration::from_millis(250)),
     ));
-    let election = LeaderElection::new(
-        h.client.clone(),
-        "stackd",
-        "stackd-leader",
-        "a",
-        fast_lease(),
-    );
-    let stop = CancellationToken::new();
-    let work = {
-        let (client, handles) = (h.client.clone(), h.handles.clone());
-        move |token: CancellationToken| {
-            stackd::reconcile::run(client.clone(), test_options(), handles.clone(), token)
-        }
-    };
-    let task = tokio::spawn({
-        let stop = stop.clone();
-        async move { election.lead(stop, work).await }
-    });
+    let (stop, task) = lead(&h, "a", fast_lease());
     let mut project = json!({"services": {}});
     for i in 0..12 {
         project["services"][format!("s{i:02}")] = json!({"image": "nginx:1.27"});
@@ -209,7 +181,7 @@ async fn a_leader_losing_its_lease_mid_apply_stops_writing() {
         .await;
 
     // Another replica takes the Lease (a partition): this one must stop at once.
-    take_lease(&h, "stackd", "stackd-leader", "intruder").await;
+    take_lease(&h, "stackd", "stackd-leader", "intruder", 30).await;
     let applied_when_lost = deployments(&h, NS).len();
     // One renewal period to notice, and one delayed write already in flight.
     tokio::time::sleep(Duration::from_millis(300 + 250 + 200)).await;
@@ -231,32 +203,6 @@ async fn a_leader_losing_its_lease_mid_apply_stops_writing() {
     );
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-}
-
-/// Replaces the Lease's holder, as another replica winning an election would.
-/// The daemon renews the same Lease every few hundred milliseconds, so a
-/// GET-then-replace can lose the optimistic-concurrency race (409 Conflict):
-/// retry with a fresh GET, as a real contender does.
-async fn take_lease(h: &Harness, namespace: &str, name: &str, holder: &str) {
-    let leases: Api<Lease> = Api::namespaced(h.client.clone(), namespace);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut lease = leases.get(name).await.unwrap();
-        if let Some(spec) = lease.spec.as_mut() {
-            spec.holder_identity = Some(holder.into());
-            spec.lease_duration_seconds = Some(30);
-            spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-                k8s_openapi::jiff::Timestamp::now(),
-            ));
-        }
-        match leases.replace(name, &PostParams::default(), &lease).await {
-            Ok(_) => return,
-            Err(kube::Error::Api(status)) if status.code == 409 && Instant::now() < deadline => {
-                continue;
-            }
-            Err(e) => panic!("taking the Lease {namespace}/{name}: {e}"),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------

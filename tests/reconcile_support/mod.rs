@@ -7,6 +7,7 @@
 mod cluster;
 mod controller;
 mod harness;
+mod leases;
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use crate::fake_api::LoggedRequest;
 
 pub use cluster::Cluster;
 pub use harness::Harness;
+pub use leases::{Leading, fast_lease, lead, take_lease};
 
 /// The harness of a test that needs the in-process API server (its request
 /// log, faults or watches): `Harness::new()` or `Harness::started()` gave

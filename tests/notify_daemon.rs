@@ -154,8 +154,7 @@ async fn a_stack_s_commits_get_statuses_and_notifications() {
     upstream.write("stacks/web/compose.yaml", "services:\n  web: [\n");
     upstream.commit("broken");
     let broken = upstream.head();
-    let sync = format!("{}/api/v1/repositories/apps/sync", stackd.base());
-    assert_eq!(trigger(&sync).await, Some(202));
+    assert_eq!(stackd.sync_now("sync-token"), Some(202));
     let failure = eventually("a failure status", 60, async || {
         let received = received.lock().unwrap();
         received
@@ -184,7 +183,7 @@ async fn a_stack_s_commits_get_statuses_and_notifications() {
     );
     upstream.commit("fixed");
     let fixed = upstream.head();
-    assert_eq!(trigger(&sync).await, Some(202));
+    assert_eq!(stackd.sync_now("sync-token"), Some(202));
     eventually("a pending status for the fix", 60, async || {
         statuses(&received)
             .contains(&(fixed.clone(), "pending".into()))
@@ -221,15 +220,4 @@ async fn a_stack_s_commits_get_statuses_and_notifications() {
         "{told:?}"
     );
     daemon.stop().await;
-}
-
-/// Asks for a poll now.
-async fn trigger(url: &str) -> Option<u16> {
-    let response = reqwest::Client::new()
-        .post(url)
-        .bearer_auth("sync-token")
-        .send()
-        .await
-        .ok()?;
-    Some(response.status().as_u16())
 }

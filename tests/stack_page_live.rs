@@ -29,21 +29,6 @@ fn get_body(stackd: &Stackd, path: &str) -> Option<String> {
     (status == 200).then_some(body)
 }
 
-/// Asks for a poll now, with the API token.
-fn trigger_sync(base: &str, token: &str) {
-    use std::io::{Read, Write};
-    let host = base.strip_prefix("http://").unwrap();
-    let mut stream = std::net::TcpStream::connect(host).unwrap();
-    write!(
-        stream,
-        "POST /api/v1/repositories/apps/sync HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 202"), "{response}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_each_commits_subject_and_the_events_of_the_stacks_objects() {
     // Unique: on a real cluster earlier runs' namespaces may still be there.
@@ -63,14 +48,13 @@ async fn the_page_shows_each_commits_subject_and_the_events_of_the_stacks_object
         apps_config(&setup.git.url("apps"), "    interval: 1h\n")
     );
     let stackd = setup.stackd_with(&config);
-    let base = stackd.base();
     let mut daemon = stackd.start("first.log");
 
     let stacks: Api<Stack> = Api::namespaced(cluster.client.clone(), &ns);
     live_support::applied(&cluster.client, &name, &first).await;
     upstream.write(&format!("stacks/{name}/compose.yaml"), SECOND);
     let second = upstream.commit("Bump nginx to 1.28");
-    trigger_sync(&base, token);
+    assert_eq!(stackd.sync_now(token), Some(202));
     live_support::applied(&cluster.client, &name, &second).await;
 
     // status.history: each revision with its own commit's subject.

@@ -116,6 +116,13 @@ impl Stackd {
         std::fs::read_to_string(self.dir.join(log)).unwrap_or_default()
     }
 
+    /// Asks for a poll of the repository `apps` now, with the API token
+    /// `token`: the status code.
+    pub fn sync_now(&self, token: &str) -> Option<u16> {
+        let url = format!("{}/api/v1/repositories/apps/sync", self.base());
+        Some(request("POST", &url, Some(token))?.0)
+    }
+
     /// A plain GET of `path`: the status code and the body.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         http_get(&format!("{}{path}", self.base()))
@@ -149,14 +156,21 @@ pub fn stackd_run(
 /// A plain synchronous GET of `url` (`http://host:port/path`): the status code
 /// and the body.
 pub fn http_get(url: &str) -> Option<(u16, String)> {
+    request("GET", url, None)
+}
+
+/// A plain synchronous request with no body, with a bearer `token` if any.
+fn request(method: &str, url: &str, token: Option<&str>) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://")?;
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     let mut stream = std::net::TcpStream::connect(host).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let authorization = token.map(|t| format!("Authorization: Bearer {t}\r\n"));
+    let authorization = authorization.unwrap_or_default();
     write!(
         stream,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "{method} /{path} HTTP/1.1\r\nHost: {host}\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut response = String::new();

@@ -32,7 +32,6 @@ mod sops_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
 use axum::http::Method;
 use base64::Engine;
@@ -42,7 +41,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 use stackd::git::webhook::sign_sha256;
 
-use common::eventually;
+use common::{Stackd, eventually};
 use fake_api::{FaultAction, FaultRule, TestCluster, test_client};
 
 /// One secret with a value no test fixture or log line could contain by chance.
@@ -448,30 +447,19 @@ async fn secrets_stay_secret(log_format: &str, rust_log: &str) {
     let secrets_dir = dir.path().join("secrets");
     std::fs::create_dir_all(&secrets_dir).unwrap();
     let forge = Forge::start().await;
-    let config_file = dir.path().join("stackd.yaml");
-    std::fs::write(
-        &config_file,
-        scenario.config(&secrets_dir, &git, &forge, sops.as_ref()),
-    )
-    .unwrap();
-
-    let port = common::free_port();
-    let base = format!("http://127.0.0.1:{port}");
+    let config = scenario.config(&secrets_dir, &git, &forge, sops.as_ref());
+    let stackd = Stackd::new(dir.path(), cluster.kubeconfig(dir.path()), &config);
+    let base = stackd.base();
     let logs = Logs::new(dir.path());
-    let child = common::stackd_run(
-        env!("CARGO_BIN_EXE_stackd").as_ref(),
-        &config_file,
-        &dir.path().join("data"),
-        port,
-        &cluster.kubeconfig(dir.path()),
-    )
-    .args(["--log-format", log_format])
-    .env("RUST_LOG", rust_log)
-    // Files, not pipes: trace logs would fill a pipe nobody drains.
-    .stdout(Stdio::from(std::fs::File::create(&logs.stdout).unwrap()))
-    .stderr(Stdio::from(std::fs::File::create(&logs.stderr).unwrap()))
-    .spawn()
-    .unwrap();
+    let child = stackd
+        .command()
+        .args(["--log-format", log_format])
+        .env("RUST_LOG", rust_log)
+        // Files, not pipes: trace logs would fill a pipe nobody drains.
+        .stdout(Stdio::from(std::fs::File::create(&logs.stdout).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&logs.stderr).unwrap()))
+        .spawn()
+        .unwrap();
     let mut daemon = common::Daemon(child);
     let http = reqwest::Client::new();
     let mut surfaces = Surfaces::default();
@@ -490,8 +478,7 @@ async fn secrets_stay_secret(log_format: &str, rust_log: &str) {
 
     collect_http(&http, &base, &mut surfaces).await;
     let secret_data = collect_objects(&cluster, &namespaces, &mut surfaces).await;
-    let status = daemon.terminate(Duration::from_secs(15)).await;
-    assert!(status.success(), "exit status {status:?}");
+    daemon.stop().await;
     let stderr = std::fs::read_to_string(&logs.stderr).unwrap();
     surfaces.add("stderr", stderr.clone());
     surfaces.add("stdout", std::fs::read_to_string(&logs.stdout).unwrap());

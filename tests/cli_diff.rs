@@ -9,8 +9,12 @@ use std::process::Command;
 
 use fake_api::FakeApiServer;
 
-fn diff(kubeconfig: &std::path::Path) -> (i32, String) {
-    diff_with(kubeconfig, &[])
+/// `stackd diff` with extra arguments in examples/repo/shop, on a blocking
+/// thread: the exit code, and stdout then stderr.
+async fn diff(kubeconfig: &std::path::Path, extra: &'static [&'static str]) -> (i32, String) {
+    let kubeconfig = kubeconfig.to_path_buf();
+    let run = move || diff_with(&kubeconfig, extra);
+    tokio::task::spawn_blocking(run).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,12 +23,7 @@ async fn diff_reports_creates_updates_and_deletes_with_kubectl_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = api.write_kubeconfig(dir.path());
 
-    let (code, text) = tokio::task::spawn_blocking({
-        let kubeconfig = kubeconfig.clone();
-        move || diff(&kubeconfig)
-    })
-    .await
-    .unwrap();
+    let (code, text) = diff(&kubeconfig, &[]).await;
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("+ create Deployment shop/app"), "{text}");
     assert!(text.contains("+ create Namespace shop"), "{text}");
@@ -35,12 +34,7 @@ async fn diff_reports_creates_updates_and_deletes_with_kubectl_exit_codes() {
     for object in &rendered.objects {
         api.seed(&object.to_json());
     }
-    let (code, text) = tokio::task::spawn_blocking({
-        let kubeconfig = kubeconfig.clone();
-        move || diff(&kubeconfig)
-    })
-    .await
-    .unwrap();
+    let (code, text) = diff(&kubeconfig, &[]).await;
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("0 of 11 objects would change"), "{text}");
 
@@ -59,12 +53,7 @@ async fn diff_reports_creates_updates_and_deletes_with_kubectl_exit_codes() {
         "metadata": {"name": "old", "namespace": "shop", "labels": {"stackd.dev/stack": "shop"}},
         "spec": {"ports": [{"port": 80}]}
     }));
-    let (code, text) = tokio::task::spawn_blocking({
-        let kubeconfig = kubeconfig.clone();
-        move || diff(&kubeconfig)
-    })
-    .await
-    .unwrap();
+    let (code, text) = diff(&kubeconfig, &[]).await;
     assert_eq!(code, 1, "{text}");
     // A unified diff of the field with its old and new values, no colour off a terminal.
     assert!(
@@ -83,9 +72,7 @@ async fn diff_reports_creates_updates_and_deletes_with_kubectl_exit_codes() {
     assert!(text.contains("2 of 12 objects would change"), "{text}");
 
     // The same for CI: a list of objects with actions and changed paths.
-    let (code, json) = tokio::task::spawn_blocking(move || diff_with(&kubeconfig, &["-o", "json"]))
-        .await
-        .unwrap();
+    let (code, json) = diff(&kubeconfig, &["-o", "json"]).await;
     assert_eq!(code, 1, "{json}");
     let objects: serde_json::Value = serde_json::from_str(&json).unwrap();
     let objects = objects.as_array().unwrap();
@@ -136,12 +123,8 @@ async fn diff_checks_the_namespace_rule_against_the_cluster() {
     // Someone else's namespace: stackd did not create it.
     api.seed(&serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": "legacy", "labels": {"team": "ops"}}}));
-    let run = |extra: &'static [&'static str]| {
-        let kubeconfig = kubeconfig.clone();
-        tokio::task::spawn_blocking(move || diff_with(&kubeconfig, extra))
-    };
 
-    let (code, text) = run(&["--namespace", "legacy"]).await.unwrap();
+    let (code, text) = diff(&kubeconfig, &["--namespace", "legacy"]).await;
     // An error, not a difference: exit codes above 1, as `kubectl diff`.
     assert!(code > 1, "{text}");
     assert!(
@@ -152,9 +135,11 @@ async fn diff_checks_the_namespace_rule_against_the_cluster() {
     );
     assert!(text.contains("examples/repo/shop"), "{text}");
 
-    let (code, text) = run(&["--namespace", "legacy", "--allow-namespace", "leg*"])
-        .await
-        .unwrap();
+    let (code, text) = diff(
+        &kubeconfig,
+        &["--namespace", "legacy", "--allow-namespace", "leg*"],
+    )
+    .await;
     assert_eq!(code, 1, "{text}");
     // Allowed, but not stackd's: its Namespace object is left alone.
     assert!(text.contains("10 of 10 objects would change"), "{text}");

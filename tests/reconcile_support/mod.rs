@@ -1,7 +1,8 @@
-//! Shared setup for the reconciler tests: compose text → `DesiredStack`, the
-//! controller run in-process against the in-process API server ([`Harness`])
-//! or either it or the cluster of `KUBECONFIG_E2E` ([`Cluster`]), and waiting
-//! helpers.
+//! Shared setup for the reconciler tests: normalised models → `DesiredStack`,
+//! the controller run in-process against the in-process API server
+//! ([`Harness`], for tests that read its request log or inject faults) or
+//! against it or the cluster of `KUBECONFIG_E2E` ([`Cluster`]), leader
+//! election ([`leases`]), and waiting helpers.
 #![allow(dead_code, unused_imports, unused_macros)]
 
 mod cluster;

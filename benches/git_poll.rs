@@ -7,6 +7,7 @@
 
 #[path = "../tests/git_support/mod.rs"]
 mod git_support;
+mod support;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -15,13 +16,7 @@ use std::time::{Duration, Instant};
 use git_support::{HttpServer, Upstream};
 use stackd::git::poll::poll_repository;
 use stackd::git::settings::RepoSettings;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use support::env_usize;
 
 fn compose(stack: usize, revision: usize) -> String {
     format!("services:\n  app{stack}:\n    image: nginx:1.{revision}\n    ports: [\"80\"]\n")

@@ -35,11 +35,8 @@ const POLL_INTERVAL: &str = "5s";
 const TOKEN: &str = "bench-token";
 
 fn spawn_daemon(dir: &Path, kubeconfig: &Path, port: u16) -> common::Daemon {
-    // STACKD_BENCH_BINARY compares another build, e.g. the previous commit's.
-    let binary = std::env::var_os("STACKD_BENCH_BINARY")
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_stackd").into());
     let mut command = common::stackd_run(
-        &binary,
+        &support::stackd_binary(),
         &dir.join("stackd.yaml"),
         &dir.join("data"),
         port,
@@ -173,14 +170,10 @@ fn floor(requests: &[fake_api::LoggedRequest], latency: Duration) -> Duration {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; a filter argument that is not ours means another bench.
-    if std::env::args().skip(1).any(|a| !a.starts_with("--")) {
+    if support::another_bench() {
         return;
     }
-    let count: usize = std::env::var("STACKD_BENCH_STACKS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+    let count = support::env_usize("STACKD_BENCH_STACKS", 1000);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -194,7 +187,7 @@ async fn run(count: usize) {
     let git = HttpServer::start(dir.path(), None).await;
     // STACKD_BENCH_LATENCY=20ms, STACKD_BENCH_MAX_INFLIGHT=400: a server that costs what a real one does.
     let (api, _client) = FakeApiServer::start_with(fake_api::Settings::from_env()).await;
-    let kubeconfig = common::write_kubeconfig(dir.path(), api.url());
+    let kubeconfig = api.write_kubeconfig(dir.path());
     std::fs::write(dir.path().join("token"), TOKEN).expect("writing the token");
     std::fs::write(
         dir.path().join("stackd.yaml"),

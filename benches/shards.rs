@@ -25,18 +25,10 @@ use std::time::{Duration, Instant};
 
 use fake_api::FakeApiServer;
 use git_support::HttpServer;
-use support::{usage, wait_for};
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use support::{env_usize, usage, wait_for};
 
 fn main() {
-    // `cargo bench` passes `--bench`; a filter argument that is not ours means another bench.
-    if std::env::args().skip(1).any(|a| !a.starts_with("--")) {
+    if support::another_bench() {
         return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -44,9 +36,9 @@ fn main() {
         .build()
         .expect("a tokio runtime");
     runtime.block_on(run(
-        env_or("STACKD_BENCH_STACKS", 10_000),
-        env_or("STACKD_BENCH_REPLICAS", 4),
-        env_or("STACKD_BENCH_SHARDS", 8),
+        env_usize("STACKD_BENCH_STACKS", 10_000),
+        env_usize("STACKD_BENCH_REPLICAS", 4),
+        env_usize("STACKD_BENCH_SHARDS", 8),
     ));
 }
 
@@ -67,7 +59,7 @@ async fn run(count: usize, replicas: usize, shards: usize) {
     let latency = settings.latency;
     let (api, _client) = FakeApiServer::start_with(settings).await;
     api.seed_namespace("stackd-system");
-    let kubeconfig = common::write_kubeconfig(dir.path(), api.url());
+    let kubeconfig = api.write_kubeconfig(dir.path());
     let config = dir.path().join("stackd.yaml");
     std::fs::write(
         &config,
@@ -78,8 +70,7 @@ async fn run(count: usize, replicas: usize, shards: usize) {
     )
     .expect("writing the configuration");
     let lease = std::env::var("STACKD_BENCH_LEASE").unwrap_or_else(|_| "60s".to_string());
-    let binary = std::env::var_os("STACKD_BENCH_BINARY")
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_stackd").into());
+    let binary = support::stackd_binary();
 
     let started = Instant::now();
     let daemons: Vec<common::Daemon> = (0..replicas)

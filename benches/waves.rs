@@ -17,24 +17,19 @@
 mod fake_api;
 #[path = "../tests/reconcile_support/mod.rs"]
 mod support;
+#[path = "../tests/workload_status/mod.rs"]
+mod workload_status;
 
 use std::time::{Duration, Instant};
 
 use fake_api::{FakeApiServer, Settings};
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
-use stackd::reconcile::{ControllerOptions, SyncPolicy};
-use support::{Harness, desired, test_options};
+use stackd::reconcile::ControllerOptions;
+use support::{Harness, PRUNE, desired, test_options};
+use workload_status::deployment_ready;
 
 const NS: &str = "shop";
 const GOAL: Duration = Duration::from_secs(1);
-const PRUNE: SyncPolicy = SyncPolicy {
-    prune: true,
-    allow_prune_all: false,
-    shards: 0,
-};
-
 fn has_deployment(h: &Harness, name: &str) -> bool {
     h.object("apps/v1", "Deployment", NS, name).is_some()
 }
@@ -63,13 +58,7 @@ async fn one_run(settings: Settings, options: ControllerOptions) -> Duration {
     );
 
     // What the Deployment controller writes once db's pods are up.
-    let api: Api<Deployment> = Api::namespaced(h.client.clone(), NS);
-    let generation = api.get("db").await.unwrap().metadata.generation;
-    let status = json!({"status": {"observedGeneration": generation.unwrap_or(1), "replicas": 1,
-        "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}});
-    api.patch_status("db", &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .expect("db's status is written");
+    deployment_ready(&h.client, NS, "db").await;
     let ready = Instant::now();
     // The fake's store is read in process: polling it sends no requests.
     while !has_deployment(&h, "web") {

@@ -9,32 +9,21 @@ use std::process::Command;
 
 use fake_api::FakeApiServer;
 
-fn diff(kubeconfig: &std::path::Path) -> (i32, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_stackd"))
-        .args(["diff", "examples/repo/shop"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("KUBECONFIG", kubeconfig)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        stdout + &String::from_utf8_lossy(&output.stderr),
-    )
+/// `stackd diff` with extra arguments in examples/repo/shop, on a blocking
+/// thread: the exit code, and stdout then stderr.
+async fn diff(kubeconfig: &std::path::Path, extra: &'static [&'static str]) -> (i32, String) {
+    let kubeconfig = kubeconfig.to_path_buf();
+    let run = move || diff_with(&kubeconfig, extra);
+    tokio::task::spawn_blocking(run).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn diff_reports_creates_updates_and_deletes_with_kubectl_exit_codes() {
     let (api, client) = FakeApiServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = common::write_kubeconfig(dir.path(), api.url());
+    let kubeconfig = api.write_kubeconfig(dir.path());
 
-    let (code, text) = tokio::task::spawn_blocking({
-        let kubeconfig = kubeconfig.clone();
-        move || diff(&kubeconfig)
-    })
-    .await
-    .unwrap();
+    let (code, text) = diff(&kubeconfig, &[]).await;
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("+ create Deployment shop/app"), "{text}");
     assert!(text.contains("+ create Namespace shop"), "{text}");
@@ -45,12 +34,7 @@ async fn diff_reports_creates_updates_and_deletes_with_kubectl_exit_codes() {
     for object in &rendered.objects {
         api.seed(&object.to_json());
     }
-    let (code, text) = tokio::task::spawn_blocking({
-        let kubeconfig = kubeconfig.clone();
-        move || diff(&kubeconfig)
-    })
-    .await
-    .unwrap();
+    let (code, text) = diff(&kubeconfig, &[]).await;
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("0 of 11 objects would change"), "{text}");
 
@@ -69,12 +53,7 @@ async fn diff_reports_creates_updates_and_deletes_with_kubectl_exit_codes() {
         "metadata": {"name": "old", "namespace": "shop", "labels": {"stackd.dev/stack": "shop"}},
         "spec": {"ports": [{"port": 80}]}
     }));
-    let (code, text) = tokio::task::spawn_blocking({
-        let kubeconfig = kubeconfig.clone();
-        move || diff(&kubeconfig)
-    })
-    .await
-    .unwrap();
+    let (code, text) = diff(&kubeconfig, &[]).await;
     assert_eq!(code, 1, "{text}");
     // A unified diff of the field with its old and new values, no colour off a terminal.
     assert!(
@@ -93,9 +72,7 @@ async fn diff_reports_creates_updates_and_deletes_with_kubectl_exit_codes() {
     assert!(text.contains("2 of 12 objects would change"), "{text}");
 
     // The same for CI: a list of objects with actions and changed paths.
-    let (code, json) = tokio::task::spawn_blocking(move || diff_with(&kubeconfig, &["-o", "json"]))
-        .await
-        .unwrap();
+    let (code, json) = diff(&kubeconfig, &["-o", "json"]).await;
     assert_eq!(code, 1, "{json}");
     let objects: serde_json::Value = serde_json::from_str(&json).unwrap();
     let objects = objects.as_array().unwrap();
@@ -142,16 +119,12 @@ fn diff_with(kubeconfig: &std::path::Path, extra: &[&str]) -> (i32, String) {
 async fn diff_checks_the_namespace_rule_against_the_cluster() {
     let (api, _client) = FakeApiServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = common::write_kubeconfig(dir.path(), api.url());
+    let kubeconfig = api.write_kubeconfig(dir.path());
     // Someone else's namespace: stackd did not create it.
     api.seed(&serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": "legacy", "labels": {"team": "ops"}}}));
-    let run = |extra: &'static [&'static str]| {
-        let kubeconfig = kubeconfig.clone();
-        tokio::task::spawn_blocking(move || diff_with(&kubeconfig, extra))
-    };
 
-    let (code, text) = run(&["--namespace", "legacy"]).await.unwrap();
+    let (code, text) = diff(&kubeconfig, &["--namespace", "legacy"]).await;
     // An error, not a difference: exit codes above 1, as `kubectl diff`.
     assert!(code > 1, "{text}");
     assert!(
@@ -162,9 +135,11 @@ async fn diff_checks_the_namespace_rule_against_the_cluster() {
     );
     assert!(text.contains("examples/repo/shop"), "{text}");
 
-    let (code, text) = run(&["--namespace", "legacy", "--allow-namespace", "leg*"])
-        .await
-        .unwrap();
+    let (code, text) = diff(
+        &kubeconfig,
+        &["--namespace", "legacy", "--allow-namespace", "leg*"],
+    )
+    .await;
     assert_eq!(code, 1, "{text}");
     // Allowed, but not stackd's: its Namespace object is left alone.
     assert!(text.contains("10 of 10 objects would change"), "{text}");

@@ -7,7 +7,9 @@ mod common;
 mod git_support;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::eventually;
 
 async fn stacks(client: &reqwest::Client, base: &str) -> Option<serde_json::Value> {
     let response = client
@@ -16,21 +18,6 @@ async fn stacks(client: &reqwest::Client, base: &str) -> Option<serde_json::Valu
         .await
         .ok()?;
     response.json().await.ok()
-}
-
-/// Polls `check` until it returns `Some`, or fails after `seconds`.
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
-    seconds: u64,
-    mut check: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]
@@ -69,7 +56,7 @@ async fn dry_run_follows_commits_and_exits_cleanly_on_sigterm() {
     let mut daemon = common::Daemon(child);
     let client = reqwest::Client::new();
 
-    let listed = eventually(30, || async {
+    let listed = eventually("both stacks listed", 30, async || {
         let body = stacks(&client, &base).await?;
         let names: Vec<String> = body["stacks"]
             .as_array()?
@@ -87,7 +74,7 @@ async fn dry_run_follows_commits_and_exits_cleanly_on_sigterm() {
         .unwrap();
     assert_eq!(web["phase"], "ReconciliationPending");
     // No controller in a dry run: ready as soon as the repository is polled.
-    let ready = eventually(30, || async {
+    let ready = eventually("readiness", 30, async || {
         let response = client.get(format!("{base}/readyz")).send().await.ok()?;
         (response.status() == 200).then_some(response.text().await.ok()?)
     })
@@ -129,7 +116,7 @@ async fn dry_run_follows_commits_and_exits_cleanly_on_sigterm() {
         .send()
         .await
         .unwrap();
-    let updated = eventually(30, || async {
+    let updated = eventually("the pushed commit's plan", 30, async || {
         let body = stacks(&client, &base).await?;
         let web = body["stacks"]
             .as_array()?

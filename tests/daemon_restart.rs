@@ -15,16 +15,16 @@ mod common;
 mod fake_api;
 #[path = "git_support/mod.rs"]
 mod git_support;
-
-use common::eventually;
+#[path = "live_support/mod.rs"]
+mod live_support;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
+use common::{Stackd, eventually};
+use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use stackd::crd::Stack;
+use live_support::{COMPOSE, Setup};
 
 /// Kinds a stack renders here, with their API groups and versions.
 const KINDS: [(&str, &str, &str); 5] = [
@@ -34,25 +34,6 @@ const KINDS: [(&str, &str, &str); 5] = [
     ("apps", "v1", "StatefulSet"),
     ("stackd.dev", "v1alpha1", "Stack"),
 ];
-
-const COMPOSE: &str = "services:
-  web:
-    image: nginx:1.27
-    ports: [\"8080:80\"]
-    configs:
-      - source: site
-        target: /usr/share/nginx/html/index.html
-  db:
-    image: postgres:16
-    environment:
-      POSTGRES_PASSWORD: example
-    volumes: [\"data:/var/lib/postgresql/data\"]
-volumes:
-  data: {}
-configs:
-  site:
-    content: hello
-";
 
 /// `kind namespace/name` → its `generation` where it has one (a status update,
 /// say a Deployment becoming ready on a real cluster, does not change it), else
@@ -90,25 +71,8 @@ fn applied(metrics: &str) -> f64 {
         .sum()
 }
 
-fn metrics(port: u16) -> Option<String> {
-    get_body(&format!("http://127.0.0.1:{port}/metrics"))
-}
-
-/// A plain synchronous GET's body.
-fn get_body(url: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://")?;
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut stream = std::net::TcpStream::connect(host).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response.split_once("\r\n\r\n")?.1.to_string())
+fn metrics(stackd: &Stackd) -> Option<String> {
+    Some(stackd.get("/metrics")?.1)
 }
 
 /// Reconciles of `stack` this process finished, any result.
@@ -122,15 +86,10 @@ fn reconciles(metrics: &str, stack: &str) -> f64 {
         .sum()
 }
 
-fn start(config: &Path, dir: &Path, port: u16, kubeconfig: &Path, log: &str) -> common::Daemon {
-    let binary = env!("CARGO_BIN_EXE_stackd").as_ref();
-    common::start_stackd(binary, config, dir, port, kubeconfig, log)
-}
-
 /// Waits until this process has reconciled every stack `more_than` times.
-async fn reconciled(port: u16, stacks: &[String], more_than: f64) -> String {
+async fn reconciled(stackd: &Stackd, stacks: &[String], more_than: f64) -> String {
     eventually("a reconcile of every stack", 60, async || {
-        let text = metrics(port)?;
+        let text = metrics(stackd)?;
         stacks
             .iter()
             .all(|s| reconciles(&text, s) > more_than)
@@ -141,42 +100,20 @@ async fn reconciled(port: u16, stacks: &[String], more_than: f64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_and_a_forced_relist_write_nothing() {
-    let cluster = fake_api::test_client().await;
-    let dir = tempfile::tempdir().unwrap();
-    let fake_url = cluster.fake.as_ref().map(|f| f.url());
-    let kubeconfig = common::daemon_kubeconfig(dir.path(), fake_url);
     // Unique names: on a real cluster earlier runs' namespaces may still be there.
-    let suffix = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
-    let stacks: Vec<String> = ["shop", "blog"]
-        .iter()
-        .map(|s| format!("restart-{s}-{suffix}"))
-        .collect();
-
-    let upstream = git_support::Upstream::new(dir.path(), "apps");
+    let setup = Setup::new("restart").await;
+    let cluster = &setup.cluster;
+    let stacks = [setup.stack("shop"), setup.stack("blog")];
     for stack in &stacks {
-        upstream.write(&format!("stacks/{stack}/compose.yaml"), COMPOSE);
+        setup
+            .upstream
+            .write(&format!("stacks/{stack}/compose.yaml"), COMPOSE);
     }
-    let head = upstream.commit("two stacks");
-    let git = git_support::HttpServer::start(dir.path(), None).await;
-    let config = dir.path().join("stackd.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "repositories:\n  - name: apps\n    url: {}\n    paths: [\"stacks/*\"]\n    interval: 1h\n",
-            git.url("apps")
-        ),
-    )
-    .unwrap();
-
-    let port = common::free_port();
-    let mut daemon = start(&config, dir.path(), port, &kubeconfig, "first.log");
+    let head = setup.upstream.commit("two stacks");
+    let stackd = setup.stackd("    interval: 1h\n");
+    let mut daemon = stackd.start("first.log");
     for stack in &stacks {
-        let api: Api<Stack> = Api::namespaced(cluster.client.clone(), stack);
-        eventually("the stack applied", 90, async || {
-            let status = api.get_opt(stack).await.ok()??.status?;
-            (status.last_applied_revision.as_deref() == Some(head.as_str())).then_some(())
-        })
-        .await;
+        live_support::applied(&cluster.client, stack, &head).await;
     }
     // The first pass may be followed by one that records the workloads' progress.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -185,17 +122,16 @@ async fn a_restart_and_a_forced_relist_write_nothing() {
         before.keys().any(|k| k.starts_with("Deployment ")),
         "{before:#?}"
     );
-    let status = daemon.terminate(Duration::from_secs(15)).await;
-    assert!(status.success(), "exit status {status:?}");
+    daemon.stop().await;
 
     // Restart: every cache is filled by a list, every stack reconciled again.
     if let Some(fake) = &cluster.fake {
         fake.clear_requests();
     }
-    let mut daemon = start(&config, dir.path(), port, &kubeconfig, "second.log");
-    let text = reconciled(port, &stacks, 0.0).await;
+    let mut daemon = stackd.start("second.log");
+    let text = reconciled(&stackd, &stacks, 0.0).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let log = || std::fs::read_to_string(dir.path().join("second.log")).unwrap();
+    let log = || stackd.log("second.log");
     assert_eq!(applied(&text), 0.0, "{}", log());
     assert!(!log().contains("drift"), "{}", log());
     assert_eq!(versions(&cluster.client, &stacks).await, before);
@@ -207,7 +143,7 @@ async fn a_restart_and_a_forced_relist_write_nothing() {
     // reconciled from what that list returned.
     if let Some(fake) = cluster.fake_or_skip("forcing a re-list with 410 Gone") {
         let lists_before = deployment_lists(fake);
-        let seen = reconciled(port, &stacks, 0.0).await;
+        let seen = reconciled(&stackd, &stacks, 0.0).await;
         let counts: Vec<f64> = stacks.iter().map(|s| reconciles(&seen, s)).collect();
         fake.expire_watches();
         eventually("a re-list of Deployments", 30, async || {
@@ -218,7 +154,7 @@ async fn a_restart_and_a_forced_relist_write_nothing() {
             "a reconcile of every stack after the re-list",
             60,
             async || {
-                let text = metrics(port)?;
+                let text = metrics(&stackd)?;
                 stacks
                     .iter()
                     .zip(&counts)
@@ -229,20 +165,13 @@ async fn a_restart_and_a_forced_relist_write_nothing() {
         .await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(written(fake), Vec::<String>::new(), "{}", log());
-        assert_eq!(applied(&metrics(port).unwrap()), 0.0, "{}", log());
+        assert_eq!(applied(&metrics(&stackd).unwrap()), 0.0, "{}", log());
         assert!(!log().contains("drift"), "{}", log());
         assert_eq!(versions(&cluster.client, &stacks).await, before);
     }
 
-    let status = daemon.terminate(Duration::from_secs(15)).await;
-    assert!(status.success(), "exit status {status:?}");
-    if cluster.fake.is_none() {
-        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> =
-            Api::all(cluster.client.clone());
-        for stack in &stacks {
-            let _ = namespaces.delete(stack, &DeleteParams::default()).await;
-        }
-    }
+    daemon.stop().await;
+    cluster.delete_namespaces(&stacks).await;
 }
 
 /// `METHOD path` of every write the fake API server received.

@@ -26,7 +26,7 @@ use fake_api::{FakeApiServer, TestCluster, test_client};
 
 /// A fresh namespace with a unique name, so tests can share a real cluster.
 async fn fresh_namespace(client: &Client, prefix: &str) -> String {
-    let name = format!("{prefix}-{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let name = fake_api::unique(prefix);
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
     namespaces
@@ -37,10 +37,7 @@ async fn fresh_namespace(client: &Client, prefix: &str) -> String {
 }
 
 async fn cleanup(cluster: &TestCluster, namespace: &str) {
-    if cluster.fake.is_none() {
-        let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
-        let _ = namespaces.delete(namespace, &DeleteParams::default()).await;
-    }
+    cluster.delete_namespaces(&[namespace.to_string()]).await;
 }
 
 fn config_map(name: &str, labels: &[(&str, &str)], data: &[(&str, &str)]) -> ConfigMap {
@@ -86,6 +83,18 @@ fn api_error(result: Result<impl std::fmt::Debug, kube::Error>) -> kube::core::S
         Err(kube::Error::Api(status)) => *status,
         other => panic!("expected an API error, got {other:?}"),
     }
+}
+
+/// An update (PUT) by `kubectl` setting `key` in a ConfigMap's data.
+async fn kubectl_sets(api: &Api<ConfigMap>, name: &str, key: &str, value: &str) {
+    let mut current = api.get(name).await.unwrap();
+    let data = current.data.get_or_insert_default();
+    data.insert(key.into(), value.into());
+    let params = PostParams {
+        field_manager: Some("kubectl".into()),
+        ..Default::default()
+    };
+    api.replace(name, &params, &current).await.unwrap();
 }
 
 #[tokio::test]
@@ -331,21 +340,7 @@ async fn server_side_apply_removes_omitted_fields_and_keeps_other_managers_field
     assert_eq!(forced.data.unwrap()["x"], "9");
 
     // An update (PUT) by someone else keeps stackd from removing fields it never owned.
-    let mut current = api.get("cfg").await.unwrap();
-    current
-        .data
-        .get_or_insert_default()
-        .insert("manual".into(), "yes".into());
-    api.replace(
-        "cfg",
-        &PostParams {
-            field_manager: Some("kubectl".into()),
-            ..Default::default()
-        },
-        &current,
-    )
-    .await
-    .unwrap();
+    kubectl_sets(&api, "cfg", "manual", "yes").await;
     let third = config_map("cfg", &[("a", "1")], &[]);
     let result = api
         .patch("cfg", &stackd, &Patch::Apply(third))
@@ -1014,21 +1009,7 @@ async fn managed_fields_record_what_each_manager_applied() {
     )
     .await
     .unwrap();
-    let mut current = api.get("cfg").await.unwrap();
-    current
-        .data
-        .get_or_insert_default()
-        .insert("y".into(), "2".into());
-    api.replace(
-        "cfg",
-        &PostParams {
-            field_manager: Some("kubectl".into()),
-            ..Default::default()
-        },
-        &current,
-    )
-    .await
-    .unwrap();
+    kubectl_sets(&api, "cfg", "y", "2").await;
     let stored = server.object("v1", "ConfigMap", "m", "cfg").unwrap();
     let entries: Vec<Value> = stored["metadata"]["managedFields"]
         .as_array()

@@ -15,41 +15,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use stackd::config::RepositoryPolicy;
 use stackd::crd::StackPhase;
 use stackd::daemon::live::GitSync;
 use stackd::git::mirror::Mirror;
 use stackd::git::{RepoSettings, Source, SourceEvent, SourceHandle, SourceOptions};
-use stackd::reconcile::SyncPolicy;
-use stackd::reconcile::leader::{LeaderElection, LeaseTiming};
 use tokio_util::sync::CancellationToken;
 
-use common::Daemon;
+use common::{Stackd, apps_config, eventually};
 use fake_api::{FaultAction, FaultRule};
 use git_support::Upstream;
-use support::{Harness, desired, object_writes, test_options, web_and_db, with_image, without};
-
-const NS: &str = "shop";
-const PRUNE: SyncPolicy = SyncPolicy {
-    prune: true,
-    allow_prune_all: false,
-    shards: 0,
+use support::{
+    Harness, PRUNE, desired, fast_lease, lead, needs_fake, object_writes, take_lease, test_options,
+    web_and_db, with_image, without,
 };
 
-macro_rules! harness {
-    ($h:expr) => {
-        match $h {
-            Some(h) => h,
-            None => {
-                eprintln!("real cluster: skipping (needs the request log)");
-                return;
-            }
-        }
-    };
-}
+const NS: &str = "shop";
 
 fn image(h: &Harness, namespace: &str, name: &str) -> Option<String> {
     h.object("apps/v1", "Deployment", namespace, name)?
@@ -69,18 +51,7 @@ fn deployments(h: &Harness, namespace: &str) -> Vec<String> {
 }
 
 async fn deployed(h: &Harness, project: Value, revision: &str) {
-    h.sync(vec![desired(NS, "shop", project, revision)], PRUNE)
-        .await
-        .unwrap();
-    let revision = revision.to_string();
-    h.wait_for("the revision to be applied", move |h| {
-        h.status(NS, "shop")
-            .and_then(|s| s.last_applied_revision)
-            .as_deref()
-            == Some(revision.as_str())
-    })
-    .await;
-    h.settle().await;
+    h.deployed(desired(NS, "shop", project, revision)).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -88,7 +59,7 @@ async fn deployed(h: &Harness, project: Value, revision: &str) {
 
 #[tokio::test]
 async fn an_apply_failing_half_way_is_completed_by_the_next_pass_and_prunes_nothing_by_mistake() {
-    let h = harness!(Harness::started(test_options()).await);
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
     h.fake.clear_requests();
 
@@ -186,7 +157,7 @@ async fn stacks_reconciled_before_the_caches_are_listed_wait_for_the_list_not_a_
 
 #[tokio::test]
 async fn a_429_storm_is_backed_off_and_the_request_rate_stays_bounded() {
-    let h = harness!(Harness::started(test_options()).await);
+    let h = needs_fake!(Harness::started(test_options()).await);
     // Every object write is throttled, with a Retry-After of zero: only the
     // controller's own backoff limits the rate.
     h.fake.inject(FaultRule::new(
@@ -238,17 +209,9 @@ async fn a_429_storm_is_backed_off_and_the_request_rate_stays_bounded() {
     assert_eq!(names, ["db", "web"]);
 }
 
-fn fast_lease() -> LeaseTiming {
-    LeaseTiming {
-        lease_duration: Duration::from_secs(2),
-        renew_every: Duration::from_millis(300),
-        retry_every: Duration::from_millis(100),
-    }
-}
-
 #[tokio::test]
 async fn a_leader_losing_its_lease_mid_apply_stops_writing() {
-    let h = harness!(Harness::new().await);
+    let h = needs_fake!(Harness::new().await);
     h.fake.seed_namespace("stackd");
     // Slow writes, so the apply of twelve services takes seconds.
     h.fake.inject(FaultRule::new(
@@ -256,24 +219,7 @@ async fn a_leader_losing_its_lease_mid_apply_stops_writing() {
         "/apis/apps/v1/namespaces/shop/deployments/",
         FaultAction::Delay(Duration::from_millis(250)),
     ));
-    let election = LeaderElection::new(
-        h.client.clone(),
-        "stackd",
-        "stackd-leader",
-        "a",
-        fast_lease(),
-    );
-    let stop = CancellationToken::new();
-    let work = {
-        let (client, handles) = (h.client.clone(), h.handles.clone());
-        move |token: CancellationToken| {
-            stackd::reconcile::run(client.clone(), test_options(), handles.clone(), token)
-        }
-    };
-    let task = tokio::spawn({
-        let stop = stop.clone();
-        async move { election.lead(stop, work).await }
-    });
+    let (stop, task) = lead(&h, "a", fast_lease());
     let mut project = json!({"services": {}});
     for i in 0..12 {
         project["services"][format!("s{i:02}")] = json!({"image": "nginx:1.27"});
@@ -285,7 +231,7 @@ async fn a_leader_losing_its_lease_mid_apply_stops_writing() {
         .await;
 
     // Another replica takes the Lease (a partition): this one must stop at once.
-    take_lease(&h, "stackd", "stackd-leader", "intruder").await;
+    take_lease(&h, "stackd", "stackd-leader", "intruder", 30).await;
     let applied_when_lost = deployments(&h, NS).len();
     // One renewal period to notice, and one delayed write already in flight.
     tokio::time::sleep(Duration::from_millis(300 + 250 + 200)).await;
@@ -307,32 +253,6 @@ async fn a_leader_losing_its_lease_mid_apply_stops_writing() {
     );
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-}
-
-/// Replaces the Lease's holder, as another replica winning an election would.
-/// The daemon renews the same Lease every few hundred milliseconds, so a
-/// GET-then-replace can lose the optimistic-concurrency race (409 Conflict):
-/// retry with a fresh GET, as a real contender does.
-async fn take_lease(h: &Harness, namespace: &str, name: &str, holder: &str) {
-    let leases: Api<Lease> = Api::namespaced(h.client.clone(), namespace);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut lease = leases.get(name).await.unwrap();
-        if let Some(spec) = lease.spec.as_mut() {
-            spec.holder_identity = Some(holder.into());
-            spec.lease_duration_seconds = Some(30);
-            spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-                k8s_openapi::jiff::Timestamp::now(),
-            ));
-        }
-        match leases.replace(name, &PostParams::default(), &lease).await {
-            Ok(_) => return,
-            Err(kube::Error::Api(status)) if status.code == 409 && Instant::now() < deadline => {
-                continue;
-            }
-            Err(e) => panic!("taking the Lease {namespace}/{name}: {e}"),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -438,7 +358,7 @@ async fn a_vanished_remote_a_force_push_back_and_a_deleted_mirror_lose_nothing()
     upstream.write("shop/compose.yaml", SHOP);
     let first = upstream.commit("shop");
     let url = upstream.file_url();
-    let live = harness!(Live::start(url.clone(), tmp.path().join("data")).await);
+    let live = needs_fake!(Live::start(url.clone(), tmp.path().join("data")).await);
     live.wait_for_image("nginx:1.27").await;
     let objects = live.h.fake.objects().len();
 
@@ -648,7 +568,7 @@ async fn a_hung_remote_times_out_and_recovers(hang: Hang) {
         return;
     };
     let settings = remote.settings(GIT_TIMEOUT);
-    let live = harness!(Live::start_with(settings, tmp.path().join("data")).await);
+    let live = needs_fake!(Live::start_with(settings, tmp.path().join("data")).await);
     live.wait_for_image("nginx:1.27").await;
     let objects = live.h.fake.objects().len();
 
@@ -754,27 +674,10 @@ async fn sigterm_during_a_hung_git_operation_exits_promptly_and_cleanly() {
         if let Some(auth) = &remote.auth {
             repository["auth"] = serde_json::to_value(auth).unwrap();
         }
-        let config = tmp.path().join("stackd.yaml");
-        std::fs::write(
-            &config,
-            serde_json::json!({ "repositories": [repository] }).to_string(),
-        )
-        .unwrap();
-        let log = tmp.path().join("stackd.log");
-        let mut daemon = Daemon(
-            common::stackd_run(
-                env!("CARGO_BIN_EXE_stackd").as_ref(),
-                &config,
-                &tmp.path().join("data"),
-                common::free_port(),
-                &tmp.path().join("no-kubeconfig"),
-            )
-            .arg("--dry-run")
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-        );
-        eventually(&format!("{hang:?} to hang"), 30, || {
+        let config = serde_json::json!({ "repositories": [repository] }).to_string();
+        let stackd = Stackd::new(tmp.path(), tmp.path().join("no-kubeconfig"), &config);
+        let mut daemon = stackd.start_with("stackd.log", &["--dry-run"]);
+        eventually(&format!("{hang:?} to hang"), 30, async || {
             remote.hanging(hang).then_some(())
         })
         .await;
@@ -782,7 +685,7 @@ async fn sigterm_during_a_hung_git_operation_exits_promptly_and_cleanly() {
         let sent = Instant::now();
         let status = daemon.terminate(Duration::from_secs(10)).await;
         eprintln!("{hang:?}: exited {:?} after SIGTERM", sent.elapsed());
-        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        let log = stackd.log("stackd.log");
         assert!(status.success(), "{hang:?}: {status}\n{log}");
         assert!(log.contains("shutting down"), "{hang:?}: {log}");
     }
@@ -790,37 +693,6 @@ async fn sigterm_during_a_hung_git_operation_exits_promptly_and_cleanly() {
 
 // ---------------------------------------------------------------------------
 // The process is killed mid-fetch and restarted.
-
-fn spawn_stackd(
-    dir: &std::path::Path,
-    kubeconfig: &std::path::Path,
-    config: &std::path::Path,
-    run: usize,
-) -> Daemon {
-    let log = std::fs::File::create(dir.join(format!("stackd-{run}.log"))).unwrap();
-    let child = common::stackd_run(
-        env!("CARGO_BIN_EXE_stackd").as_ref(),
-        config,
-        &dir.join("data"),
-        common::free_port(),
-        kubeconfig,
-    )
-    .stderr(log)
-    .spawn()
-    .unwrap();
-    Daemon(child)
-}
-
-async fn eventually<T>(what: &str, seconds: u64, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stackd_killed_mid_fetch_recovers_on_restart() {
@@ -831,32 +703,16 @@ async fn a_stackd_killed_mid_fetch_recovers_on_restart() {
     upstream.write("stacks/web/compose.yaml", &compose("1.27"));
     upstream.commit("web");
     let git = git_support::HttpServer::start(dir.path(), None).await;
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\ncurrent-context: fake\nusers: [{{name: fake, user: {{}}}}]\n",
-            api.url()
-        ),
-    )
-    .unwrap();
-    let config = dir.path().join("stackd.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "repositories:\n  - name: apps\n    url: {}\n    ref: main\n    paths: [\"stacks/*\"]\n    interval: 200ms\n",
-            git.url("apps")
-        ),
-    )
-    .unwrap();
+    let config = apps_config(&git.url("apps"), "    ref: main\n    interval: 200ms\n");
+    let stackd = Stackd::new(dir.path(), api.write_kubeconfig(dir.path()), &config);
     let web_image = || {
         api.object("apps/v1", "Deployment", "web", "web")
             .and_then(|d| d.pointer("/spec/template/spec/containers/0/image").cloned())
             .and_then(|i| i.as_str().map(str::to_string))
     };
 
-    let mut first = spawn_stackd(dir.path(), &kubeconfig, &config, 1);
-    eventually("the first commit applied", 30, || {
+    let mut first = stackd.start("stackd-1.log");
+    eventually("the first commit applied", 30, async || {
         (web_image().as_deref() == Some("nginx:1.27")).then_some(())
     })
     .await;
@@ -867,7 +723,7 @@ async fn a_stackd_killed_mid_fetch_recovers_on_restart() {
     upstream.write("stacks/web/big.txt", &"x".repeat(512 * 1024));
     upstream.write("stacks/web/compose.yaml", &compose("1.28"));
     upstream.commit("1.28");
-    eventually("the fetch to start", 20, || {
+    eventually("the fetch to start", 20, async || {
         (git.traffic.upload_packs() > packs).then_some(())
     })
     .await;
@@ -878,8 +734,8 @@ async fn a_stackd_killed_mid_fetch_recovers_on_restart() {
 
     // Restarted on the same data directory: it recovers and applies the commit.
     git.stall_packs(Duration::ZERO);
-    let _second = spawn_stackd(dir.path(), &kubeconfig, &config, 2);
-    eventually("the commit after the restart", 30, || {
+    let _second = stackd.start("stackd-2.log");
+    eventually("the commit after the restart", 30, async || {
         (web_image().as_deref() == Some("nginx:1.28")).then_some(())
     })
     .await;
@@ -890,7 +746,7 @@ async fn a_stackd_killed_mid_fetch_recovers_on_restart() {
         .map(|r| r.path.clone())
         .collect();
     assert_eq!(deletes, Vec::<String>::new());
-    let log = std::fs::read_to_string(dir.path().join("stackd-2.log")).unwrap_or_default();
+    let log = stackd.log("stackd-2.log");
     // The killed fetch left its mark; the restart rebuilt the mirror.
     assert!(
         log.contains("discarding damaged mirror")
@@ -902,18 +758,8 @@ async fn a_stackd_killed_mid_fetch_recovers_on_restart() {
 // ---------------------------------------------------------------------------
 // Configuration reloads (the first reload and its refusal are in daemon_live.rs).
 
-fn get_json(url: &str) -> Option<Value> {
-    use std::io::{Read, Write};
-    let (host, path) = url.strip_prefix("http://")?.split_once('/')?;
-    let mut stream = std::net::TcpStream::connect(host).ok()?;
-    write!(
-        stream,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    serde_json::from_str(response.split_once("\r\n\r\n")?.1).ok()
+fn get_json(stackd: &Stackd, path: &str) -> Option<Value> {
+    serde_json::from_str(&stackd.get(path)?.1).ok()
 }
 
 /// Every edit counts: an edit seen while the daemon is busy with something
@@ -928,44 +774,20 @@ async fn every_configuration_edit_is_seen_invalid_ones_refused_valid_ones_restor
         "services:\n  web:\n    image: nginx\n",
     );
     upstream.commit("web");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\ncurrent-context: fake\nusers: [{{name: fake, user: {{}}}}]\n",
-            api.url()
-        ),
-    )
-    .unwrap();
-    let config_dir = dir.path().join("config");
-    std::fs::create_dir_all(&config_dir).unwrap();
-    let config = config_dir.join("stackd.yaml");
     let valid = |n: usize| {
         format!(
             "repositories:\n  - name: apps\n    url: {}\n    ref: main\n    interval: 1h\n    variables: {{EDIT: \"{n}\"}}\n",
             upstream.file_url()
         )
     };
-    std::fs::write(&config, valid(0)).unwrap();
-    let port = common::free_port();
-    let log = std::fs::File::create(dir.path().join("stackd.log")).unwrap();
-    let _daemon = Daemon(
-        common::stackd_run(
-            env!("CARGO_BIN_EXE_stackd").as_ref(),
-            &config,
-            &dir.path().join("data"),
-            port,
-            &kubeconfig,
-        )
-        .stderr(log)
-        .spawn()
-        .unwrap(),
-    );
-    let repositories = format!("http://127.0.0.1:{port}/api/v1/repositories");
+    let stackd = Stackd::new(dir.path(), api.write_kubeconfig(dir.path()), &valid(0));
+    let config = &stackd.config;
+    let _daemon = stackd.start("stackd.log");
+    let repositories = "/api/v1/repositories";
     // The first poll is published from the main loop, which starts after the
     // configuration watch: edits from now on must all be seen.
-    eventually("the first poll", 30, || {
-        get_json(&repositories)?["repositories"][0]["commit"]
+    eventually("the first poll", 30, async || {
+        get_json(&stackd, repositories)?["repositories"][0]["commit"]
             .as_str()
             .map(str::to_string)
     })
@@ -976,20 +798,20 @@ async fn every_configuration_edit_is_seen_invalid_ones_refused_valid_ones_restor
     let replace = |text: &str| {
         let staged = dir.path().join("staged.yaml");
         std::fs::write(&staged, text).unwrap();
-        std::fs::rename(&staged, &config).unwrap();
+        std::fs::rename(&staged, config).unwrap();
     };
     for edit in 1..=6 {
         replace("repositories:\n  - name: apps\n    url: x\n    interval: soon\n");
-        let error = eventually(&format!("edit {edit} to be refused"), 10, || {
-            get_json(&repositories)?["configError"]
+        let error = eventually(&format!("edit {edit} to be refused"), 10, async || {
+            get_json(&stackd, repositories)?["configError"]
                 .as_str()
                 .map(str::to_string)
         })
         .await;
         assert!(error.contains("repositories[0].interval"), "{error}");
         replace(&valid(edit));
-        eventually(&format!("edit {edit} to be accepted"), 10, || {
-            get_json(&repositories)?["configError"]
+        eventually(&format!("edit {edit} to be accepted"), 10, async || {
+            get_json(&stackd, repositories)?["configError"]
                 .is_null()
                 .then_some(())
         })

@@ -131,6 +131,22 @@ fn quick() -> SendPolicy {
     }
 }
 
+/// Commit statuses for `acme/shop` on GitHub, posted to a forge answering
+/// `answer` with the token `token` (its file in the returned folder).
+async fn github(
+    answer: Answer,
+    token: &str,
+    policy: SendPolicy,
+) -> (tempfile::TempDir, Server, Metrics, Observer) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(answer).await;
+    let token = secret_file(dir.path(), "token", token);
+    let metrics = Metrics::new();
+    let settings = forge_settings(Provider::GitHub, &server.url, "acme/shop", &token);
+    let observer = spawn(settings, metrics.clone(), policy);
+    (dir, server, metrics, observer)
+}
+
 fn observation(state: CommitState, revision: &str) -> Observation {
     Observation {
         repository: "apps".into(),
@@ -181,15 +197,7 @@ const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
 #[tokio::test]
 async fn github_gets_one_status_per_state_change() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(Answer::Status(201)).await;
-    let token = secret_file(dir.path(), "token", "ghp_test");
-    let metrics = Metrics::new();
-    let observer = spawn(
-        forge_settings(Provider::GitHub, &server.url, "acme/shop", &token),
-        metrics.clone(),
-        quick(),
-    );
+    let (_dir, server, metrics, observer) = github(Answer::Status(201), "ghp_test", quick()).await;
     observer.observe(observation(CommitState::Pending, SHA));
     // Every poll reports again; only changes are posted.
     observer.observe(observation(CommitState::Pending, SHA));
@@ -264,15 +272,7 @@ async fn gitlab_and_gitea_get_their_own_requests() {
 
 #[tokio::test]
 async fn server_errors_are_retried_then_given_up_and_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(Answer::Status(500)).await;
-    let token = secret_file(dir.path(), "token", "ghp_test");
-    let metrics = Metrics::new();
-    let observer = spawn(
-        forge_settings(Provider::GitHub, &server.url, "acme/shop", &token),
-        metrics.clone(),
-        quick(),
-    );
+    let (_dir, server, metrics, observer) = github(Answer::Status(500), "ghp_test", quick()).await;
     observer.observe(observation(CommitState::Failure, SHA));
     server.wait_for(3, 10).await;
     wait_until(10, || count(&metrics, "status", "apps", "failed") == 1).await;
@@ -282,15 +282,7 @@ async fn server_errors_are_retried_then_given_up_and_counted() {
 
 #[tokio::test]
 async fn a_refused_token_is_counted_and_not_retried() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(Answer::Status(401)).await;
-    let token = secret_file(dir.path(), "token", "ghp_wrong");
-    let metrics = Metrics::new();
-    let observer = spawn(
-        forge_settings(Provider::GitHub, &server.url, "acme/shop", &token),
-        metrics.clone(),
-        quick(),
-    );
+    let (_dir, server, metrics, observer) = github(Answer::Status(401), "ghp_wrong", quick()).await;
     observer.observe(observation(CommitState::Failure, SHA));
     wait_until(10, || count(&metrics, "status", "apps", "refused") == 1).await;
     assert_eq!(server.seen().len(), 1);
@@ -298,15 +290,7 @@ async fn a_refused_token_is_counted_and_not_retried() {
 
 #[tokio::test]
 async fn a_hanging_forge_times_out_and_never_delays_the_caller() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(Answer::Hang).await;
-    let token = secret_file(dir.path(), "token", "ghp_test");
-    let metrics = Metrics::new();
-    let observer = spawn(
-        forge_settings(Provider::GitHub, &server.url, "acme/shop", &token),
-        metrics.clone(),
-        quick(),
-    );
+    let (_dir, _server, metrics, observer) = github(Answer::Hang, "ghp_test", quick()).await;
     // Far more than the queue holds, from many commits: observing never waits.
     let started = Instant::now();
     for i in 0..2000 {
@@ -509,18 +493,12 @@ async fn a_reload_switches_targets() {
 
 #[tokio::test]
 async fn rate_limits_are_waited_out_as_the_server_asks() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(Answer::RateLimitedOnce).await;
-    let token = secret_file(dir.path(), "token", "ghp_test");
-    let metrics = Metrics::new();
-    let observer = spawn(
-        forge_settings(Provider::GitHub, &server.url, "acme/shop", &token),
-        metrics.clone(),
-        SendPolicy {
-            max_wait: Duration::from_secs(5),
-            ..quick()
-        },
-    );
+    let policy = SendPolicy {
+        max_wait: Duration::from_secs(5),
+        ..quick()
+    };
+    let (_dir, server, metrics, observer) =
+        github(Answer::RateLimitedOnce, "ghp_test", policy).await;
     observer.observe(observation(CommitState::Success, SHA));
     let seen = server.wait_for(2, 10).await;
     let waited = seen[1].at.duration_since(seen[0].at);

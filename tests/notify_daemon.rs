@@ -11,15 +11,17 @@ mod common;
 mod fake_api;
 #[path = "git_support/mod.rs"]
 mod git_support;
+#[path = "workload_status/mod.rs"]
+mod workload_status;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::{HeaderMap, Uri};
+use common::{Stackd, eventually};
 use fake_api::FakeApiServer;
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, Patch, PatchParams};
-use serde_json::{Value, json};
+use serde_json::Value;
+use workload_status::deployment_ready;
 
 #[derive(Clone, Debug)]
 struct Received {
@@ -50,17 +52,6 @@ async fn mock() -> (String, Arc<Mutex<Vec<Received>>>) {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, received)
-}
-
-async fn eventually<T>(what: &str, seconds: u64, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// (sha, state) of every status posted, in order.
@@ -95,23 +86,6 @@ fn events(received: &Arc<Mutex<Vec<Received>>>) -> Vec<(String, String)> {
         .collect()
 }
 
-/// What the Deployment controller would write once the pods are up.
-async fn make_ready(client: &kube::Client) {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), "web");
-    let deployment = api.get("web").await.unwrap();
-    let generation = deployment.metadata.generation.unwrap_or(1);
-    let replicas = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.replicas)
-        .unwrap_or(1);
-    let status = json!({"status": {"observedGeneration": generation, "replicas": replicas,
-        "updatedReplicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas}});
-    api.patch_status("web", &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap();
-}
-
 const WEB: &str = "services:\n  web:\n    image: nginx:1.27\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,41 +102,28 @@ async fn a_stack_s_commits_get_statuses_and_notifications() {
     let token = git_support::secret_file(dir.path(), "token", "ghp_daemon\n");
     let hook = git_support::secret_file(dir.path(), "hook", &format!("{forge}/hook\n"));
     let api_token = git_support::secret_file(dir.path(), "api-token", "sync-token\n");
-    let config_file = dir.path().join("stackd.yaml");
-    std::fs::write(
-        &config_file,
-        format!(
+    let stackd = Stackd::new(
+        dir.path(),
+        api.write_kubeconfig(dir.path()),
+        &format!(
             "apiTokenFile: {api_token}\nexternalUrl: https://stackd.example.com\nnotifications:\n  - {{name: ops, type: webhook, urlFile: {hook}}}\nrepositories:\n  - name: apps\n    url: {url}\n    paths: [\"stacks/*\"]\n    interval: 1h\n    commitStatus: {{provider: github, tokenFile: {token}, apiUrl: \"{forge}\", repository: acme/apps}}\n",
             hook = hook.display(),
             api_token = api_token.display(),
             token = token.display(),
             url = git.url("apps"),
         ),
-    )
-    .unwrap();
-    let port = common::free_port();
-    let kubeconfig = common::write_kubeconfig(dir.path(), api.url());
-    let child = common::stackd_run(
-        env!("CARGO_BIN_EXE_stackd").as_ref(),
-        &config_file,
-        &dir.path().join("data"),
-        port,
-        &kubeconfig,
-    )
-    .stderr(std::process::Stdio::null())
-    .spawn()
-    .unwrap();
-    let mut daemon = common::Daemon(child);
+    );
+    let mut daemon = stackd.start("stackd.log");
 
     // Applied, waiting for health: pending. Then Ready: success, and `applied`.
-    eventually("a pending status", 60, || {
+    eventually("a pending status", 60, async || {
         statuses(&received)
             .contains(&(first.clone(), "pending".into()))
             .then_some(())
     })
     .await;
-    make_ready(&client).await;
-    eventually("a success status", 30, || {
+    deployment_ready(&client, "web", "web").await;
+    eventually("a success status", 30, async || {
         statuses(&received)
             .contains(&(first.clone(), "success".into()))
             .then_some(())
@@ -182,7 +143,7 @@ async fn a_stack_s_commits_get_statuses_and_notifications() {
             "https://stackd.example.com/stacks/web/web"
         );
     }
-    eventually("the applied notification", 30, || {
+    eventually("the applied notification", 30, async || {
         events(&received)
             .contains(&(first.clone(), "applied".into()))
             .then_some(())
@@ -193,9 +154,8 @@ async fn a_stack_s_commits_get_statuses_and_notifications() {
     upstream.write("stacks/web/compose.yaml", "services:\n  web: [\n");
     upstream.commit("broken");
     let broken = upstream.head();
-    let sync = format!("http://127.0.0.1:{port}/api/v1/repositories/apps/sync");
-    assert_eq!(trigger(&sync).await, Some(202));
-    let failure = eventually("a failure status", 60, || {
+    assert_eq!(stackd.sync_now("sync-token"), Some(202));
+    let failure = eventually("a failure status", 60, async || {
         let received = received.lock().unwrap();
         received
             .iter()
@@ -209,7 +169,7 @@ async fn a_stack_s_commits_get_statuses_and_notifications() {
         "{description}"
     );
     assert!(description.chars().count() <= 140 && !description.contains('\n'));
-    eventually("the failure notification", 30, || {
+    eventually("the failure notification", 30, async || {
         events(&received)
             .contains(&(broken.clone(), "failure".into()))
             .then_some(())
@@ -223,15 +183,15 @@ async fn a_stack_s_commits_get_statuses_and_notifications() {
     );
     upstream.commit("fixed");
     let fixed = upstream.head();
-    assert_eq!(trigger(&sync).await, Some(202));
-    eventually("a pending status for the fix", 60, || {
+    assert_eq!(stackd.sync_now("sync-token"), Some(202));
+    eventually("a pending status for the fix", 60, async || {
         statuses(&received)
             .contains(&(fixed.clone(), "pending".into()))
             .then_some(())
     })
     .await;
-    make_ready(&client).await;
-    eventually("recovery", 30, || {
+    deployment_ready(&client, "web", "web").await;
+    eventually("recovery", 30, async || {
         (statuses(&received).contains(&(fixed.clone(), "success".into()))
             && events(&received).contains(&(fixed.clone(), "recovery".into())))
         .then_some(())
@@ -259,17 +219,5 @@ async fn a_stack_s_commits_get_statuses_and_notifications() {
         ],
         "{told:?}"
     );
-    let status = daemon.terminate(Duration::from_secs(15)).await;
-    assert!(status.success(), "exit status {status:?}");
-}
-
-/// Asks for a poll now.
-async fn trigger(url: &str) -> Option<u16> {
-    let response = reqwest::Client::new()
-        .post(url)
-        .bearer_auth("sync-token")
-        .send()
-        .await
-        .ok()?;
-    Some(response.status().as_u16())
+    daemon.stop().await;
 }

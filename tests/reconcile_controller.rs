@@ -5,6 +5,8 @@
 mod fake_api;
 #[path = "reconcile_support/mod.rs"]
 mod support;
+#[path = "workload_status/mod.rs"]
+mod workload_status;
 
 use std::time::Duration;
 
@@ -15,19 +17,16 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use pretty_assertions::assert_eq;
 use serde_json::json;
 use stackd::crd::{Stack, StackPhase};
-use stackd::reconcile::{DesiredStack, SyncPolicy};
+use stackd::reconcile::DesiredStack;
+
+use workload_status::deployment_ready;
 
 use support::{
-    Harness, desired, object_writes, test_options, web_and_db, with_image, without, write_paths,
+    Harness, PRUNE, desired, needs_fake, object_writes, test_options, web_and_db, with_image,
+    without, write_paths,
 };
 
 const NS: &str = "shop";
-const PRUNE: SyncPolicy = SyncPolicy {
-    prune: true,
-    allow_prune_all: false,
-    shards: 0,
-};
-
 fn image(h: &Harness, kind: &str, name: &str) -> Option<String> {
     let api_version = "apps/v1";
     let object = h.object(api_version, kind, NS, name)?;
@@ -38,33 +37,7 @@ fn image(h: &Harness, kind: &str, name: &str) -> Option<String> {
 }
 
 async fn deployed(h: &Harness, project: serde_json::Value, revision: &str) {
-    deployed_as(h, desired(NS, "shop", project, revision)).await;
-}
-
-/// Syncs one stack as given and waits until its revision is applied.
-async fn deployed_as(h: &Harness, stack: DesiredStack) {
-    let revision = stack.source.revision.clone();
-    h.sync(vec![stack], PRUNE).await.unwrap();
-    h.wait_for("the revision to be applied", move |h| {
-        h.status(NS, "shop")
-            .and_then(|s| s.last_applied_revision)
-            .as_deref()
-            == Some(revision.as_str())
-    })
-    .await;
-    h.settle().await;
-}
-
-macro_rules! harness {
-    ($options:expr) => {
-        match Harness::started($options).await {
-            Some(h) => h,
-            None => {
-                eprintln!("real cluster: skipping (needs the request log)");
-                return;
-            }
-        }
-    };
+    h.deployed(desired(NS, "shop", project, revision)).await;
 }
 
 /// The plan of the last pass over the `shop` stack, as the status page shows it.
@@ -78,7 +51,7 @@ fn last_plan(h: &Harness) -> stackd::state::PlanSummary {
 
 #[tokio::test]
 async fn a_fresh_stack_is_applied_and_progressing() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
 
     assert!(h.object("apps/v1", "Deployment", NS, "web").is_some());
@@ -133,7 +106,7 @@ async fn a_fresh_stack_is_applied_and_progressing() {
 
 #[tokio::test]
 async fn a_reconcile_with_nothing_changed_makes_zero_writes_and_no_object_reads() {
-    let mut h = harness!(test_options());
+    let mut h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
 
     // A restarted controller reconciles every Stack from its initial list.
@@ -167,18 +140,20 @@ async fn a_reconcile_with_nothing_changed_makes_zero_writes_and_no_object_reads(
 
 #[tokio::test]
 async fn a_changed_compose_file_updates_exactly_the_changed_objects() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     // Each commit's subject comes with the Stack, as the Git source writes it.
     let with_subject = |project, revision: &str, subject: &str| {
         let mut stack = desired(NS, "shop", project, revision);
         stack.source.subject = Some(subject.into());
         stack
     };
-    deployed_as(&h, with_subject(web_and_db(), "r1", "Add the shop")).await;
+    h.deployed(with_subject(web_and_db(), "r1", "Add the shop"))
+        .await;
     h.fake.clear_requests();
 
     let bumped = with_image(web_and_db(), "web", "nginx:1.28");
-    deployed_as(&h, with_subject(bumped, "r2", "Bump nginx to 1.28")).await;
+    h.deployed(with_subject(bumped, "r2", "Bump nginx to 1.28"))
+        .await;
     assert_eq!(
         image(&h, "Deployment", "web").as_deref(),
         Some("nginx:1.28")
@@ -221,7 +196,7 @@ async fn a_changed_compose_file_updates_exactly_the_changed_objects() {
 
 #[tokio::test]
 async fn a_removed_service_is_pruned() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
     deployed(&h, without(web_and_db(), "db"), "r2").await;
 
@@ -253,15 +228,16 @@ fn unpruned(project: serde_json::Value, revision: &str) -> DesiredStack {
 
 #[tokio::test]
 async fn with_pruning_off_a_removed_service_is_kept_until_pruning_is_on_again() {
-    let h = harness!(test_options());
-    deployed_as(&h, unpruned(web_and_db(), "r1")).await;
+    let h = needs_fake!(Harness::started(test_options()).await);
+    h.deployed(unpruned(web_and_db(), "r1")).await;
     let stack = h
         .object("stackd.dev/v1alpha1", "Stack", NS, "shop")
         .unwrap();
     assert_eq!(stack["spec"]["prune"], json!(false));
     h.fake.clear_requests();
 
-    deployed_as(&h, unpruned(without(web_and_db(), "db"), "r2")).await;
+    h.deployed(unpruned(without(web_and_db(), "db"), "r2"))
+        .await;
     assert!(h.object("apps/v1", "Deployment", NS, "db").is_some());
     assert!(h.object("v1", "Service", NS, "db").is_some());
     // Nothing deleted, and nothing listed to look for leftovers either.
@@ -340,7 +316,7 @@ async fn with_pruning_off_a_removed_service_is_kept_until_pruning_is_on_again() 
 
 #[tokio::test]
 async fn a_failed_render_prunes_nothing_and_says_failure() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
     h.fake.clear_requests();
 
@@ -373,7 +349,7 @@ async fn a_failed_render_prunes_nothing_and_says_failure() {
 
 #[tokio::test]
 async fn pruning_every_object_of_a_stack_is_refused_unless_allowed() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
     h.fake.clear_requests();
 
@@ -404,7 +380,7 @@ async fn deployed_expecting_failure(h: &Harness, project: serde_json::Value) {
 
 #[tokio::test]
 async fn a_deleted_deployment_comes_back_through_the_watch() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
 
     let api: Api<Deployment> = Api::namespaced(h.client.clone(), NS);
@@ -428,7 +404,7 @@ async fn a_deleted_deployment_comes_back_through_the_watch() {
 
 #[tokio::test]
 async fn a_manually_edited_image_is_reverted_but_replicas_from_an_autoscaler_stay() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
 
     let api: Api<Deployment> = Api::namespaced(h.client.clone(), NS);
@@ -480,7 +456,7 @@ async fn a_manually_edited_image_is_reverted_but_replicas_from_an_autoscaler_sta
 
 #[tokio::test]
 async fn an_object_annotated_prune_disabled_survives() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
     let api: Api<Service> = Api::namespaced(h.client.clone(), NS);
     let keep = json!({"apiVersion": "v1", "kind": "Service", "metadata": {
@@ -514,7 +490,7 @@ async fn an_object_annotated_prune_disabled_survives() {
 
 #[tokio::test]
 async fn adding_a_volume_turns_the_deployment_into_a_statefulset() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
     let mut with_volume = web_and_db();
     with_volume["services"]["db"]["volumes"] =
@@ -530,7 +506,7 @@ async fn adding_a_volume_turns_the_deployment_into_a_statefulset() {
 
 #[tokio::test]
 async fn suspend_stops_reconciling() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
     let stacks: Api<Stack> = Api::namespaced(h.client.clone(), NS);
     let suspend = json!({"metadata": {"annotations": {"stackd.dev/suspend": "true"}}});
@@ -580,7 +556,7 @@ async fn suspend_stops_reconciling() {
 
 #[tokio::test]
 async fn transient_500s_and_429s_are_retried_until_they_succeed() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     h.fake.fail(Method::PATCH, "/deployments/web", 500, 2);
     h.fake.throttle(
         Method::PATCH,
@@ -615,10 +591,13 @@ async fn transient_500s_and_429s_are_retried_until_they_succeed() {
 
 #[tokio::test]
 async fn dry_run_writes_nothing_and_reports_the_plan() {
-    let h = harness!(stackd::reconcile::ControllerOptions {
-        dry_run: true,
-        ..test_options()
-    });
+    let h = needs_fake!(
+        Harness::started(stackd::reconcile::ControllerOptions {
+            dry_run: true,
+            ..test_options()
+        })
+        .await
+    );
     h.sync(vec![desired(NS, "shop", web_and_db(), "r1")], PRUNE)
         .await
         .unwrap();
@@ -662,7 +641,7 @@ async fn dry_run_writes_nothing_and_reports_the_plan() {
 
 #[tokio::test]
 async fn a_reconcile_request_applies_everything_once() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
     let objects = h.status(NS, "shop").unwrap().inventory.len();
     h.fake.clear_requests();
@@ -687,7 +666,7 @@ async fn a_reconcile_request_applies_everything_once() {
 
 #[tokio::test]
 async fn a_deleted_stack_leaves_the_status_page_and_the_metrics() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
     assert!(h.handles.state.stack(NS, "shop").is_some());
     let stacks: Api<Stack> = Api::namespaced(h.client.clone(), NS);
@@ -710,7 +689,7 @@ async fn a_deleted_stack_leaves_the_status_page_and_the_metrics() {
 
 #[tokio::test]
 async fn a_restored_deployment_is_reported_as_an_event() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
     let api: Api<Deployment> = Api::namespaced(h.client.clone(), NS);
     api.delete("db", &DeleteParams::default()).await.unwrap();
@@ -740,10 +719,13 @@ async fn a_restored_deployment_is_reported_as_an_event() {
 async fn a_new_published_service_type_reconciles_every_stack() {
     use stackd::render::{PublishedServiceType, RenderOptions};
     let (settings, receiver) = tokio::sync::watch::channel(RenderOptions::default());
-    let h = harness!(stackd::reconcile::ControllerOptions {
-        render: receiver,
-        ..test_options()
-    });
+    let h = needs_fake!(
+        Harness::started(stackd::reconcile::ControllerOptions {
+            render: receiver,
+            ..test_options()
+        })
+        .await
+    );
     deployed(&h, web_and_db(), "r1").await;
     let service_type = |h: &Harness| {
         h.object("v1", "Service", NS, "web-published")
@@ -780,7 +762,7 @@ fn own(kind: &str, status: &str, reason: &str) -> (String, String, String) {
 
 #[tokio::test]
 async fn a_rejected_object_stalls_and_a_failing_server_is_retried() {
-    let h = harness!(test_options());
+    let h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
 
     // A 422 cannot pass by retrying: ApplyFailed and Stalled, until a change.
@@ -856,19 +838,6 @@ async fn a_rejected_object_stalls_and_a_failing_server_is_retried() {
     );
 }
 
-/// What the Deployment controller writes once the pods of the current
-/// generation are up.
-async fn make_ready(h: &Harness, name: &str) {
-    let api: Api<Deployment> = Api::namespaced(h.client.clone(), NS);
-    let deployment = api.get(name).await.unwrap();
-    let generation = deployment.metadata.generation.unwrap_or(1);
-    let status = json!({"status": {"observedGeneration": generation, "replicas": 1,
-        "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap();
-}
-
 /// (phase, lastAppliedRevision, Ready condition status) of a Stack object.
 fn summary(stack: &serde_json::Value) -> (Option<StackPhase>, Option<String>, Option<String>) {
     let status: stackd::crd::StackStatus = stack
@@ -892,7 +861,7 @@ async fn a_workload_just_written_is_not_available_until_the_watch_brings_it() {
     };
     let web = json!({"services": {"web": {"image": "nginx:1.27"}}});
     deployed(&h, web.clone(), "r1").await;
-    make_ready(&h, "web").await;
+    deployment_ready(&h.client, NS, "web").await;
     h.wait_for("r1 to be Available", |h| {
         h.status(NS, "shop").and_then(|s| s.phase) == Some(StackPhase::Available)
     })
@@ -943,7 +912,7 @@ async fn a_workload_just_written_is_not_available_until_the_watch_brings_it() {
         Some(StackPhase::Progressing)
     );
 
-    make_ready(&h, "web").await;
+    deployment_ready(&h.client, NS, "web").await;
     h.wait_for("r2 to be Available", |h| {
         h.status(NS, "shop").and_then(|s| s.phase) == Some(StackPhase::Available)
     })

@@ -11,21 +11,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use serde_json::json;
-use stackd::reconcile::SyncPolicy;
-use stackd::reconcile::leader::{LeaderElection, LeaseTiming};
+use stackd::reconcile::leader::LeaderElection;
 use tokio_util::sync::CancellationToken;
 
-use support::{Harness, desired, object_writes, test_options, web_and_db, with_image};
-
-fn fast() -> LeaseTiming {
-    LeaseTiming {
-        lease_duration: Duration::from_secs(2),
-        renew_every: Duration::from_millis(300),
-        retry_every: Duration::from_millis(100),
-    }
-}
+use support::{
+    Harness, PRUNE, desired, fast_lease, lead, needs_fake, object_writes, take_lease, web_and_db,
+    with_image,
+};
 
 /// Counts replicas that are currently running their writing loop.
 #[derive(Clone, Default)]
@@ -75,13 +69,23 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
 
 #[tokio::test]
 async fn two_replicas_never_both_lead_and_hand_over_on_release() {
-    let Some(h) = Harness::new().await else {
-        return;
-    };
+    let h = needs_fake!(Harness::new().await);
     h.fake.seed_namespace("stackd");
     let writers = Writers::default();
-    let a = LeaderElection::new(h.client.clone(), "stackd", "stackd-leader", "a", fast());
-    let b = LeaderElection::new(h.client.clone(), "stackd", "stackd-leader", "b", fast());
+    let a = LeaderElection::new(
+        h.client.clone(),
+        "stackd",
+        "stackd-leader",
+        "a",
+        fast_lease(),
+    );
+    let b = LeaderElection::new(
+        h.client.clone(),
+        "stackd",
+        "stackd-leader",
+        "b",
+        fast_lease(),
+    );
     let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
     let task_a = tokio::spawn({
         let (stop, work) = (stop_a.clone(), writers.work());
@@ -119,29 +123,12 @@ async fn two_replicas_never_both_lead_and_hand_over_on_release() {
 
 #[tokio::test]
 async fn a_replica_that_loses_the_lease_stops_writing_and_another_takes_over() {
-    let Some(h) = Harness::new().await else {
-        return;
-    };
+    let h = needs_fake!(Harness::new().await);
     h.fake.seed_namespace("stackd");
-    let policy = SyncPolicy {
-        prune: true,
-        allow_prune_all: false,
-        shards: 0,
-    };
+    let policy = PRUNE;
 
     // Replica "a" leads and runs the controller.
-    let a = LeaderElection::new(h.client.clone(), "stackd", "stackd-leader", "a", fast());
-    let stop_a = CancellationToken::new();
-    let run_a = {
-        let (client, handles) = (h.client.clone(), h.handles.clone());
-        move |token: CancellationToken| {
-            stackd::reconcile::run(client.clone(), test_options(), handles.clone(), token)
-        }
-    };
-    let task_a = tokio::spawn({
-        let stop = stop_a.clone();
-        async move { a.lead(stop, run_a).await }
-    });
+    let (stop_a, task_a) = lead(&h, "a", fast_lease());
     h.sync(vec![desired("shop", "shop", web_and_db(), "r1")], policy)
         .await
         .unwrap();
@@ -152,18 +139,7 @@ async fn a_replica_that_loses_the_lease_stops_writing_and_another_takes_over() {
     h.settle().await;
 
     // Someone else takes the lease (as after a network partition): "a" must stop.
-    let leases: Api<Lease> = Api::namespaced(h.client.clone(), "stackd");
-    let mut lease = leases.get("stackd-leader").await.unwrap();
-    let spec = lease.spec.as_mut().unwrap();
-    spec.holder_identity = Some("intruder".into());
-    spec.lease_duration_seconds = Some(2);
-    spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-        k8s_openapi::jiff::Timestamp::now(),
-    ));
-    leases
-        .replace("stackd-leader", &PostParams::default(), &lease)
-        .await
-        .unwrap();
+    take_lease(&h, "stackd", "stackd-leader", "intruder", 2).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     h.fake.clear_requests();
     h.sync(
@@ -189,18 +165,7 @@ async fn a_replica_that_loses_the_lease_stops_writing_and_another_takes_over() {
     stop_a.cancel();
     let _ = task_a.await;
     assert_eq!(holder(&h.client).await.as_deref(), Some("intruder"));
-    let b = LeaderElection::new(h.client.clone(), "stackd", "stackd-leader", "b", fast());
-    let stop_b = CancellationToken::new();
-    let run_b = {
-        let (client, handles) = (h.client.clone(), h.handles.clone());
-        move |token: CancellationToken| {
-            stackd::reconcile::run(client.clone(), test_options(), handles.clone(), token)
-        }
-    };
-    let task_b = tokio::spawn({
-        let stop = stop_b.clone();
-        async move { b.lead(stop, run_b).await }
-    });
+    let (stop_b, task_b) = lead(&h, "b", fast_lease());
     h.wait_for("the change to be applied", |h| {
         h.object("apps/v1", "Deployment", "shop", "web")
             .and_then(|d| d.pointer("/spec/template/spec/containers/0/image").cloned())

@@ -17,25 +17,9 @@ use stackd::reconcile::{ReconcileError, SyncPolicy, SyncReport};
 use stackd::render::RenderOptions;
 use stackd::render::model::SecretValues;
 
-use support::{Harness, desired, object_writes, test_options, web_and_db, write_paths};
-
-const PRUNE: SyncPolicy = SyncPolicy {
-    prune: true,
-    allow_prune_all: false,
-    shards: 0,
+use support::{
+    Harness, PRUNE, desired, needs_fake, object_writes, test_options, web_and_db, write_paths,
 };
-
-macro_rules! harness {
-    ($h:expr) => {
-        match $h {
-            Some(h) => h,
-            None => {
-                eprintln!("real cluster: skipping (needs the request log)");
-                return;
-            }
-        }
-    };
-}
 
 fn with_secret() -> serde_json::Value {
     let mut project = web_and_db();
@@ -47,7 +31,7 @@ fn with_secret() -> serde_json::Value {
 
 #[tokio::test]
 async fn stacks_are_applied_with_their_namespace_and_repository_label() {
-    let h = harness!(Harness::new().await);
+    let h = needs_fake!(Harness::new().await);
     let report = h
         .sync(
             vec![
@@ -89,7 +73,7 @@ async fn stacks_are_applied_with_their_namespace_and_repository_label() {
 
 #[tokio::test]
 async fn a_commit_that_changes_one_stack_re_applies_only_that_stack() {
-    let h = harness!(Harness::new().await);
+    let h = needs_fake!(Harness::new().await);
     let mut blog = desired("blog", "blog", with_secret(), "r1");
     blog.secrets = SecretValues(BTreeMap::from([(
         "db-password".to_string(),
@@ -159,7 +143,7 @@ async fn a_commit_that_changes_one_stack_re_applies_only_that_stack() {
 
 #[tokio::test]
 async fn a_large_repository_is_listed_in_pages_and_compared_without_writes() {
-    let h = harness!(Harness::new().await);
+    let h = needs_fake!(Harness::new().await);
     let stacks = |revision: &str| {
         (0..250)
             .map(|i| {
@@ -189,7 +173,7 @@ async fn a_large_repository_is_listed_in_pages_and_compared_without_writes() {
 
 #[tokio::test]
 async fn vanished_stacks_are_deleted_but_never_all_unless_allowed() {
-    let h = harness!(Harness::new().await);
+    let h = needs_fake!(Harness::new().await);
     let both = || {
         vec![
             desired("shop", "shop", web_and_db(), "r1"),
@@ -251,7 +235,7 @@ async fn vanished_stacks_are_deleted_but_never_all_unless_allowed() {
 
 #[tokio::test]
 async fn a_stack_annotated_prune_disabled_is_kept() {
-    let h = harness!(Harness::new().await);
+    let h = needs_fake!(Harness::new().await);
     h.sync(
         vec![
             desired("shop", "shop", web_and_db(), "r1"),
@@ -280,7 +264,7 @@ async fn a_stack_annotated_prune_disabled_is_kept() {
 
 #[tokio::test]
 async fn secret_values_reach_the_secret_but_never_the_stack() {
-    let mut h = harness!(Harness::new().await);
+    let mut h = needs_fake!(Harness::new().await);
     h.start(test_options());
     let mut stack = desired("shop", "shop", with_secret(), "r1");
     stack.secrets = SecretValues(BTreeMap::from([(
@@ -334,7 +318,7 @@ async fn secret_values_reach_the_secret_but_never_the_stack() {
 
 #[tokio::test]
 async fn a_git_stack_waits_for_its_secret_values_instead_of_pruning_its_secrets() {
-    let mut h = harness!(Harness::new().await);
+    let mut h = needs_fake!(Harness::new().await);
     let mut stack = desired("shop", "shop", with_secret(), "r1");
     stack.secrets = SecretValues(BTreeMap::from([(
         "db-password".to_string(),

@@ -11,279 +11,28 @@
 mod fake_api;
 #[path = "reconcile_support/mod.rs"]
 mod support;
+#[path = "workload_status/mod.rs"]
+mod workload_status;
 
 use std::collections::BTreeMap;
-use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::{Resource, ResourceExt};
+use kube::api::{Api, Patch, PatchParams};
 use pretty_assertions::assert_eq;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use stackd::crd::{Stack, StackPhase, StackSpec, StackStatus};
-use stackd::metrics::Metrics;
 use stackd::reconcile::source::stack_object;
-use stackd::reconcile::{
-    CacheSync, ControllerHandles, ControllerOptions, DesiredStack, ReconcileError, RevisionLoader,
-    SecretStore, SyncPolicy, SyncReport, sync_repository,
-};
+use stackd::reconcile::{DesiredStack, RevisionLoader};
 use stackd::render::model::SecretValues;
-use stackd::state::SharedState;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-use fake_api::{FakeApiServer, TestCluster, test_client};
-use support::{REPOSITORY, desired, object_writes, test_options, write_paths};
+use fake_api::FakeApiServer;
+use support::{Cluster, PRUNE, REPOSITORY, desired, object_writes, test_options, write_paths};
+use workload_status::{daemon_set_status, deployment_ready, job_ended};
 
 /// The namespace the stacks are built for; [`Cluster::sync`] moves them to the test's own.
 const NS: &str = "shop";
-const PRUNE: SyncPolicy = SyncPolicy {
-    prune: true,
-    allow_prune_all: false,
-    shards: 0,
-};
-
-/// On a real cluster one test at a time: each test's controller reconciles every Stack there.
-static REAL_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The controller running against the in-process API server or the cluster of
-/// `KUBECONFIG_E2E`. Checks read objects without requests: the fake's store, or
-/// on a real cluster a snapshot of the test's namespace that [`Cluster::wait_for`]
-/// and [`Cluster::settle`] take.
-struct Cluster {
-    cluster: TestCluster,
-    client: kube::Client,
-    handles: ControllerHandles,
-    /// The test's namespace: `shop` on the fake, a fresh one on a real cluster.
-    ns: String,
-    /// The last snapshot on a real cluster, by (kind, name).
-    seen: Mutex<BTreeMap<(String, String), Value>>,
-    cancel: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
-    _one_at_a_time: Option<tokio::sync::MutexGuard<'static, ()>>,
-}
-
-impl Cluster {
-    async fn started() -> Cluster {
-        let cluster = test_client().await;
-        let (ns, guard) = match cluster.fake {
-            Some(_) => (NS.to_string(), None),
-            None => {
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.subsec_nanos())
-                    .unwrap_or_default();
-                let ns = format!("{NS}-{}-{nanos}", std::process::id());
-                (ns, Some(REAL_CLUSTER.lock().await))
-            }
-        };
-        let mut cluster = Cluster {
-            client: cluster.client.clone(),
-            cluster,
-            handles: ControllerHandles {
-                secrets: SecretStore::new(),
-                state: SharedState::new(),
-                metrics: Metrics::new(),
-                caches: CacheSync::default(),
-                failures: Default::default(),
-                revisions: None,
-            },
-            ns,
-            seen: Mutex::default(),
-            cancel: CancellationToken::new(),
-            task: None,
-            _one_at_a_time: guard,
-        };
-        cluster.start(test_options());
-        cluster
-    }
-
-    fn start(&mut self, options: ControllerOptions) {
-        self.cancel = CancellationToken::new();
-        let run = stackd::reconcile::run(
-            self.client.clone(),
-            options,
-            self.handles.clone(),
-            self.cancel.clone(),
-        );
-        self.task = Some(tokio::spawn(run));
-    }
-
-    async fn stop(&mut self) {
-        self.cancel.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-        }
-    }
-
-    /// The in-process server, or `None` on a real cluster after saying which check is skipped.
-    fn fake_or_skip(&self, what: &str) -> Option<&FakeApiServer> {
-        self.cluster.fake_or_skip(what)
-    }
-
-    /// What the Git sync does with `stacks`, in the test's namespace.
-    async fn sync(
-        &self,
-        mut stacks: Vec<DesiredStack>,
-        policy: SyncPolicy,
-    ) -> Result<SyncReport, ReconcileError> {
-        for stack in &mut stacks {
-            stack.namespace = self.ns.clone();
-        }
-        let secrets = &self.handles.secrets;
-        sync_repository(&self.client, secrets, REPOSITORY, &stacks, policy).await
-    }
-
-    /// An object of the test's namespace, as stored (the fake) or last seen (a real cluster).
-    fn object(&self, api_version: &str, kind: &str, name: &str) -> Option<Value> {
-        match &self.cluster.fake {
-            Some(fake) => fake.object(api_version, kind, &self.ns, name),
-            None => {
-                let seen = self.seen.lock().unwrap();
-                seen.get(&(kind.to_string(), name.to_string())).cloned()
-            }
-        }
-    }
-
-    /// On a real cluster, a new snapshot of the kinds the tests read.
-    async fn refresh(&self) {
-        if self.cluster.fake.is_some() {
-            return;
-        }
-        let mut seen = BTreeMap::new();
-        seen.extend(self.list::<Deployment>().await);
-        seen.extend(self.list::<DaemonSet>().await);
-        seen.extend(self.list::<Job>().await);
-        seen.extend(self.list::<Service>().await);
-        seen.extend(self.list::<Stack>().await);
-        *self.seen.lock().unwrap() = seen;
-    }
-
-    async fn list<K>(&self) -> Vec<((String, String), Value)>
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + Debug
-            + DeserializeOwned
-            + Serialize,
-    {
-        let api: Api<K> = Api::namespaced(self.client.clone(), &self.ns);
-        let list = api.list(&ListParams::default()).await.expect("listing");
-        list.items
-            .into_iter()
-            .map(|o| {
-                let key = (K::kind(&()).to_string(), o.name_any());
-                (key, serde_json::to_value(&o).expect("objects serialise"))
-            })
-            .collect()
-    }
-
-    /// The resourceVersion of each Deployment, Job and Service: unchanged means not written.
-    async fn versions(&self) -> BTreeMap<String, String> {
-        let mut versions = BTreeMap::new();
-        let lists = [
-            self.list::<Deployment>().await,
-            self.list::<Job>().await,
-            self.list::<Service>().await,
-        ];
-        for ((kind, name), object) in lists.into_iter().flatten() {
-            let version = object["metadata"]["resourceVersion"].as_str().unwrap_or("");
-            versions.insert(format!("{kind}/{name}"), version.to_string());
-        }
-        versions
-    }
-
-    /// The test namespace's Events.
-    async fn events(&self) -> Vec<Value> {
-        match &self.cluster.fake {
-            Some(fake) => fake.objects_of("events.k8s.io/v1", "Event"),
-            None => self
-                .list::<Event>()
-                .await
-                .into_iter()
-                .map(|(_, e)| e)
-                .collect(),
-        }
-    }
-
-    /// For a timeout's message: the writes so far, or what a real cluster showed.
-    fn describe(&self) -> String {
-        match &self.cluster.fake {
-            Some(fake) => format!("writes: {:#?}", write_paths(&fake.writes())),
-            None => format!("seen: {:?}", self.seen.lock().unwrap().keys()),
-        }
-    }
-
-    /// Waits until `check` holds.
-    async fn wait_for(&self, what: &str, check: impl Fn(&Cluster) -> bool) {
-        let limit = match self.cluster.fake {
-            Some(_) => Duration::from_secs(15),
-            None => Duration::from_secs(60),
-        };
-        let started = Instant::now();
-        loop {
-            self.refresh().await;
-            if check(self) {
-                return;
-            }
-            assert!(
-                started.elapsed() < limit,
-                "timed out waiting for {what}; {}",
-                self.describe()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    /// Waits until the controller settled: no write for a while (the fake's
-    /// request log, lease renewals aside), or on a real cluster no object of the
-    /// namespace changed its resourceVersion.
-    async fn settle(&self) {
-        let (quiet, every) = match self.cluster.fake {
-            Some(_) => (Duration::from_millis(700), Duration::from_millis(50)),
-            None => (Duration::from_secs(2), Duration::from_millis(200)),
-        };
-        let state = async || match &self.cluster.fake {
-            Some(fake) => {
-                let writes = fake.writes();
-                let count = writes.iter().filter(|r| !r.path.contains("/leases/"));
-                vec![count.count().to_string()]
-            }
-            None => {
-                self.refresh().await;
-                let seen = self.seen.lock().unwrap();
-                let version = |o: &Value| o["metadata"]["resourceVersion"].to_string();
-                seen.values().map(version).collect()
-            }
-        };
-        let started = Instant::now();
-        let mut last = state().await;
-        let mut since = Instant::now();
-        while since.elapsed() < quiet {
-            assert!(started.elapsed() < Duration::from_secs(30), "never settled");
-            tokio::time::sleep(every).await;
-            let now = state().await;
-            if now != last {
-                last = now;
-                since = Instant::now();
-            }
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
 
 fn service(image: &str) -> Value {
     json!({"image": image})
@@ -295,6 +44,27 @@ fn depends(image: &str, on: Value) -> Value {
 
 fn job(image: &str) -> Value {
     json!({"image": image, "deploy": {"mode": "replicated-job"}})
+}
+
+/// db, and web once db is healthy.
+fn web_after_db() -> Value {
+    json!({
+        "db": service("postgres:16"),
+        "web": depends("nginx:1.27", json!({"db": {"condition": "service_healthy"}})),
+    })
+}
+
+/// A migration Job, and an app once it succeeded.
+fn app_after_migration() -> Value {
+    json!({
+        "migrate": job("flyway/flyway:10"),
+        "app": depends("nginx:1.27", json!({"migrate": {"condition": "service_completed_successfully"}})),
+    })
+}
+
+/// db, and web at nginx 1.28 with no dependency.
+fn web_1_28() -> Value {
+    json!({"db": service("postgres:16"), "web": service("nginx:1.28")})
 }
 
 fn stack(services: Value, revision: &str) -> DesiredStack {
@@ -375,36 +145,6 @@ async fn every_surface_says(h: &Cluster, reason: &str) {
     assert!(events.iter().any(warning), "{events:#?}");
 }
 
-/// What the Deployment controller writes once the pods of the current generation are up.
-async fn deployment_ready(h: &Cluster, name: &str) {
-    let api: Api<Deployment> = Api::namespaced(h.client.clone(), &h.ns);
-    let deployment = api.get(name).await.unwrap();
-    let generation = deployment.metadata.generation.unwrap_or(1);
-    let status = json!({"status": {"observedGeneration": generation, "replicas": 1,
-        "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap();
-}
-
-/// What the Job controller writes when the Job ends.
-async fn job_ended(h: &Cluster, name: &str, succeeded: bool) {
-    let api: Api<Job> = Api::namespaced(h.client.clone(), &h.ns);
-    let (kind, counts) = match succeeded {
-        true => ("Complete", json!({"succeeded": 1})),
-        false => ("Failed", json!({"failed": 4})),
-    };
-    let mut status = json!({"status": {"conditions": [{"type": kind, "status": "True",
-        "reason": if succeeded { "Completed" } else { "BackoffLimitExceeded" },
-        "message": if succeeded { "done" } else { "Job has reached the specified backoff limit" }}]}});
-    for (key, value) in counts.as_object().unwrap() {
-        status["status"][key] = value.clone();
-    }
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap();
-}
-
 /// Index in the request log of the first write whose path ends with `suffix`.
 fn first_write(fake: &FakeApiServer, suffix: &str) -> Option<usize> {
     write_paths(&fake.writes())
@@ -414,12 +154,10 @@ fn first_write(fake: &FakeApiServer, suffix: &str) -> Option<usize> {
 
 #[tokio::test]
 async fn web_is_written_only_after_db_is_ready_and_within_a_second_of_it() {
-    let h = Cluster::started().await;
-    let services = json!({
-        "db": service("postgres:16"),
-        "web": depends("nginx:1.27", json!({"db": {"condition": "service_healthy"}})),
-    });
-    h.sync(vec![stack(services, "r1")], PRUNE).await.unwrap();
+    let h = Cluster::started(NS).await;
+    h.sync(vec![stack(web_after_db(), "r1")], PRUNE)
+        .await
+        .unwrap();
     h.wait_for("db", |h| exists(h, "Deployment", "db")).await;
     h.settle().await;
     // Everything but web's workload went at once; web waits and says what for.
@@ -430,7 +168,7 @@ async fn web_is_written_only_after_db_is_ready_and_within_a_second_of_it() {
     let view = h.handles.state.stack(&h.ns, "shop").unwrap();
     assert!(view.message.unwrap().contains(&waiting[0]));
 
-    deployment_ready(&h, "db").await;
+    deployment_ready(&h.client, &h.ns, "db").await;
     let ready_at = Instant::now();
     h.wait_for("web", |h| exists(h, "Deployment", "web")).await;
     let latency = ready_at.elapsed();
@@ -449,12 +187,10 @@ async fn web_is_written_only_after_db_is_ready_and_within_a_second_of_it() {
 
 #[tokio::test]
 async fn an_app_waits_for_its_migration_job_to_succeed() {
-    let h = Cluster::started().await;
-    let services = json!({
-        "migrate": job("flyway/flyway:10"),
-        "app": depends("nginx:1.27", json!({"migrate": {"condition": "service_completed_successfully"}})),
-    });
-    h.sync(vec![stack(services, "r1")], PRUNE).await.unwrap();
+    let h = Cluster::started(NS).await;
+    h.sync(vec![stack(app_after_migration(), "r1")], PRUNE)
+        .await
+        .unwrap();
     h.wait_for("the Job", |h| exists(h, "Job", "migrate")).await;
     h.settle().await;
     assert!(!exists(&h, "Deployment", "app"));
@@ -462,7 +198,7 @@ async fn an_app_waits_for_its_migration_job_to_succeed() {
         status(&h).waiting,
         ["app: waiting for migrate (service_completed_successfully): 0/1 succeeded"]
     );
-    job_ended(&h, "migrate", true).await;
+    job_ended(&h.client, &h.ns, "migrate", true).await;
     let ended = Instant::now();
     h.wait_for("app", |h| exists(h, "Deployment", "app")).await;
     assert!(ended.elapsed() < Duration::from_secs(1));
@@ -470,14 +206,12 @@ async fn an_app_waits_for_its_migration_job_to_succeed() {
 
 #[tokio::test]
 async fn a_failed_migration_fails_the_stack_naming_the_job() {
-    let h = Cluster::started().await;
-    let services = json!({
-        "migrate": job("flyway/flyway:10"),
-        "app": depends("nginx:1.27", json!({"migrate": {"condition": "service_completed_successfully"}})),
-    });
-    h.sync(vec![stack(services, "r1")], PRUNE).await.unwrap();
+    let h = Cluster::started(NS).await;
+    h.sync(vec![stack(app_after_migration(), "r1")], PRUNE)
+        .await
+        .unwrap();
     h.wait_for("the Job", |h| exists(h, "Job", "migrate")).await;
-    job_ended(&h, "migrate", false).await;
+    job_ended(&h.client, &h.ns, "migrate", false).await;
     h.wait_for("DependencyFailed", |h| {
         conditions(h).1 == "DependencyFailed"
     })
@@ -497,7 +231,7 @@ async fn a_failed_migration_fails_the_stack_naming_the_job() {
 
 #[tokio::test]
 async fn an_optional_missing_dependency_does_not_block() {
-    let h = Cluster::started().await;
+    let h = Cluster::started(NS).await;
     let services = json!({
         "web": depends("nginx:1.27", json!({"cache": {"condition": "service_healthy", "required": false}})),
     });
@@ -508,7 +242,7 @@ async fn an_optional_missing_dependency_does_not_block() {
 
 #[tokio::test]
 async fn a_three_level_chain_goes_one_level_per_wave() {
-    let h = Cluster::started().await;
+    let h = Cluster::started(NS).await;
     let healthy = |on: &str| json!({ on: {"condition": "service_healthy"} });
     let services = json!({
         "db": service("postgres:16"),
@@ -519,7 +253,7 @@ async fn a_three_level_chain_goes_one_level_per_wave() {
     h.wait_for("db", |h| exists(h, "Deployment", "db")).await;
     h.settle().await;
     assert!(!exists(&h, "Deployment", "api") && !exists(&h, "Deployment", "web"));
-    deployment_ready(&h, "db").await;
+    deployment_ready(&h.client, &h.ns, "db").await;
     h.wait_for("api", |h| exists(h, "Deployment", "api")).await;
     h.settle().await;
     assert!(!exists(&h, "Deployment", "web"));
@@ -527,9 +261,9 @@ async fn a_three_level_chain_goes_one_level_per_wave() {
         status(&h).waiting,
         ["web: waiting for api (service_healthy): 0/1 ready"]
     );
-    deployment_ready(&h, "api").await;
+    deployment_ready(&h.client, &h.ns, "api").await;
     h.wait_for("web", |h| exists(h, "Deployment", "web")).await;
-    deployment_ready(&h, "web").await;
+    deployment_ready(&h.client, &h.ns, "web").await;
     h.wait_for("Available", |h| {
         status(h).phase == Some(StackPhase::Available)
     })
@@ -538,22 +272,9 @@ async fn a_three_level_chain_goes_one_level_per_wave() {
     assert_eq!(status(&h).rollout, None);
 }
 
-/// What the DaemonSet controller writes: 2 nodes, `ready` pods Ready, none
-/// available yet (`minReadySeconds` not passed).
-async fn daemon_set_status(h: &Cluster, name: &str, ready: i32) {
-    let api: Api<DaemonSet> = Api::namespaced(h.client.clone(), &h.ns);
-    let generation = api.get(name).await.unwrap().metadata.generation;
-    let status = json!({"status": {"observedGeneration": generation.unwrap_or(1),
-        "desiredNumberScheduled": 2, "currentNumberScheduled": 2, "numberMisscheduled": 0,
-        "updatedNumberScheduled": 2, "numberReady": ready, "numberAvailable": 0}});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn a_daemon_set_dependency_is_healthy_once_every_pod_is_ready() {
-    let h = Cluster::started().await;
+    let h = Cluster::started(NS).await;
     let services = json!({
         "agent": {"image": "fluent/fluent-bit:3", "deploy": {"mode": "global"}},
         "web": depends("nginx:1.27", json!({"agent": {"condition": "service_healthy"}})),
@@ -561,7 +282,7 @@ async fn a_daemon_set_dependency_is_healthy_once_every_pod_is_ready() {
     h.sync(vec![stack(services, "r1")], PRUNE).await.unwrap();
     h.wait_for("agent", |h| exists(h, "DaemonSet", "agent"))
         .await;
-    daemon_set_status(&h, "agent", 1).await;
+    daemon_set_status(&h.client, &h.ns, "agent", 1).await;
     h.settle().await;
     assert!(!exists(&h, "Deployment", "web"));
     assert_eq!(
@@ -569,7 +290,7 @@ async fn a_daemon_set_dependency_is_healthy_once_every_pod_is_ready() {
         ["web: waiting for agent (service_healthy): 1/2 ready"]
     );
     // numberReady = desiredNumberScheduled, though numberAvailable is still 0.
-    daemon_set_status(&h, "agent", 2).await;
+    daemon_set_status(&h.client, &h.ns, "agent", 2).await;
     let ready_at = Instant::now();
     h.wait_for("web", |h| exists(h, "Deployment", "web")).await;
     assert!(ready_at.elapsed() < Duration::from_secs(1));
@@ -584,7 +305,7 @@ fn restart_annotation(h: &Cluster, name: &str) -> Option<String> {
 
 #[tokio::test]
 async fn restart_true_rolls_the_dependent_once_the_dependency_is_ready_again() {
-    let h = Cluster::started().await;
+    let h = Cluster::started(NS).await;
     let services = |db: &str| {
         json!({
             "db": service(db),
@@ -595,9 +316,9 @@ async fn restart_true_rolls_the_dependent_once_the_dependency_is_ready_again() {
         .await
         .unwrap();
     h.wait_for("db", |h| exists(h, "Deployment", "db")).await;
-    deployment_ready(&h, "db").await;
+    deployment_ready(&h.client, &h.ns, "db").await;
     h.wait_for("web", |h| exists(h, "Deployment", "web")).await;
-    deployment_ready(&h, "web").await;
+    deployment_ready(&h.client, &h.ns, "web").await;
     h.wait_for("Available", |h| {
         status(h).phase == Some(StackPhase::Available)
     })
@@ -614,7 +335,7 @@ async fn restart_true_rolls_the_dependent_once_the_dependency_is_ready_again() {
     .await;
     h.settle().await;
     assert_eq!(restart_annotation(&h, "web").as_ref(), Some(&before));
-    deployment_ready(&h, "db").await;
+    deployment_ready(&h.client, &h.ns, "db").await;
     let ready_at = Instant::now();
     h.wait_for("web rolled", |h| {
         restart_annotation(h, "web").is_some_and(|a| a != before)
@@ -632,13 +353,29 @@ async fn healthy_r1(h: &Cluster, rollback: bool) -> DesiredStack {
         exists(h, "Deployment", "web") && exists(h, "Deployment", "db")
     })
     .await;
-    deployment_ready(h, "db").await;
-    deployment_ready(h, "web").await;
+    deployment_ready(&h.client, &h.ns, "db").await;
+    deployment_ready(&h.client, &h.ns, "web").await;
     h.wait_for("r1 Available", |h| {
         status(h).last_healthy_revision.as_deref() == Some("r1")
     })
     .await;
     r1
+}
+
+/// The live objects are r1's again, field by field; r2's worker is pruned;
+/// r2 is held and r1 is the last applied revision.
+fn rolled_back_to_r1(h: &Cluster, r1_web: &Value) {
+    let web = h.object("apps/v1", "Deployment", "web").unwrap();
+    assert_eq!(web["spec"], r1_web["spec"]);
+    assert_eq!(web["metadata"]["labels"], r1_web["metadata"]["labels"]);
+    assert_eq!(
+        web["metadata"]["annotations"],
+        r1_web["metadata"]["annotations"]
+    );
+    assert!(!exists(h, "Deployment", "worker"));
+    let held = status(h);
+    assert_eq!(held.held_revision.as_deref(), Some("r2"));
+    assert_eq!(held.last_applied_revision.as_deref(), Some("r1"));
 }
 
 /// r2: web's image is broken and a worker is added; neither becomes Ready.
@@ -653,7 +390,7 @@ fn bad_r2(rollback: bool) -> DesiredStack {
 
 #[tokio::test]
 async fn a_revision_past_its_deadline_is_rolled_back_and_held() {
-    let h = Cluster::started().await;
+    let h = Cluster::started(NS).await;
     healthy_r1(&h, true).await;
     let r1_web = h.object("apps/v1", "Deployment", "web").unwrap();
 
@@ -670,18 +407,8 @@ async fn a_revision_past_its_deadline_is_rolled_back_and_held() {
     assert!(applied.elapsed() >= Duration::from_secs(2));
     h.settle().await;
 
-    // The live objects are r1's again, field by field; r2's worker is pruned.
-    let web = h.object("apps/v1", "Deployment", "web").unwrap();
-    assert_eq!(web["spec"], r1_web["spec"]);
-    assert_eq!(web["metadata"]["labels"], r1_web["metadata"]["labels"]);
-    assert_eq!(
-        web["metadata"]["annotations"],
-        r1_web["metadata"]["annotations"]
-    );
-    assert!(!exists(&h, "Deployment", "worker"));
+    rolled_back_to_r1(&h, &r1_web);
     let held = status(&h);
-    assert_eq!(held.held_revision.as_deref(), Some("r2"));
-    assert_eq!(held.last_applied_revision.as_deref(), Some("r1"));
     assert_eq!(held.last_healthy_revision.as_deref(), Some("r1"));
     assert_eq!(
         conditions(&h),
@@ -743,7 +470,7 @@ async fn a_revision_past_its_deadline_is_rolled_back_and_held() {
     assert_eq!(image(&h, "web").as_deref(), Some("nginx:1.27"));
 
     // A newer commit releases the hold and is applied at once.
-    let services = json!({"db": service("postgres:16"), "web": service("nginx:1.28")});
+    let services = web_1_28();
     h.sync(
         vec![with_deadline(stack(services, "r3"), "2s", true)],
         PRUNE,
@@ -759,7 +486,7 @@ async fn a_revision_past_its_deadline_is_rolled_back_and_held() {
 
 #[tokio::test]
 async fn with_rollback_off_the_stack_stays_in_health_timeout() {
-    let h = Cluster::started().await;
+    let h = Cluster::started(NS).await;
     healthy_r1(&h, false).await;
     h.sync(vec![bad_r2(false)], PRUNE).await.unwrap();
     h.wait_for("HealthTimeout", |h| conditions(h).1 == "HealthTimeout")
@@ -781,7 +508,7 @@ async fn with_rollback_off_the_stack_stays_in_health_timeout() {
 
 #[tokio::test]
 async fn a_stack_that_was_never_ready_has_nothing_to_roll_back_to() {
-    let h = Cluster::started().await;
+    let h = Cluster::started(NS).await;
     h.sync(vec![bad_r2(true)], PRUNE).await.unwrap();
     h.wait_for("HealthTimeout", |h| conditions(h).1 == "HealthTimeout")
         .await;
@@ -800,7 +527,7 @@ async fn a_stack_that_was_never_ready_has_nothing_to_roll_back_to() {
 
 #[tokio::test]
 async fn a_newer_commit_cancels_a_health_wait_within_a_second() {
-    let h = Cluster::started().await;
+    let h = Cluster::started(NS).await;
     let waiting = with_deadline(bad_r2(true), "10m", true);
     h.sync(vec![waiting], PRUNE).await.unwrap();
     h.wait_for("r2 applied", |h| exists(h, "Deployment", "worker"))
@@ -808,7 +535,7 @@ async fn a_newer_commit_cancels_a_health_wait_within_a_second() {
     h.settle().await;
     assert_eq!(conditions(&h).1, "Progressing");
 
-    let services = json!({"db": service("postgres:16"), "web": service("nginx:1.28")});
+    let services = web_1_28();
     let seen = Instant::now();
     h.sync(
         vec![with_deadline(stack(services, "r3"), "10m", true)],
@@ -831,19 +558,17 @@ async fn a_newer_commit_cancels_a_health_wait_within_a_second() {
 
 #[tokio::test]
 async fn a_newer_commit_cancels_a_wave_wait_within_a_second() {
-    let h = Cluster::started().await;
-    let services = json!({
-        "db": service("postgres:16"),
-        "web": depends("nginx:1.27", json!({"db": {"condition": "service_healthy"}})),
-    });
-    h.sync(vec![stack(services, "r1")], PRUNE).await.unwrap();
+    let h = Cluster::started(NS).await;
+    h.sync(vec![stack(web_after_db(), "r1")], PRUNE)
+        .await
+        .unwrap();
     h.wait_for("web waiting", |h| !status(h).waiting.is_empty())
         .await;
     h.settle().await;
     assert!(!exists(&h, "Deployment", "web"));
 
     // r2 drops the dependency: web no longer waits for db, which is still not Ready.
-    let services = json!({"db": service("postgres:16"), "web": service("nginx:1.28")});
+    let services = web_1_28();
     let seen = Instant::now();
     h.sync(vec![stack(services, "r2")], PRUNE).await.unwrap();
     h.wait_for("web", |h| image(h, "web").as_deref() == Some("nginx:1.28"))
@@ -857,7 +582,7 @@ async fn a_newer_commit_cancels_a_wave_wait_within_a_second() {
 
 #[tokio::test]
 async fn a_requested_reconcile_releases_the_hold() {
-    let h = Cluster::started().await;
+    let h = Cluster::started(NS).await;
     healthy_r1(&h, true).await;
     h.sync(vec![bad_r2(true)], PRUNE).await.unwrap();
     h.wait_for("RolledBack", |h| {
@@ -883,7 +608,7 @@ async fn a_requested_reconcile_releases_the_hold() {
 
 #[tokio::test]
 async fn a_restart_mid_deadline_counts_from_the_recorded_start() {
-    let mut h = Cluster::started().await;
+    let mut h = Cluster::started(NS).await;
     let slow = with_deadline(bad_r2(false), "4s", false);
     h.sync(vec![slow], PRUNE).await.unwrap();
     h.wait_for("the rollout recorded", |h| status(h).rollout.is_some())
@@ -906,7 +631,7 @@ async fn a_restart_mid_deadline_counts_from_the_recorded_start() {
 
 #[tokio::test]
 async fn after_a_restart_a_missed_deadline_says_it_cannot_roll_back() {
-    let mut h = Cluster::started().await;
+    let mut h = Cluster::started(NS).await;
     healthy_r1(&h, true).await;
     let slow = with_deadline(bad_r2(true), "3s", true);
     h.sync(vec![slow], PRUNE).await.unwrap();
@@ -954,7 +679,7 @@ fn loader(known: Vec<DesiredStack>) -> Arc<Revisions> {
 
 #[tokio::test]
 async fn after_a_restart_a_missed_deadline_rolls_back_to_the_revision_loaded_from_git() {
-    let mut h = Cluster::started().await;
+    let mut h = Cluster::started(NS).await;
     let r1 = healthy_r1(&h, true).await;
     let r1_web = h.object("apps/v1", "Deployment", "web").unwrap();
     let slow = with_deadline(bad_r2(true), "3s", true);
@@ -972,18 +697,8 @@ async fn after_a_restart_a_missed_deadline_rolls_back_to_the_revision_loaded_fro
     .await;
     h.settle().await;
     assert_eq!(*revisions.asked.lock().unwrap(), ["r1"]);
-    // The live objects are r1's again, field by field; r2's worker is pruned.
-    let web = h.object("apps/v1", "Deployment", "web").unwrap();
-    assert_eq!(web["spec"], r1_web["spec"]);
-    assert_eq!(web["metadata"]["labels"], r1_web["metadata"]["labels"]);
-    assert_eq!(
-        web["metadata"]["annotations"],
-        r1_web["metadata"]["annotations"]
-    );
-    assert!(!exists(&h, "Deployment", "worker"));
+    rolled_back_to_r1(&h, &r1_web);
     let held = status(&h);
-    assert_eq!(held.held_revision.as_deref(), Some("r2"));
-    assert_eq!(held.last_applied_revision.as_deref(), Some("r1"));
     let message = held.message.unwrap();
     assert!(message.contains("rolled back to revision r1"), "{message}");
 
@@ -1017,7 +732,7 @@ async fn after_a_restart_a_missed_deadline_rolls_back_to_the_revision_loaded_fro
 
 #[tokio::test]
 async fn after_a_restart_a_revision_git_no_longer_has_is_not_rolled_back_to() {
-    let mut h = Cluster::started().await;
+    let mut h = Cluster::started(NS).await;
     healthy_r1(&h, true).await;
     let slow = with_deadline(bad_r2(true), "3s", true);
     h.sync(vec![slow], PRUNE).await.unwrap();
@@ -1041,18 +756,16 @@ async fn after_a_restart_a_revision_git_no_longer_has_is_not_rolled_back_to() {
 
 #[tokio::test]
 async fn a_restart_mid_wave_resumes_the_wave() {
-    let mut h = Cluster::started().await;
-    let services = json!({
-        "db": service("postgres:16"),
-        "web": depends("nginx:1.27", json!({"db": {"condition": "service_healthy"}})),
-    });
-    h.sync(vec![stack(services, "r1")], PRUNE).await.unwrap();
+    let mut h = Cluster::started(NS).await;
+    h.sync(vec![stack(web_after_db(), "r1")], PRUNE)
+        .await
+        .unwrap();
     h.wait_for("db", |h| exists(h, "Deployment", "db")).await;
     h.settle().await;
     h.stop().await;
     h.start(test_options());
     h.settle().await;
     assert!(!exists(&h, "Deployment", "web"));
-    deployment_ready(&h, "db").await;
+    deployment_ready(&h.client, &h.ns, "db").await;
     h.wait_for("web", |h| exists(h, "Deployment", "web")).await;
 }

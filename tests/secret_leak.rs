@@ -32,7 +32,6 @@ mod sops_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use axum::http::Method;
 use base64::Engine;
@@ -42,6 +41,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 use stackd::git::webhook::sign_sha256;
 
+use common::{Stackd, eventually};
 use fake_api::{FaultAction, FaultRule, TestCluster, test_client};
 
 /// One secret with a value no test fixture or log line could contain by chance.
@@ -138,17 +138,6 @@ impl Surfaces {
             }
         }
         leaks
-    }
-}
-
-async fn eventually<T>(what: &str, seconds: u64, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -389,7 +378,7 @@ async fn no_secret_in_stackd_diff_text_or_json() {
         )
         .await
         .unwrap();
-    let kubeconfig = kubeconfig(&cluster, dir.path());
+    let kubeconfig = cluster.kubeconfig(dir.path());
     let mut surfaces = Surfaces::default();
     for format in ["yaml", "json"] {
         let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_stackd"))
@@ -458,30 +447,19 @@ async fn secrets_stay_secret(log_format: &str, rust_log: &str) {
     let secrets_dir = dir.path().join("secrets");
     std::fs::create_dir_all(&secrets_dir).unwrap();
     let forge = Forge::start().await;
-    let config_file = dir.path().join("stackd.yaml");
-    std::fs::write(
-        &config_file,
-        scenario.config(&secrets_dir, &git, &forge, sops.as_ref()),
-    )
-    .unwrap();
-
-    let port = common::free_port();
-    let base = format!("http://127.0.0.1:{port}");
+    let config = scenario.config(&secrets_dir, &git, &forge, sops.as_ref());
+    let stackd = Stackd::new(dir.path(), cluster.kubeconfig(dir.path()), &config);
+    let base = stackd.base();
     let logs = Logs::new(dir.path());
-    let child = common::stackd_run(
-        env!("CARGO_BIN_EXE_stackd").as_ref(),
-        &config_file,
-        &dir.path().join("data"),
-        port,
-        &kubeconfig(&cluster, dir.path()),
-    )
-    .args(["--log-format", log_format])
-    .env("RUST_LOG", rust_log)
-    // Files, not pipes: trace logs would fill a pipe nobody drains.
-    .stdout(Stdio::from(std::fs::File::create(&logs.stdout).unwrap()))
-    .stderr(Stdio::from(std::fs::File::create(&logs.stderr).unwrap()))
-    .spawn()
-    .unwrap();
+    let child = stackd
+        .command()
+        .args(["--log-format", log_format])
+        .env("RUST_LOG", rust_log)
+        // Files, not pipes: trace logs would fill a pipe nobody drains.
+        .stdout(Stdio::from(std::fs::File::create(&logs.stdout).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&logs.stderr).unwrap()))
+        .spawn()
+        .unwrap();
     let mut daemon = common::Daemon(child);
     let http = reqwest::Client::new();
     let mut surfaces = Surfaces::default();
@@ -500,8 +478,7 @@ async fn secrets_stay_secret(log_format: &str, rust_log: &str) {
 
     collect_http(&http, &base, &mut surfaces).await;
     let secret_data = collect_objects(&cluster, &namespaces, &mut surfaces).await;
-    let status = daemon.terminate(Duration::from_secs(15)).await;
-    assert!(status.success(), "exit status {status:?}");
+    daemon.stop().await;
     let stderr = std::fs::read_to_string(&logs.stderr).unwrap();
     surfaces.add("stderr", stderr.clone());
     surfaces.add("stdout", std::fs::read_to_string(&logs.stdout).unwrap());
@@ -599,15 +576,6 @@ impl Logs {
             stdout: dir.join("stdout.log"),
             stderr: dir.join("stderr.log"),
         }
-    }
-}
-
-/// The kubeconfig the daemon uses: the fake's, or `KUBECONFIG_E2E` itself.
-fn kubeconfig(cluster: &TestCluster, dir: &Path) -> PathBuf {
-    match (&cluster.fake, std::env::var_os("KUBECONFIG_E2E")) {
-        (Some(fake), _) => common::write_kubeconfig(dir, fake.url()),
-        (None, Some(path)) => PathBuf::from(path),
-        (None, None) => unreachable!("test_client gives the fake without KUBECONFIG_E2E"),
     }
 }
 

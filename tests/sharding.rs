@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, eventually};
+use common::{Daemon, Stackd, eventually};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ListParams, PostParams};
@@ -58,8 +58,7 @@ impl Fleet {
     async fn start(replicas: usize) -> Fleet {
         let cluster = fake_api::test_client().await;
         let dir = tempfile::tempdir().unwrap();
-        let fake_url = cluster.fake.as_ref().map(|f| f.url().to_string());
-        let kubeconfig = common::daemon_kubeconfig(dir.path(), fake_url.as_deref());
+        let kubeconfig = cluster.kubeconfig(dir.path());
         let suffix = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
         let lease_namespace = format!("shards-{suffix}");
         let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
@@ -113,27 +112,19 @@ impl Fleet {
     fn start_replica(&mut self, identity: &str) {
         let dir = self.dir.path().join(identity);
         std::fs::create_dir_all(&dir).unwrap();
-        let binary: &std::ffi::OsStr = env!("CARGO_BIN_EXE_stackd").as_ref();
-        let port = common::free_port();
-        let child = common::stackd_run(
-            binary,
-            &self.config,
-            &dir.join("data"),
-            port,
-            &self.kubeconfig,
-        )
-        .args(["--shards", &SHARDS.to_string(), "--identity", identity])
-        .args([
-            "--lease-namespace",
-            &self.lease_namespace,
-            "--lease-duration",
-            "3s",
-        ])
-        .stderr(std::fs::File::create(dir.join("stackd.log")).unwrap())
-        .spawn()
-        .unwrap();
+        let stackd = Stackd {
+            dir,
+            config: self.config.clone(),
+            kubeconfig: self.kubeconfig.clone(),
+            port: common::free_port(),
+        };
+        let shards = SHARDS.to_string();
+        let args = ["--shards", &shards, "--identity", identity];
+        let lease = ["--lease-namespace", &self.lease_namespace];
+        let args = [&args[..], &lease, &["--lease-duration", "3s"]].concat();
+        let daemon = stackd.start_with("stackd.log", &args);
         self.replicas
-            .insert(identity.to_string(), (Daemon(child), port));
+            .insert(identity.to_string(), (daemon, stackd.port));
     }
 
     /// Kills a replica at once (no lease is handed back).

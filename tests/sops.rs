@@ -47,6 +47,17 @@ fn render_dir(dir: &Path, keys: Option<Arc<AgeKeys>>) -> Result<Value, LocalRend
     Ok(serde_json::from_str(&rendered.to_json_list()).unwrap())
 }
 
+/// The Stack object the Git sync writes for the stack `app` in `dir`, loaded
+/// with `kit`'s keys.
+fn stack_of(dir: &Path, kit: &Kit) -> Value {
+    let options = LoadOptions {
+        decryption: Some(kit.keys()),
+        ..LoadOptions::default()
+    };
+    let loaded = load(&DirSource::new(dir).unwrap(), &options).unwrap();
+    serde_json::to_value(stack_for("app", "app", loaded.project, None)).unwrap()
+}
+
 fn object<'v>(list: &'v Value, kind: &str, name: &str) -> &'v Value {
     list["items"]
         .as_array()
@@ -178,15 +189,7 @@ configs:
     assert_eq!(bound, cfg);
 
     // The Stack's project holds none of it.
-    let loaded = load(
-        &DirSource::new(dir).unwrap(),
-        &LoadOptions {
-            decryption: Some(kit.keys()),
-            ..LoadOptions::default()
-        },
-    )
-    .unwrap();
-    let stack = serde_json::to_string(&stack_for("app", "app", loaded.project, None)).unwrap();
+    let stack = stack_of(dir, &kit).to_string();
     for value in ["first line", "p@ss wörd", "value with spaces", "5432"] {
         assert!(!stack.contains(value), "{value} in the Stack: {stack}");
     }
@@ -373,15 +376,7 @@ secrets:
     );
 
     // The Stack holds a hash of the variable, never its value.
-    let loaded = load(
-        &DirSource::new(dir).unwrap(),
-        &LoadOptions {
-            decryption: Some(kit.keys()),
-            ..LoadOptions::default()
-        },
-    )
-    .unwrap();
-    let stack = serde_json::to_value(stack_for("app", "app", loaded.project, None)).unwrap();
+    let stack = stack_of(dir, &kit);
     assert!(!stack.to_string().contains(&password), "{stack}");
     assert!(
         stack["spec"]["services"]["web"]["secretEnvironment"]["DATABASE_URL"].is_string(),

@@ -9,12 +9,13 @@ mod common;
 mod fake_api;
 #[path = "git_support/mod.rs"]
 mod git_support;
+#[path = "live_support/mod.rs"]
+mod live_support;
 
-use std::time::Duration;
-
-use common::eventually;
+use common::{Stackd, apps_config, eventually};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, PostParams};
+use live_support::Setup;
 use serde_json::{Value, json};
 use stackd::crd::Stack;
 
@@ -22,98 +23,39 @@ const FIRST: &str = "services:\n  web:\n    image: nginx:1.27\n";
 const SECOND: &str = "services:\n  web:\n    image: nginx:1.28\n";
 const HOSTILE: &str = "<script>alert('web')</script> Back-off pulling image";
 
-/// A plain synchronous GET's body.
-fn get_body(url: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://")?;
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut stream = std::net::TcpStream::connect(host).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
-}
-
-/// Asks for a poll now, with the API token.
-fn trigger_sync(base: &str, token: &str) {
-    use std::io::{Read, Write};
-    let host = base.strip_prefix("http://").unwrap();
-    let mut stream = std::net::TcpStream::connect(host).unwrap();
-    write!(
-        stream,
-        "POST /api/v1/repositories/apps/sync HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 202"), "{response}");
-}
-
-async fn applied(api: &Api<Stack>, name: &str, revision: &str) {
-    eventually("the revision applied", 90, async || {
-        let status = api.get_opt(name).await.ok()??.status?;
-        (status.last_applied_revision.as_deref() == Some(revision)).then_some(())
-    })
-    .await;
+/// The body of a GET of `path` that answered 200.
+fn get_body(stackd: &Stackd, path: &str) -> Option<String> {
+    let (status, body) = stackd.get(path)?;
+    (status == 200).then_some(body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_each_commits_subject_and_the_events_of_the_stacks_objects() {
-    let cluster = fake_api::test_client().await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = common::daemon_kubeconfig(dir.path(), cluster.fake.as_ref().map(|f| f.url()));
     // Unique: on a real cluster earlier runs' namespaces may still be there.
-    let name = format!("page-{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let setup = Setup::new("page").await;
+    let (cluster, upstream) = (&setup.cluster, &setup.upstream);
+    let name = setup.stack("shop");
     let ns = name.clone();
 
-    let upstream = git_support::Upstream::new(dir.path(), "apps");
     upstream.write(&format!("stacks/{name}/compose.yaml"), FIRST);
     let first = upstream.commit("Add the shop");
-    let git = git_support::HttpServer::start(dir.path(), None).await;
     let token = "page-test-token";
-    let token_file = dir.path().join("token");
+    let token_file = setup.dir.path().join("token");
     std::fs::write(&token_file, token).unwrap();
-    let config = dir.path().join("stackd.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "apiTokenFile: {}\nrepositories:\n  - name: apps\n    url: {}\n    paths: [\"stacks/*\"]\n    interval: 1h\n",
-            token_file.display(),
-            git.url("apps")
-        ),
-    )
-    .unwrap();
-
-    let port = common::free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let binary = env!("CARGO_BIN_EXE_stackd");
-    let start = |log: &str| {
-        let child = common::stackd_run(
-            binary.as_ref(),
-            &config,
-            &dir.path().join("data"),
-            port,
-            &kubeconfig,
-        )
-        .stderr(std::fs::File::create(dir.path().join(log)).unwrap())
-        .spawn()
-        .unwrap();
-        common::Daemon(child)
-    };
-    let mut daemon = start("first.log");
+    let config = format!(
+        "apiTokenFile: {}\n{}",
+        token_file.display(),
+        apps_config(&setup.git.url("apps"), "    interval: 1h\n")
+    );
+    let stackd = setup.stackd_with(&config);
+    let mut daemon = stackd.start("first.log");
 
     let stacks: Api<Stack> = Api::namespaced(cluster.client.clone(), &ns);
-    applied(&stacks, &name, &first).await;
+    live_support::applied(&cluster.client, &name, &first).await;
     upstream.write(&format!("stacks/{name}/compose.yaml"), SECOND);
     let second = upstream.commit("Bump nginx to 1.28");
-    trigger_sync(&base, token);
-    applied(&stacks, &name, &second).await;
+    assert_eq!(stackd.sync_now(token), Some(202));
+    live_support::applied(&cluster.client, &name, &second).await;
 
     // status.history: each revision with its own commit's subject.
     let status = stacks.get(&name).await.unwrap().status.unwrap();
@@ -149,10 +91,10 @@ async fn the_page_shows_each_commits_subject_and_the_events_of_the_stacks_object
     let events: Api<Event> = Api::namespaced(cluster.client.clone(), &ns);
     events.create(&PostParams::default(), &event).await.unwrap();
 
-    let api_url = format!("{base}/api/v1/stacks/{ns}/{name}");
+    let api_path = format!("/api/v1/stacks/{ns}/{name}");
     let view_with_event = async || -> Value {
         eventually("the object's Event in the API", 30, async || {
-            let view: Value = serde_json::from_str(&get_body(&api_url)?).ok()?;
+            let view: Value = serde_json::from_str(&get_body(&stackd, &api_path)?).ok()?;
             let found = view["events"]
                 .as_array()?
                 .iter()
@@ -187,7 +129,7 @@ async fn the_page_shows_each_commits_subject_and_the_events_of_the_stacks_object
         .collect();
     assert_eq!(subjects, [Some("Add the shop"), Some("Bump nginx to 1.28")]);
 
-    let page = get_body(&format!("{base}/stacks/{ns}/{name}")).expect("the stack's page");
+    let page = get_body(&stackd, &format!("/stacks/{ns}/{name}")).expect("the stack's page");
     let events_section = page
         .split("id=\"events\"")
         .nth(1)
@@ -207,10 +149,8 @@ async fn the_page_shows_each_commits_subject_and_the_events_of_the_stacks_object
 
     // A restarted stackd shows it again: its watch lists the Event before the
     // stack's first reconcile, which takes it.
-    let status = daemon.terminate(Duration::from_secs(15)).await;
-    assert!(status.success(), "exit status {status:?}");
-    let mut daemon = start("second.log");
+    daemon.stop().await;
+    let mut daemon = stackd.start("second.log");
     view_with_event().await;
-    let status = daemon.terminate(Duration::from_secs(15)).await;
-    assert!(status.success(), "exit status {status:?}");
+    daemon.stop().await;
 }

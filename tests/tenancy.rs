@@ -15,27 +15,12 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use serde_json::json;
 use stackd::crd::{Stack, StackPhase};
-use stackd::reconcile::{DesiredStack, SecretStore, SyncPolicy, SyncReport, sync_repository};
+use stackd::reconcile::{DesiredStack, SecretStore, SyncReport, sync_repository};
 use stackd::render::PodSecurity;
 use stackd::tenancy::{NamespaceRules, Tenancy};
 
-use fake_api::test_client;
-use support::{Harness, desired, test_options, web_and_db, with_image, without};
-
-const PRUNE: SyncPolicy = SyncPolicy {
-    prune: true,
-    allow_prune_all: false,
-    shards: 0,
-};
-
-/// A name no earlier run on a real cluster left behind.
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
+use fake_api::{test_client, unique};
+use support::{Harness, PRUNE, desired, needs_fake, test_options, web_and_db, with_image, without};
 
 /// A stack from `web/compose.yaml` with the given tenancy settings.
 fn stack_in(namespace: &str, tenancy: Tenancy) -> DesiredStack {
@@ -199,18 +184,6 @@ async fn a_new_namespace_is_created_as_stackds_with_the_pod_security_level() {
     delete_namespace(client, &namespace).await;
 }
 
-macro_rules! harness {
-    () => {
-        match Harness::started(test_options()).await {
-            Some(h) => h,
-            None => {
-                eprintln!("real cluster: skipping (needs the request log)");
-                return;
-            }
-        }
-    };
-}
-
 fn ready_condition(h: &Harness, ns: &str) -> Option<(String, String, String)> {
     let status = h.status(ns, "web")?;
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
@@ -223,7 +196,7 @@ fn ready_condition(h: &Harness, ns: &str) -> Option<(String, String, String)> {
 
 #[tokio::test]
 async fn a_stack_whose_namespace_becomes_refused_is_namespace_not_allowed() {
-    let h = harness!();
+    let h = needs_fake!(Harness::started(test_options()).await);
     h.fake.seed(&json!({"apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": "legacy", "labels": {"team": "ops"}}}));
     sync(
@@ -285,7 +258,7 @@ const ACCOUNT: &str = "system:serviceaccount:imp-a:deployer";
 
 #[tokio::test]
 async fn every_write_of_an_impersonating_repository_carries_impersonate_user() {
-    let h = harness!();
+    let h = needs_fake!(Harness::started(test_options()).await);
     let impersonating = |project: serde_json::Value, revision: &str| DesiredStack {
         tenancy: Tenancy {
             service_account_name: Some("deployer".into()),
@@ -358,7 +331,7 @@ async fn every_write_of_an_impersonating_repository_carries_impersonate_user() {
 
 #[tokio::test]
 async fn a_forbidden_write_is_the_stacks_apply_failure_with_the_servers_message() {
-    let h = harness!();
+    let h = needs_fake!(Harness::started(test_options()).await);
     h.fake.forbid_user("system:serviceaccount:imp-c:nobody");
     let stack = DesiredStack {
         tenancy: Tenancy {
@@ -387,7 +360,7 @@ async fn a_forbidden_write_is_the_stacks_apply_failure_with_the_servers_message(
 
 #[tokio::test]
 async fn a_hand_written_stack_in_default_is_namespace_not_allowed() {
-    let h = harness!();
+    let h = needs_fake!(Harness::started(test_options()).await);
     h.fake.seed_namespace("default");
     let mut stack = stackd::render::stack_for(
         "web",
@@ -413,7 +386,7 @@ async fn a_hand_written_stack_in_default_is_namespace_not_allowed() {
 
 #[tokio::test]
 async fn a_namespace_stackd_created_for_one_repository_is_refused_to_another() {
-    let h = harness!();
+    let h = needs_fake!(Harness::started(test_options()).await);
     sync(&h.client, "team-a", vec![stack_in("shared", allowing(&[]))]).await;
     h.wait_for("team-a's stack applied", |h| {
         h.status("shared", "web")

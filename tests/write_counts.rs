@@ -12,32 +12,14 @@ mod common;
 mod fake_api;
 #[path = "git_support/mod.rs"]
 mod git_support;
+#[path = "live_support/mod.rs"]
+mod live_support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::eventually;
-use kube::api::{Api, DeleteParams};
-use stackd::crd::Stack;
-
-const COMPOSE: &str = "services:
-  web:
-    image: nginx:1.27
-    ports: [\"8080:80\"]
-    configs:
-      - source: site
-        target: /usr/share/nginx/html/index.html
-  db:
-    image: postgres:16
-    environment:
-      POSTGRES_PASSWORD: example
-    volumes: [\"data:/var/lib/postgresql/data\"]
-volumes:
-  data: {}
-configs:
-  site:
-    content: hello
-";
+use kube::api::Api;
+use live_support::{COMPOSE, Setup, applied};
 
 /// Writes per target, from the fake API server's log.
 fn counts(fake: &fake_api::FakeApiServer) -> BTreeMap<String, usize> {
@@ -55,15 +37,6 @@ fn writes_in(fake: &fake_api::FakeApiServer, namespace: &str) -> Vec<String> {
         .filter(|w| w.path.contains(&format!("/namespaces/{namespace}")))
         .map(|w| format!("{} {}", w.method, w.path))
         .collect()
-}
-
-async fn applied_at(client: &kube::Client, stack: &str, revision: &str) {
-    let api: Api<Stack> = Api::namespaced(client.clone(), stack);
-    eventually("the stack applied", 90, async || {
-        let status = api.get_opt(stack).await.ok()??.status?;
-        (status.last_applied_revision.as_deref() == Some(revision)).then_some(())
-    })
-    .await;
 }
 
 fn target(method: &str, path: &str) -> String {
@@ -93,41 +66,19 @@ fn a_write_is_classified_by_kind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_write_is_needed_on_a_first_apply_and_a_one_line_change() {
-    let cluster = fake_api::test_client().await;
-    let dir = tempfile::tempdir().unwrap();
-    let fake_url = cluster.fake.as_ref().map(|f| f.url());
-    let kubeconfig = common::daemon_kubeconfig(dir.path(), fake_url);
-    let suffix = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
-    let stacks: Vec<String> = ["shop", "blog"]
-        .iter()
-        .map(|s| format!("writes-{s}-{suffix}"))
-        .collect();
-
-    let upstream = git_support::Upstream::new(dir.path(), "apps");
+    let setup = Setup::new("writes").await;
+    let (cluster, upstream) = (&setup.cluster, &setup.upstream);
+    let stacks = [setup.stack("shop"), setup.stack("blog")];
     for stack in &stacks {
         upstream.write(&format!("stacks/{stack}/compose.yaml"), COMPOSE);
     }
     let head = upstream.commit("two stacks");
-    let git = git_support::HttpServer::start(dir.path(), None).await;
-    let config = dir.path().join("stackd.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "repositories:\n  - name: apps\n    url: {}\n    paths: [\"stacks/*\"]\n    interval: 1s\n",
-            git.url("apps")
-        ),
-    )
-    .unwrap();
-
-    let port = common::free_port();
-    let log = dir.path().join("stackd.log");
-    let binary = env!("CARGO_BIN_EXE_stackd").as_ref();
-    let mut daemon =
-        common::start_stackd(binary, &config, dir.path(), port, &kubeconfig, "stackd.log");
-    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let stackd = setup.stackd("    interval: 1s\n");
+    let mut daemon = stackd.start("stackd.log");
+    let read_log = || stackd.log("stackd.log");
 
     for stack in &stacks {
-        applied_at(&cluster.client, stack, &head).await;
+        applied(&cluster.client, stack, &head).await;
     }
     // Let the passes that record the workloads' progress finish.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -157,7 +108,7 @@ async fn each_write_is_needed_on_a_first_apply_and_a_one_line_change() {
         &COMPOSE.replace("nginx:1.27", "nginx:1.28"),
     );
     let next = upstream.commit("web: nginx 1.28");
-    applied_at(&cluster.client, changed, &next).await;
+    applied(&cluster.client, changed, &next).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     if let Some(fake) = &cluster.fake {
         let change = counts(fake);
@@ -185,15 +136,8 @@ async fn each_write_is_needed_on_a_first_apply_and_a_one_line_change() {
         );
     }
 
-    let status = daemon.terminate(Duration::from_secs(15)).await;
-    assert!(status.success(), "exit status {status:?}");
-    if cluster.fake.is_none() {
-        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> =
-            Api::all(cluster.client.clone());
-        for stack in &stacks {
-            let _ = namespaces.delete(stack, &DeleteParams::default()).await;
-        }
-    }
+    daemon.stop().await;
+    cluster.delete_namespaces(&stacks).await;
 }
 
 /// `--kube-qps` and `--kube-burst`: a burst goes at once, the rest are spaced

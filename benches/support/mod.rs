@@ -1,10 +1,30 @@
-//! What the daemon benchmarks share: the stacks they write and how they read a
-//! process's peak memory and CPU time.
+//! What the daemon benchmarks share: their settings from the environment, the
+//! stacks they write and how they read a process's peak memory and CPU time.
 #![allow(dead_code)]
 
 use std::time::{Duration, Instant};
 
 pub const SERVICES: usize = 5;
+
+/// `cargo bench` passes `--bench`; a filter argument that is not ours means
+/// another benchmark was asked for.
+pub fn another_bench() -> bool {
+    std::env::args().skip(1).any(|a| !a.starts_with("--"))
+}
+
+/// The number in the environment variable `name`, else `default`.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The `stackd` binary measured: `STACKD_BENCH_BINARY` compares another
+/// build (say the previous commit's), else this one.
+pub fn stackd_binary() -> std::ffi::OsString {
+    std::env::var_os("STACKD_BENCH_BINARY").unwrap_or_else(|| env!("CARGO_BIN_EXE_stackd").into())
+}
 
 /// A stack of [`SERVICES`] services; the first publishes a port.
 pub fn compose(index: usize, first_image: &str) -> String {

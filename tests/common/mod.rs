@@ -1,8 +1,13 @@
-//! Helpers shared by the integration tests: the corpus, external tools, and
-//! "skip visibly unless CI" for tools that may be missing on a laptop.
-#![allow(dead_code)]
+//! Helpers shared by the integration tests: the corpus, external tools,
+//! "skip visibly unless CI" for tools that may be missing on a laptop, and a
+//! `stackd run` process under test ([`daemon`]).
+#![allow(dead_code, unused_imports)]
+
+mod daemon;
 
 use std::path::{Path, PathBuf};
+
+pub use daemon::*;
 
 pub fn repo_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -174,113 +179,6 @@ pub fn render_example_at(
         pod_security: Some(level),
         ..stackd::local::LocalRender::default()
     })
-}
-
-/// A `stackd` child process, killed if a test fails before it exits.
-pub struct Daemon(pub std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Daemon {
-    /// Sends SIGTERM and waits up to `limit` for the process to exit.
-    pub async fn terminate(&mut self, limit: std::time::Duration) -> std::process::ExitStatus {
-        let pid = self.0.id().to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(sent.success(), "kill -TERM {pid} failed");
-        let started = std::time::Instant::now();
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                started.elapsed() < limit,
-                "stackd did not exit within {limit:?} of SIGTERM"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }
-}
-
-/// A free TCP port on 127.0.0.1 (free when asked; good enough for tests).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Writes a kubeconfig for an API server at `server` (no authentication), as kube
-/// would find a real cluster's.
-pub fn write_kubeconfig(dir: &Path, server: &str) -> PathBuf {
-    let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{server}\"}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\ncurrent-context: fake\nusers: [{{name: fake, user: {{}}}}]\n"
-        ),
-    )
-    .unwrap();
-    path
-}
-
-/// The kubeconfig a `stackd run` under test uses: one for the in-process API
-/// server at `fake_url`, or the real cluster's named by `KUBECONFIG_E2E`.
-pub fn daemon_kubeconfig(dir: &Path, fake_url: Option<&str>) -> PathBuf {
-    match fake_url {
-        Some(url) => write_kubeconfig(dir, url),
-        None => PathBuf::from(
-            std::env::var_os("KUBECONFIG_E2E").expect("KUBECONFIG_E2E names the real cluster"),
-        ),
-    }
-}
-
-/// Spawns [`stackd_run`] of `binary` with its data in `dir/data` and its log in `dir/<log>`.
-pub fn start_stackd(
-    binary: &std::ffi::OsStr,
-    config: &Path,
-    dir: &Path,
-    port: u16,
-    kubeconfig: &Path,
-    log: &str,
-) -> Daemon {
-    let child = stackd_run(binary, config, &dir.join("data"), port, kubeconfig)
-        .stderr(std::fs::File::create(dir.join(log)).unwrap())
-        .spawn()
-        .unwrap();
-    Daemon(child)
-}
-
-/// `stackd run` with a configuration file and a data directory, listening on
-/// 127.0.0.1:`port`, against the cluster of `kubeconfig` (never an in-cluster
-/// namespace). Callers add output handling and spawn it.
-pub fn stackd_run(
-    binary: &std::ffi::OsStr,
-    config: &Path,
-    data_dir: &Path,
-    port: u16,
-    kubeconfig: &Path,
-) -> std::process::Command {
-    let mut command = std::process::Command::new(binary);
-    command
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("KUBECONFIG", kubeconfig)
-        .env_remove("POD_NAMESPACE")
-        .stdout(std::process::Stdio::null());
-    command
 }
 
 /// Polls `check` every 200 ms until it yields a value; fails after `seconds`.

@@ -21,6 +21,7 @@ pub mod selector;
 pub mod store;
 pub mod validate;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -126,6 +127,21 @@ impl FakeApiServer {
     }
 
     /// Another client for the same server.
+    /// Writes `dir/kubeconfig` for this server (no authentication), as kube
+    /// would find a real cluster's.
+    pub fn write_kubeconfig(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\ncurrent-context: fake\nusers: [{{name: fake, user: {{}}}}]\n",
+                self.url
+            ),
+        )
+        .unwrap();
+        path
+    }
+
     pub fn client(&self) -> kube::Client {
         let uri = self.url.parse().expect("the server URL is a valid URI");
         let config = kube::Config::new(uri);
@@ -318,6 +334,36 @@ impl TestCluster {
         }
         self.fake.as_ref()
     }
+
+    /// The kubeconfig a `stackd run` under test uses: the fake's, written in
+    /// `dir`, or the real cluster's named by `KUBECONFIG_E2E`.
+    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        match &self.fake {
+            Some(fake) => fake.write_kubeconfig(dir),
+            None => PathBuf::from(
+                std::env::var_os("KUBECONFIG_E2E").expect("KUBECONFIG_E2E names the real cluster"),
+            ),
+        }
+    }
+
+    /// On a real cluster, deletes the namespaces a test made (the fake goes
+    /// with the test).
+    pub async fn delete_namespaces(&self, names: &[String]) {
+        if self.fake.is_some() {
+            return;
+        }
+        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+            kube::Api::all(self.client.clone());
+        for name in names {
+            let _ = namespaces.delete(name, &Default::default()).await;
+        }
+    }
+}
+
+/// `prefix` and a random suffix: a name no earlier run on a real cluster left
+/// behind.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:06x}", rand::random::<u32>() & 0xff_ffff)
 }
 
 /// The envtest convention: `KUBECONFIG_E2E` names a kubeconfig for a real

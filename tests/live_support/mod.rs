@@ -1,21 +1,88 @@
 //! A real `stackd run` against the in-process API server (or the cluster named
-//! by `KUBECONFIG_E2E`) and a Git repository over smart HTTP, with readers for
-//! every surface that reports a stack: the page, `/api/v1/stacks`, the Stack,
-//! its Events and `/metrics`.
+//! by `KUBECONFIG_E2E`) and a Git repository over smart HTTP ([`Setup`]), and
+//! [`Live`], one started, with readers for every surface that reports a stack:
+//! the page, `/api/v1/stacks`, the Stack, its Events and `/metrics`.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use kube::api::{Api, ListParams};
 use serde_json::Value;
 use stackd::crd::Stack;
 
-use crate::common;
 pub use crate::common::eventually;
-use crate::fake_api::{TestCluster, test_client};
+use crate::common::{self, Stackd};
+use crate::fake_api::{TestCluster, test_client, unique};
 use crate::git_support;
+
+/// A stack of a web server with a published port and a config, and a
+/// database with a volume: a ConfigMap, Services, a Deployment and a
+/// StatefulSet.
+pub const COMPOSE: &str = "services:
+  web:
+    image: nginx:1.27
+    ports: [\"8080:80\"]
+    configs:
+      - source: site
+        target: /usr/share/nginx/html/index.html
+  db:
+    image: postgres:16
+    environment:
+      POSTGRES_PASSWORD: example
+    volumes: [\"data:/var/lib/postgresql/data\"]
+volumes:
+  data: {}
+configs:
+  site:
+    content: hello
+";
+
+/// What a live `stackd run` is started against: the test cluster, the
+/// repository `apps` (committed to by the test) served over smart HTTP from
+/// `dir`, and a run id that keeps this run's names apart on a shared cluster.
+pub struct Setup {
+    pub cluster: TestCluster,
+    pub upstream: git_support::Upstream,
+    pub git: git_support::HttpServer,
+    pub run: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// Names start with `prefix`.
+    pub async fn new(prefix: &str) -> Setup {
+        let cluster = test_client().await;
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = git_support::Upstream::new(dir.path(), "apps");
+        let git = git_support::HttpServer::start(dir.path(), None).await;
+        let run = unique(prefix);
+        Setup {
+            cluster,
+            upstream,
+            git,
+            run,
+            dir,
+        }
+    }
+
+    /// `{run}-<name>`: a stack's name (and namespace).
+    pub fn stack(&self, name: &str) -> String {
+        format!("{}-{name}", self.run)
+    }
+
+    /// `stackd run` following `apps` with `settings` (indented YAML lines of
+    /// the repository), not started yet.
+    pub fn stackd(&self, settings: &str) -> Stackd {
+        self.stackd_with(&common::apps_config(&self.git.url("apps"), settings))
+    }
+
+    /// `stackd run` with the configuration `config`, not started yet.
+    pub fn stackd_with(&self, config: &str) -> Stackd {
+        let dir = self.dir.path();
+        Stackd::new(dir, self.cluster.kubeconfig(dir), config)
+    }
+}
 
 pub struct Live {
     pub cluster: TestCluster,
@@ -30,11 +97,6 @@ pub struct Live {
     pub http: reqwest::Client,
     pub log: PathBuf,
     pub dir: tempfile::TempDir,
-}
-
-/// The kubeconfig the daemon uses: the fake's, or `KUBECONFIG_E2E` itself.
-fn kubeconfig(cluster: &TestCluster, dir: &Path) -> PathBuf {
-    common::daemon_kubeconfig(dir, cluster.fake.as_ref().map(|f| f.url()))
 }
 
 impl Live {
@@ -56,59 +118,44 @@ impl Live {
         apps_extra: &str,
         commit: impl FnOnce(&git_support::Upstream),
     ) -> Live {
-        let cluster = test_client().await;
-        let dir = tempfile::tempdir().unwrap();
-        let run = format!("t{:06x}", rand::random::<u32>() & 0xff_ffff);
-        let upstream = git_support::Upstream::new(dir.path(), "apps");
+        let setup = Setup::new("t").await;
+        let run = &setup.run;
         for (path, content) in files {
-            upstream.write(&path.replace("{run}", &run), content);
+            setup.upstream.write(&path.replace("{run}", run), content);
         }
-        commit(&upstream);
+        commit(&setup.upstream);
         let mut extra_config = String::new();
-        let git = git_support::HttpServer::start(dir.path(), None).await;
         if !gone.is_empty() {
-            let second = git_support::Upstream::new(dir.path(), "gone");
+            let second = git_support::Upstream::new(setup.dir.path(), "gone");
             for (path, content) in gone {
-                second.write(&path.replace("{run}", &run), content);
+                second.write(&path.replace("{run}", run), content);
             }
             second.commit("first");
             extra_config = format!(
                 "  - name: gone\n    url: {}\n    ref: main\n    paths: [\"stacks/*\"]\n    interval: 1s\n",
-                git.url("gone")
+                setup.git.url("gone")
             );
         }
-        let config = dir.path().join("stackd.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "repositories:\n  - name: apps\n    url: {}\n    ref: main\n    paths: [\"stacks/*\"]\n    interval: 1s\n{apps_extra}{extra_config}",
-                git.url("apps")
-            ),
-        )
-        .unwrap();
-        let port = common::free_port();
-        let log = dir.path().join("stackd.log");
-        let child = common::stackd_run(
-            env!("CARGO_BIN_EXE_stackd").as_ref(),
-            &config,
-            &dir.path().join("data"),
-            port,
-            &kubeconfig(&cluster, dir.path()),
-        )
-        // A file, not a pipe: nobody reads it while the test runs.
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .spawn()
-        .unwrap();
+        let settings = format!("    ref: main\n    interval: 1s\n{apps_extra}");
+        let config = common::apps_config(&setup.git.url("apps"), &settings) + &extra_config;
+        let stackd = setup.stackd_with(&config);
+        let Setup {
+            cluster,
+            upstream,
+            git,
+            run,
+            dir,
+        } = setup;
         Live {
             cluster,
             upstream,
             git,
-            daemon: common::Daemon(child),
-            base: format!("http://127.0.0.1:{port}"),
-            port,
+            daemon: stackd.start("stackd.log"),
+            base: stackd.base(),
+            port: stackd.port,
             run,
             http: reqwest::Client::new(),
-            log,
+            log: dir.path().join("stackd.log"),
             dir,
         }
     }
@@ -182,6 +229,16 @@ impl Live {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// Waits until the Stack `name`, in its namespace `name`, says `revision` was applied.
+pub async fn applied(client: &kube::Client, name: &str, revision: &str) {
+    let api: Api<Stack> = Api::namespaced(client.clone(), name);
+    eventually("the revision applied", 90, async || {
+        let status = api.get_opt(name).await.ok()??.status?;
+        (status.last_applied_revision.as_deref() == Some(revision)).then_some(())
+    })
+    .await;
 }
 
 /// The Stack's `Ready` condition reason.

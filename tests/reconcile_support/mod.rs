@@ -1,22 +1,47 @@
-//! Shared setup for the reconciler tests: compose text → `DesiredStack`, a
-//! controller running against the in-process API server, and waiting helpers.
-#![allow(dead_code)]
+//! Shared setup for the reconciler tests: normalised models → `DesiredStack`,
+//! the controller run in-process against the in-process API server
+//! ([`Harness`], for tests that read its request log or inject faults) or
+//! against it or the cluster of `KUBECONFIG_E2E` ([`Cluster`]), leader
+//! election ([`leases`]), and waiting helpers.
+#![allow(dead_code, unused_imports, unused_macros)]
+
+mod cluster;
+mod controller;
+mod harness;
+mod leases;
 
 use std::time::Duration;
 
 use serde_json::Value;
 use serde_json::json;
-use stackd::crd::{SourceRef, StackStatus};
-use stackd::metrics::Metrics;
-use stackd::reconcile::{
-    CacheSync, ControllerHandles, ControllerOptions, DesiredStack, ReconcileError, SecretStore,
-    SyncPolicy, SyncReport, sync_repository,
-};
+use stackd::crd::SourceRef;
+use stackd::reconcile::{ControllerOptions, DesiredStack, SyncPolicy};
 use stackd::render::model::{Project, SecretValues};
-use stackd::state::SharedState;
-use tokio_util::sync::CancellationToken;
 
-use crate::fake_api::{FakeApiServer, LoggedRequest, test_client};
+use crate::fake_api::LoggedRequest;
+
+pub use cluster::Cluster;
+pub use harness::Harness;
+pub use leases::{Leading, fast_lease, lead, take_lease};
+
+/// The harness of a test that needs the in-process API server (its request
+/// log, faults or watches): `Harness::new()` or `Harness::started()` gave
+/// `None` on a real cluster, after saying so, and the test returns.
+macro_rules! needs_fake {
+    ($harness:expr) => {
+        match $harness {
+            Some(harness) => harness,
+            None => return,
+        }
+    };
+}
+pub(crate) use needs_fake;
+
+pub const PRUNE: SyncPolicy = SyncPolicy {
+    prune: true,
+    allow_prune_all: false,
+    shards: 0,
+};
 
 pub const REPOSITORY: &str = "https://git.example.com/apps.git";
 
@@ -77,152 +102,6 @@ pub fn test_options() -> ControllerOptions {
         resync: Duration::from_secs(3600),
         identity: "test".into(),
         ..ControllerOptions::default()
-    }
-}
-
-pub struct Harness {
-    pub fake: FakeApiServer,
-    pub client: kube::Client,
-    pub handles: ControllerHandles,
-    cancel: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Harness {
-    /// The fake API server with no controller yet; `None` on a real cluster
-    /// (these tests need the request log).
-    pub async fn new() -> Option<Harness> {
-        let cluster = test_client().await;
-        Some(Harness::on(cluster.fake?, cluster.client))
-    }
-
-    /// A harness on a fake API server started by the caller (benchmarks start
-    /// one with latency), with no controller yet.
-    pub fn on(fake: FakeApiServer, client: kube::Client) -> Harness {
-        Harness {
-            fake,
-            client,
-            handles: ControllerHandles {
-                secrets: SecretStore::new(),
-                state: SharedState::new(),
-                metrics: Metrics::new(),
-                caches: CacheSync::default(),
-                failures: Default::default(),
-                revisions: None,
-            },
-            cancel: CancellationToken::new(),
-            task: None,
-        }
-    }
-
-    pub async fn started(options: ControllerOptions) -> Option<Harness> {
-        let mut harness = Harness::new().await?;
-        harness.start(options);
-        Some(harness)
-    }
-
-    pub fn start(&mut self, options: ControllerOptions) {
-        self.cancel = CancellationToken::new();
-        let run = stackd::reconcile::run(
-            self.client.clone(),
-            options,
-            self.handles.clone(),
-            self.cancel.clone(),
-        );
-        self.task = Some(tokio::spawn(run));
-    }
-
-    pub async fn stop(&mut self) {
-        self.cancel.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-        }
-    }
-
-    pub async fn sync(
-        &self,
-        stacks: Vec<DesiredStack>,
-        policy: SyncPolicy,
-    ) -> Result<SyncReport, ReconcileError> {
-        sync_repository(
-            &self.client,
-            &self.handles.secrets,
-            REPOSITORY,
-            &stacks,
-            policy,
-        )
-        .await
-    }
-
-    pub fn object(&self, api_version: &str, kind: &str, ns: &str, name: &str) -> Option<Value> {
-        self.fake.object(api_version, kind, ns, name)
-    }
-
-    pub fn status(&self, ns: &str, name: &str) -> Option<StackStatus> {
-        let stack = self.object("stackd.dev/v1alpha1", "Stack", ns, name)?;
-        serde_json::from_value(stack.get("status")?.clone()).ok()
-    }
-
-    /// Waits until `check` holds, polling the fake's store (no requests).
-    pub async fn wait_for(&self, what: &str, check: impl Fn(&Harness) -> bool) {
-        let started = tokio::time::Instant::now();
-        while !check(self) {
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "timed out waiting for {what}; writes: {:#?}",
-                write_paths(&self.fake.writes())
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    /// Waits until no write has happened for `quiet`: the controller settled.
-    pub async fn settle(&self) {
-        let quiet = Duration::from_millis(700);
-        let started = tokio::time::Instant::now();
-        let writes = || {
-            // Lease renewals go on while leading: they are not the controller's writes.
-            let all = self.fake.writes();
-            all.iter().filter(|r| !r.path.contains("/leases/")).count()
-        };
-        let mut count = writes();
-        let mut since = tokio::time::Instant::now();
-        while since.elapsed() < quiet {
-            assert!(started.elapsed() < Duration::from_secs(20), "never settled");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let now = writes();
-            if now != count {
-                count = now;
-                since = tokio::time::Instant::now();
-            }
-        }
-    }
-
-    /// Reconciles that finished (any result) for a stack, from the metrics.
-    pub fn reconciles(&self, ns: &str, name: &str) -> u64 {
-        let metrics = &self.handles.metrics;
-        [
-            "success",
-            "write_status",
-            "apply",
-            "missing_image",
-            "suspended",
-        ]
-        .iter()
-        .map(|r| {
-            metrics
-                .reconcile_total
-                .get_metric_with_label_values(&[name, ns, r])
-                .map(|c| c.get())
-                .unwrap_or(0)
-        })
-        .sum()
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.cancel.cancel();
     }
 }
 

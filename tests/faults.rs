@@ -107,7 +107,7 @@ async fn an_apply_failing_half_way_is_completed_by_the_next_pass_and_prunes_noth
 
 #[tokio::test]
 async fn stacks_reconciled_before_the_caches_are_listed_wait_for_the_list_not_a_timer() {
-    let mut h = harness!(Harness::started(test_options()).await);
+    let mut h = needs_fake!(Harness::started(test_options()).await);
     deployed(&h, web_and_db(), "r1").await;
 
     // A restart whose Deployment list takes 5 s: every stack reconciled

@@ -603,7 +603,11 @@ async fn a_requested_reconcile_releases_the_hold() {
         image(h, "web").as_deref() == Some("nginx:broken") && exists(h, "Deployment", "worker")
     })
     .await;
-    assert_eq!(status(&h).last_handled_reconcile_at.as_deref(), Some(at));
+    // The status is written after the objects: wait for it rather than race it.
+    h.wait_for("the request recorded as handled", |h| {
+        status(h).last_handled_reconcile_at.as_deref() == Some(at)
+    })
+    .await;
 }
 
 #[tokio::test]

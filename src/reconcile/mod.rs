@@ -14,6 +14,7 @@ pub mod live;
 pub mod object_cache;
 pub mod object_events;
 pub mod offline;
+pub mod recorder;
 pub mod rollout;
 pub mod secrets;
 pub mod shards;

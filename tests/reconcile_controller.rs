@@ -708,8 +708,15 @@ async fn a_restored_deployment_is_reported_as_an_event() {
     // note too): the Event objects say what the page says.
     let mut notes: Vec<_> = applied.iter().map(|e| e["note"].clone()).collect();
     notes.sort_by_key(|n| n.to_string());
-    assert_eq!(notes, ["created 0, updated 1", "created 7, updated 0"], "{applied:#?}");
-    assert!(applied.iter().all(|e| e["series"].is_null()), "{applied:#?}");
+    assert_eq!(
+        notes,
+        ["created 0, updated 1", "created 7, updated 0"],
+        "{applied:#?}"
+    );
+    assert!(
+        applied.iter().all(|e| e["series"].is_null()),
+        "{applied:#?}"
+    );
     // The page keeps each one it published, for the stack's Events table.
     let events = h.handles.state.stack(NS, "shop").unwrap().events;
     let reasons: Vec<_> = events.iter().map(|e| e.reason.as_str()).collect();

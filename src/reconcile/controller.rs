@@ -242,12 +242,6 @@ impl Context {
     }
 }
 
-/// Objects per page of a watch's initial list (kube's default is 500): every
-/// kind lists at once after a restart, and each page is held whole while it
-/// is decoded, so 500 Deployments with their managed fields raised the
-/// restart's peak above the first run's.
-const LIST_PAGE: u32 = 100;
-
 /// A watch cache for one owned kind, and the stream of touched objects that
 /// triggers the owning Stack once the cache has seen the change. Watch errors
 /// are recorded in `caches`, for `/readyz`, and go no further: the watch backs
@@ -273,9 +267,7 @@ where
         Some(shard) => format!("{STACK_LABEL},{}", crate::shard::selector(shard)),
         None => STACK_LABEL.to_string(),
     };
-    let config = watcher::Config::default()
-        .labels(&selector)
-        .page_size(LIST_PAGE);
+    let config = watcher::Config::default().labels(&selector);
     let caches = caches.clone();
     let writer = cache.clone();
     let stream = watcher(Api::<Compact<K>>::all(client.clone()), config)
@@ -351,8 +343,7 @@ pub async fn run(
     let stack_watch = match options.shard {
         Some(shard) => watcher::Config::default().labels(&crate::shard::selector(shard)),
         None => watcher::Config::default(),
-    }
-    .page_size(LIST_PAGE);
+    };
     let stacks = watcher(Api::<Compact<Stack>>::all(client.clone()), stack_watch)
         .default_backoff()
         .inspect(move |event| {

@@ -13,6 +13,7 @@ pub mod leader;
 pub mod live;
 pub mod object_events;
 pub mod offline;
+pub mod peers;
 pub mod rollout;
 pub mod secrets;
 pub mod shards;

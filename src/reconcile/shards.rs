@@ -81,7 +81,7 @@ impl ShardHolders {
             .collect()
     }
 
-    fn set(&self, shard: u32, holder: Option<String>) {
+    pub(crate) fn set(&self, shard: u32, holder: Option<String>) {
         let mut holders = self.inner.write().unwrap_or_else(|e| e.into_inner());
         match holder {
             Some(holder) => holders.by_shard.insert(shard, holder),

@@ -366,6 +366,102 @@ async fn every_stack_is_applied_by_exactly_one_replica() {
     }
     assert_every_replica_lists_every_stack(&fleet, &holders).await;
     assert_failures_agree(&fleet, &holders).await;
+    if let Some(fake) = fleet
+        .cluster
+        .fake_or_skip("a refused Stack write needs fault injection")
+    {
+        assert_refused_write_reaches_every_replica(&fleet, fake, &holders).await;
+    }
+}
+
+/// A stack of `apps` and its holder, where the holder does not run the
+/// repository's Git sync, and that is not `skip`.
+fn held_elsewhere(fleet: &Fleet, holders: &BTreeMap<u32, String>, skip: &str) -> Option<String> {
+    let syncer = &holders[&stackd::shard::of_repository("apps", SHARDS)];
+    fleet
+        .stacks
+        .iter()
+        .filter(|(stack, repo)| *repo == 0 && stack != skip)
+        .map(|(stack, _)| stack.clone())
+        .find(|stack| &holders[&Fleet::shard_of(stack)] != syncer)
+}
+
+/// The API server refuses a Stack write of the replica that runs its
+/// repository's Git sync, which does not hold the stack's shard: the holder
+/// learns it from a `StackRefused` Event and writes it into the Stack's
+/// status, so every replica shows it; once a later commit is stored, it is
+/// over everywhere.
+async fn assert_refused_write_reaches_every_replica(
+    fleet: &Fleet,
+    fake: &fake_api::FakeApiServer,
+    holders: &BTreeMap<u32, String>,
+) {
+    let first_apps = &fleet.stacks[0].0;
+    let Some(stack) = held_elsewhere(fleet, holders, first_apps) else {
+        eprintln!("SKIPPED: every apps stack is held by the replica that syncs apps");
+        return;
+    };
+    let syncer = &holders[&stackd::shard::of_repository("apps", SHARDS)];
+    fake.clear_faults();
+    fake.inject(
+        fake_api::FaultRule::new(
+            None,
+            &format!("/namespaces/{stack}/stacks/{stack}"),
+            fake_api::FaultAction::Fail(422),
+        )
+        .only_agent(&format!("({syncer})")),
+    );
+    fleet.upstreams[0].write(&format!("stacks/{stack}/compose.yaml"), &compose("1.27.7"));
+    let refused = fleet.upstreams[0].commit("refused");
+    let api: Api<Stack> = Api::namespaced(fleet.cluster.client.clone(), &stack);
+    let what = format!(
+        "{stack}'s Stack says ApplyFailed at {refused}\n{}",
+        fleet.logs()
+    );
+    eventually(&what, 30, async || {
+        let status = api.get(&stack).await.ok()?.status?;
+        let (reason, _) = ready_of(fleet, &stack).await?;
+        (reason == "ApplyFailed" && status.last_attempted_revision.as_deref() == Some(&refused))
+            .then_some(())
+    })
+    .await;
+    let (_, message) = ready_of(fleet, &stack).await.unwrap();
+    let message = message.unwrap_or_default();
+    assert!(message.contains("422"), "{message}");
+    for (identity, (_, port)) in &fleet.replicas {
+        let url = format!("http://127.0.0.1:{port}/api/v1/stacks/{stack}/{stack}");
+        let what = format!("{identity} shows {stack}'s refused write\n{}", fleet.logs());
+        eventually(&what, 20, async || {
+            let view = get_json(&url).await;
+            (view["reason"] == "ApplyFailed" && view["message"] == serde_json::json!(message))
+                .then_some(())
+        })
+        .await;
+    }
+
+    // Stored at the next commit: over on every replica.
+    fake.clear_faults();
+    fleet.upstreams[0].write(&format!("stacks/{stack}/compose.yaml"), &compose("1.27.8"));
+    let stored = fleet.upstreams[0].commit("stored");
+    let what = format!("{stack} applied at {stored}\n{}", fleet.logs());
+    eventually(&what, 30, async || {
+        let status = api.get(&stack).await.ok()?.status?;
+        (status.last_applied_revision.as_deref() == Some(&stored)).then_some(())
+    })
+    .await;
+    for (identity, (_, port)) in &fleet.replicas {
+        let url = format!("http://127.0.0.1:{port}/api/v1/stacks/{stack}/{stack}");
+        let what = format!(
+            "{identity} shows {stack} no longer refused\n{}",
+            fleet.logs()
+        );
+        eventually(&what, 20, async || {
+            let view = get_json(&url).await;
+            (view["reason"] != "ApplyFailed" && view["revision"] == serde_json::json!(stored))
+                .then_some(())
+        })
+        .await;
+    }
 }
 
 async fn get_json(url: &str) -> serde_json::Value {

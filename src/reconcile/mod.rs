@@ -14,6 +14,7 @@ pub mod live;
 pub mod object_events;
 pub mod offline;
 pub mod peers;
+pub mod refusals;
 pub mod rollout;
 pub mod secrets;
 pub mod shards;

@@ -67,6 +67,11 @@ impl ShardHolders {
         Some((shard, holders.by_shard.get(&shard).cloned()))
     }
 
+    /// This replica's identity.
+    pub fn identity(&self) -> String {
+        self.read().identity.clone()
+    }
+
     /// Whether this replica holds `shard`.
     pub fn holds(&self, shard: u32) -> bool {
         let holders = self.read();

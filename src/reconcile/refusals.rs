@@ -39,9 +39,10 @@ pub fn event(refused: &RefusedStack, commit: &str, identity: &str) -> Option<Eve
     ]);
     Some(Event {
         metadata: ObjectMeta {
+            // Within the 253 characters of a name, whatever the stack's.
             name: Some(format!(
                 "{}.refused.{:x}",
-                refused.name,
+                refused.name.get(..200).unwrap_or(&refused.name),
                 now.as_nanosecond()
             )),
             namespace: Some(refused.namespace.clone()),

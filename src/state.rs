@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::crd::{HistoryEntry, InventoryEntry, ServiceStatus, StackPhase};
 use crate::field_diff::FieldChange;
@@ -135,6 +135,126 @@ pub struct StackView {
 /// Identifies a stack: namespace, then name.
 pub type StackKey = (String, String);
 
+/// What the view of a stack another replica reconciles (`--shards`) keeps:
+/// the part its Stack's status carries. Kept as deflated JSON, decoded when
+/// read: a typed view costs an allocation per string, several times the
+/// text, and the text's repeated keys deflate to about a third.
+#[derive(Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct Kept {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repository: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revision: Option<String>,
+    phase: StackPhase,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<Reason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_attempted_revision: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    services_ready: u32,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    services: Vec<ServiceStatus>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    objects: Vec<InventoryEntry>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    history: Vec<HistoryEntry>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    shapes: Vec<crate::http::picture::ServiceShape>,
+}
+
+// One compressor and one decompressor a thread, reused: each new one
+// allocates a few hundred kB, and one per Stack event fragmented the heap
+// (benches/shards, 2,000 stacks: 200 MiB a replica instead of 90).
+thread_local! {
+    static DEFLATE: std::cell::RefCell<flate2::Compress> =
+        std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::fast(), false));
+    static INFLATE: std::cell::RefCell<flate2::Decompress> =
+        std::cell::RefCell::new(flate2::Decompress::new(false));
+}
+
+impl Kept {
+    fn bytes_of(view: &StackView) -> Box<[u8]> {
+        let kept = Kept {
+            repository: view.repository.clone(),
+            path: view.path.clone(),
+            revision: view.revision.clone(),
+            phase: view.phase,
+            reason: view.reason,
+            last_attempted_revision: view.last_attempted_revision.clone(),
+            message: view.message.clone(),
+            services_ready: view.services_ready,
+            services: view.services.clone(),
+            warnings: view.warnings.clone(),
+            last_error: view.last_error.clone(),
+            objects: view.objects.clone(),
+            history: view.history.clone(),
+            shapes: view.shapes.clone(),
+        };
+        let json = serde_json::to_vec(&kept).unwrap_or_default();
+        DEFLATE
+            .with_borrow_mut(|deflate| {
+                deflate.reset();
+                let mut out = Vec::with_capacity(json.len() / 2 + 64);
+                loop {
+                    let read = usize::try_from(deflate.total_in()).unwrap_or(usize::MAX);
+                    let input = json.get(read..).unwrap_or_default();
+                    match deflate.compress_vec(input, &mut out, flate2::FlushCompress::Finish) {
+                        Ok(flate2::Status::StreamEnd) => return out,
+                        Ok(_) if out.len() == out.capacity() => out.reserve(out.capacity()),
+                        _ => return Vec::new(),
+                    }
+                }
+            })
+            .into_boxed_slice()
+    }
+
+    /// The view again; `None` only for bytes this module did not write.
+    fn view_of(key: &StackKey, bytes: &[u8]) -> Option<StackView> {
+        let json = INFLATE.with_borrow_mut(|inflate| {
+            inflate.reset(false);
+            let mut out = Vec::with_capacity(bytes.len() * 4);
+            loop {
+                let read = usize::try_from(inflate.total_in()).unwrap_or(usize::MAX);
+                let input = bytes.get(read..).unwrap_or_default();
+                match inflate.decompress_vec(input, &mut out, flate2::FlushDecompress::Finish) {
+                    Ok(flate2::Status::StreamEnd) => return Some(out),
+                    Ok(_) if out.len() == out.capacity() => out.reserve(out.capacity()),
+                    _ => return None,
+                }
+            }
+        })?;
+        let kept: Kept = serde_json::from_slice(&json).ok()?;
+        Some(StackView {
+            namespace: key.0.clone(),
+            name: key.1.clone(),
+            repository: kept.repository,
+            path: kept.path,
+            revision: kept.revision,
+            phase: kept.phase,
+            reason: kept.reason,
+            last_attempted_revision: kept.last_attempted_revision,
+            message: kept.message,
+            services_ready: kept.services_ready,
+            services_total: u32::try_from(kept.services.len()).unwrap_or(u32::MAX),
+            services: kept.services,
+            warnings: kept.warnings,
+            last_error: kept.last_error,
+            objects: kept.objects,
+            history: kept.history,
+            shapes: kept.shapes,
+            ..StackView::default()
+        })
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Snapshot {
     pub repositories: BTreeMap<String, RepositoryView>,
@@ -154,6 +274,9 @@ pub struct SharedState {
     shards: Arc<std::sync::OnceLock<crate::reconcile::shards::ShardHolders>>,
     /// Object Events that came before their stack's first view.
     pending_events: Arc<std::sync::Mutex<BTreeMap<StackKey, Vec<EventView>>>>,
+    /// With `--shards`: every Stack as its status says ([`Kept`], deflated),
+    /// for the stacks of shards this replica does not hold.
+    remote: Arc<RwLock<BTreeMap<StackKey, Box<[u8]>>>>,
 }
 
 /// Whether `event` is about an object of `view`'s inventory, in its namespace.
@@ -180,17 +303,87 @@ impl SharedState {
         self.read().repositories.values().cloned().collect()
     }
 
+    /// Every stack: with `--shards` also those other replicas hold.
     pub fn stacks(&self) -> Vec<StackView> {
-        let stacks: Vec<StackView> = self.read().stacks.values().cloned().collect();
+        let stacks: Vec<StackView> = {
+            let snapshot = self.read();
+            let remote = self.remote();
+            let keys: std::collections::BTreeSet<&StackKey> =
+                snapshot.stacks.keys().chain(remote.keys()).collect();
+            keys.into_iter()
+                .filter_map(|key| {
+                    self.choose(key, snapshot.stacks.get(key), remote.get(key).map(|t| &**t))
+                })
+                .collect()
+        };
         stacks.into_iter().map(|v| self.with_shard(v)).collect()
     }
 
     pub fn stack(&self, namespace: &str, name: &str) -> Option<StackView> {
-        self.read()
-            .stacks
-            .get(&(namespace.to_string(), name.to_string()))
-            .cloned()
-            .map(|v| self.with_shard(v))
+        let key = (namespace.to_string(), name.to_string());
+        let view = {
+            let snapshot = self.read();
+            let remote = self.remote();
+            self.choose(
+                &key,
+                snapshot.stacks.get(&key),
+                remote.get(&key).map(|t| &**t),
+            )
+        };
+        view.map(|v| self.with_shard(v))
+    }
+
+    /// A stack's view: this replica's own while it holds the stack's shard (or
+    /// has nothing else), else the one its Stack's status gives, so that every
+    /// replica tells what the holder wrote.
+    fn choose(
+        &self,
+        key: &StackKey,
+        local: Option<&StackView>,
+        remote: Option<&[u8]>,
+    ) -> Option<StackView> {
+        match (local, remote) {
+            (Some(view), Some(text)) if !self.holds(key) => {
+                Kept::view_of(key, text).or_else(|| Some(view.clone()))
+            }
+            (Some(view), _) => Some(view.clone()),
+            (None, Some(text)) => Kept::view_of(key, text),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether this replica holds the stack's shard; always without `--shards`.
+    fn holds(&self, key: &StackKey) -> bool {
+        let Some(holders) = self.shards.get() else {
+            return true;
+        };
+        holders
+            .of_stack(&key.0, &key.1)
+            .is_none_or(|(shard, _)| holders.holds(shard))
+    }
+
+    /// Records a Stack as its status says (`--shards`): shown for as long as
+    /// another replica holds its shard.
+    pub fn put_remote(&self, view: &StackView) {
+        let key = (view.namespace.clone(), view.name.clone());
+        let text = Kept::bytes_of(view);
+        self.remote_mut().insert(key, text);
+    }
+
+    pub fn remove_remote(&self, namespace: &str, name: &str) {
+        self.remote_mut()
+            .remove(&(namespace.to_string(), name.to_string()));
+    }
+
+    /// Keeps only the Stacks of `keys` (after a full list).
+    pub fn retain_remote(&self, keys: &std::collections::BTreeSet<StackKey>) {
+        self.remote_mut().retain(|key, _| keys.contains(key));
+    }
+
+    /// How many Stacks are recorded by [`put_remote`](Self::put_remote), and their bytes.
+    pub fn remote_size(&self) -> (usize, usize) {
+        let remote = self.remote();
+        (remote.len(), remote.values().map(|t| t.len()).sum())
     }
 
     /// Shows each stack's shard and holder from now on (`--shards`).
@@ -319,6 +512,15 @@ impl SharedState {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    // Taken after `read()`/`write()` when both are needed.
+    fn remote(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<StackKey, Box<[u8]>>> {
+        self.remote.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remote_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<StackKey, Box<[u8]>>> {
+        self.remote.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     // Taken after `write()` when both are needed.
     fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<StackKey, Vec<EventView>>> {
         self.pending_events
@@ -376,6 +578,147 @@ mod tests {
         state.put_stack_keeping_events(view);
         let shown = state.stack("shop", "shop").unwrap().events;
         assert_eq!(reasons(&shown), ["Applied", "Deployment/web"]);
+    }
+
+    /// A stack of five services as the holder's controller shows it after
+    /// `revisions` commits, from its Stack's status alone.
+    fn five_services(name: &str, revisions: usize) -> StackView {
+        let services: Vec<ServiceStatus> = (0..5)
+            .map(|i| ServiceStatus {
+                name: format!("service-{i}"),
+                kind: "Deployment".into(),
+                desired: 1,
+                ready: 1,
+                updated: 1,
+            })
+            .collect();
+        let mut objects = vec![InventoryEntry {
+            api_version: "v1".into(),
+            kind: "Namespace".into(),
+            namespace: None,
+            name: name.into(),
+            hash: Some("b7d55254b2".into()),
+        }];
+        for service in &services {
+            for (api_version, kind) in [("apps/v1", "Deployment"), ("v1", "Service")] {
+                objects.push(InventoryEntry {
+                    api_version: api_version.into(),
+                    kind: kind.into(),
+                    namespace: Some(name.into()),
+                    name: service.name.clone(),
+                    hash: Some(format!(
+                        "{:010x}",
+                        (objects.len() as u64 + 1) * 0x2545_f491_4f6c
+                    )),
+                });
+            }
+        }
+        let history = (0..revisions)
+            .map(|i| HistoryEntry {
+                // Commit ids deflate as little as real ones.
+                revision: {
+                    let mix = |n: u64| (n + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                    let i = i as u64;
+                    format!(
+                        "{:016x}{:016x}{:08x}",
+                        mix(i),
+                        mix(i + 99),
+                        mix(i + 7) >> 32
+                    )
+                },
+                subject: Some(format!("change {i}")),
+                attempted_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + i as i64)
+                        .unwrap_or_default(),
+                ),
+                outcome: crate::crd::HistoryOutcome::Applied,
+                reason: None,
+                seconds_to_ready: Some(4),
+                created: 0,
+                updated: 1,
+                pruned: 0,
+            })
+            .collect();
+        StackView {
+            namespace: name.into(),
+            name: name.into(),
+            repository: Some("https://git.example.com/apps.git".into()),
+            path: Some(format!("stacks/{name}")),
+            revision: Some("a".repeat(40)),
+            phase: StackPhase::Available,
+            reason: Some(Reason::Available),
+            message: Some("All 5 services are ready".into()),
+            services_ready: 5,
+            services_total: 5,
+            shapes: services
+                .iter()
+                .map(|s| crate::http::picture::ServiceShape {
+                    name: s.name.clone(),
+                    depends_on: vec!["service-0".into()],
+                    ports: vec!["80".into()],
+                    volumes: vec![],
+                })
+                .collect(),
+            services,
+            objects,
+            history,
+            ..StackView::default()
+        }
+    }
+
+    #[test]
+    fn a_stack_of_another_replica_is_shown_as_its_status_says_from_compact_text() {
+        let state = SharedState::new();
+        let view = five_services("shop", 1);
+        state.put_remote(&view);
+        assert_eq!(state.stack("shop", "shop"), Some(view.clone()));
+        assert_eq!(state.stacks(), vec![view]);
+        // What one such stack costs each replica (README: sharding).
+        let (_, fresh) = state.remote_size();
+        state.put_remote(&five_services("shop", crate::crd::HISTORY_LIMIT));
+        let (count, full) = state.remote_size();
+        eprintln!("kept per stack: {fresh} bytes, {full} with a full history");
+        assert_eq!(count, 1);
+        assert!(fresh < 1_000, "{fresh} bytes");
+        assert!(full < 2_000, "{full} bytes");
+        state.remove_remote("shop", "shop");
+        assert_eq!(state.stacks(), vec![]);
+    }
+
+    #[test]
+    fn the_holder_shows_its_own_view_and_the_others_the_stacks_status() {
+        let state = SharedState::new();
+        let holders = crate::reconcile::shards::ShardHolders::new(1, "me");
+        state.set_shards(holders.clone());
+        let own = StackView {
+            message: Some("as this replica's controller sees it".into()),
+            last_sync: Some(Utc::now()),
+            ..five_services("shop", 1)
+        };
+        state.put_stack(own.clone());
+        state.put_remote(&five_services("shop", 1));
+        state.put_remote(&five_services("blog", 1));
+        let messages = |state: &SharedState| -> Vec<Option<String>> {
+            state.stacks().into_iter().map(|v| v.message).collect()
+        };
+        // Another replica holds the shard: its Stack's status is the truth.
+        holders.set(0, Some("other".into()));
+        let status = five_services("shop", 1).message;
+        assert_eq!(messages(&state), vec![status.clone(), status.clone()]);
+        assert_eq!(
+            state.stack("shop", "shop").unwrap().replica.as_deref(),
+            Some("other")
+        );
+        // This one holds it: its controller's view, with what only it knows.
+        holders.set(0, Some("me".into()));
+        assert_eq!(messages(&state), vec![status, own.message.clone()]);
+        assert_eq!(
+            state.stack("shop", "shop").unwrap().last_sync,
+            own.last_sync
+        );
+        // A full list that no longer has `blog`.
+        state.retain_remote(&[("shop".to_string(), "shop".to_string())].into());
+        assert_eq!(state.stacks().len(), 1);
     }
 
     #[test]

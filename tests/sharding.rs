@@ -354,20 +354,254 @@ async fn every_stack_is_applied_by_exactly_one_replica() {
                 "{identity}: no {series}:\n{metrics}"
             );
         }
-        let api: serde_json::Value = reqwest::get(format!("{base}/api/v1/stacks"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        for stack in api["stacks"].as_array().unwrap() {
-            let name = stack["name"].as_str().unwrap();
+    }
+    assert_every_replica_lists_every_stack(&fleet, &holders).await;
+    assert_failures_agree(&fleet, &holders).await;
+    if let Some(fake) = fleet
+        .cluster
+        .fake_or_skip("a refused Stack write needs fault injection")
+    {
+        assert_refused_write_reaches_every_replica(&fleet, fake, &holders).await;
+    }
+}
+
+/// A stack of `apps` and its holder, where the holder does not run the
+/// repository's Git sync, and that is not `skip`.
+fn held_elsewhere(fleet: &Fleet, holders: &BTreeMap<u32, String>, skip: &str) -> Option<String> {
+    let syncer = &holders[&stackd::shard::of_repository("apps", SHARDS)];
+    fleet
+        .stacks
+        .iter()
+        .filter(|(stack, repo)| *repo == 0 && stack != skip)
+        .map(|(stack, _)| stack.clone())
+        .find(|stack| &holders[&Fleet::shard_of(stack)] != syncer)
+}
+
+/// The API server refuses a Stack write of the replica that runs its
+/// repository's Git sync, which does not hold the stack's shard: the holder
+/// learns it from a `StackRefused` Event and writes it into the Stack's
+/// status, so every replica shows it; once a later commit is stored, it is
+/// over everywhere.
+async fn assert_refused_write_reaches_every_replica(
+    fleet: &Fleet,
+    fake: &fake_api::FakeApiServer,
+    holders: &BTreeMap<u32, String>,
+) {
+    let first_apps = &fleet.stacks[0].0;
+    let Some(stack) = held_elsewhere(fleet, holders, first_apps) else {
+        eprintln!("SKIPPED: every apps stack is held by the replica that syncs apps");
+        return;
+    };
+    let syncer = &holders[&stackd::shard::of_repository("apps", SHARDS)];
+    fake.clear_faults();
+    fake.inject(
+        fake_api::FaultRule::new(
+            None,
+            &format!("/namespaces/{stack}/stacks/{stack}"),
+            fake_api::FaultAction::Fail(422),
+        )
+        .only_agent(&format!("({syncer})")),
+    );
+    fleet.upstreams[0].write(&format!("stacks/{stack}/compose.yaml"), &compose("1.27.7"));
+    let refused = fleet.upstreams[0].commit("refused");
+    let api: Api<Stack> = Api::namespaced(fleet.cluster.client.clone(), &stack);
+    let what = format!(
+        "{stack}'s Stack says ApplyFailed at {refused}\n{}",
+        fleet.logs()
+    );
+    eventually(&what, 30, async || {
+        let status = api.get(&stack).await.ok()?.status?;
+        let (reason, _) = ready_of(fleet, &stack).await?;
+        (reason == "ApplyFailed" && status.last_attempted_revision.as_deref() == Some(&refused))
+            .then_some(())
+    })
+    .await;
+    let (_, message) = ready_of(fleet, &stack).await.unwrap();
+    let message = message.unwrap_or_default();
+    assert!(message.contains("422"), "{message}");
+    for (identity, (_, port)) in &fleet.replicas {
+        let url = format!("http://127.0.0.1:{port}/api/v1/stacks/{stack}/{stack}");
+        let what = format!("{identity} shows {stack}'s refused write\n{}", fleet.logs());
+        eventually(&what, 20, async || {
+            let view = get_json(&url).await;
+            (view["reason"] == "ApplyFailed" && view["message"] == serde_json::json!(message))
+                .then_some(())
+        })
+        .await;
+    }
+
+    // Stored at the next commit: over on every replica.
+    fake.clear_faults();
+    fleet.upstreams[0].write(&format!("stacks/{stack}/compose.yaml"), &compose("1.27.8"));
+    let stored = fleet.upstreams[0].commit("stored");
+    let what = format!("{stack} applied at {stored}\n{}", fleet.logs());
+    eventually(&what, 30, async || {
+        let status = api.get(&stack).await.ok()?.status?;
+        (status.last_applied_revision.as_deref() == Some(&stored)).then_some(())
+    })
+    .await;
+    for (identity, (_, port)) in &fleet.replicas {
+        let url = format!("http://127.0.0.1:{port}/api/v1/stacks/{stack}/{stack}");
+        let what = format!(
+            "{identity} shows {stack} no longer refused\n{}",
+            fleet.logs()
+        );
+        eventually(&what, 20, async || {
+            let view = get_json(&url).await;
+            (view["reason"] != "ApplyFailed" && view["revision"] == serde_json::json!(stored))
+                .then_some(())
+        })
+        .await;
+    }
+}
+
+async fn get_json(url: &str) -> serde_json::Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+async fn get_text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+/// Each replica's API and page list every stack, not only those of its
+/// shards, each with its shard, the replica holding it, and its Stack's
+/// status. Retried for a while: a replica learns of a status by a watch.
+async fn assert_every_replica_lists_every_stack(fleet: &Fleet, holders: &BTreeMap<u32, String>) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let problems = listing_problems(fleet, holders).await;
+        if problems.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every replica lists every stack:\n{}",
+            problems.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// What each replica's API and page get wrong, or miss.
+async fn listing_problems(fleet: &Fleet, holders: &BTreeMap<u32, String>) -> Vec<String> {
+    let all: BTreeSet<String> = fleet.stacks.iter().map(|(s, _)| s.clone()).collect();
+    let mut problems = Vec::new();
+    for (identity, (_, port)) in &fleet.replicas {
+        let base = format!("http://127.0.0.1:{port}");
+        let api = get_json(&format!("{base}/api/v1/stacks")).await;
+        let stacks = api["stacks"].as_array().cloned().unwrap_or_default();
+        let listed: BTreeSet<String> = stacks
+            .iter()
+            .filter_map(|s| Some(s["name"].as_str()?.to_string()))
+            .collect();
+        if listed != all {
+            problems.push(format!("{identity}: /api/v1/stacks lists {listed:?}"));
+        }
+        for stack in &stacks {
+            let name = stack["name"].as_str().unwrap_or_default();
             let shard = Fleet::shard_of(name);
-            assert_eq!(stack["shard"], serde_json::json!(shard), "{stack}");
+            // Built from the Stack's status on the replicas that do not hold it.
+            let api: Api<Stack> = Api::namespaced(fleet.cluster.client.clone(), name);
+            let status = api.get(name).await.unwrap().status.unwrap_or_default();
+            let expected = [
+                ("shard", serde_json::json!(shard)),
+                ("replica", serde_json::json!(holders[&shard])),
+                ("phase", serde_json::to_value(status.phase).unwrap()),
+                ("revision", serde_json::json!(status.last_applied_revision)),
+                ("servicesTotal", serde_json::json!(1)),
+            ];
+            for (field, value) in expected {
+                if stack[field] != value {
+                    problems.push(format!(
+                        "{identity}: {name}: {field} is not {value}: {stack}"
+                    ));
+                }
+            }
+            if stack["shapes"][0]["name"] != "web" {
+                problems.push(format!("{identity}: {name}: no picture: {stack}"));
+            }
+        }
+        let page = get_text(&format!("{base}/")).await;
+        for name in &all {
+            let shard = Fleet::shard_of(name);
+            if !page.contains(&format!("/stacks/{name}/{name}\"")) {
+                problems.push(format!("{identity}: the page does not list {name}"));
+            }
+            let line = format!("shard {shard} · {}", holders[&shard]);
+            if !page.contains(&line) {
+                problems.push(format!("{identity}: no {line:?} on the page"));
+            }
+        }
+    }
+    problems
+}
+
+/// The `Ready` condition of a Stack: (reason, the status message).
+async fn ready_of(fleet: &Fleet, stack: &str) -> Option<(String, Option<String>)> {
+    let api: Api<Stack> = Api::namespaced(fleet.cluster.client.clone(), stack);
+    let status = api.get_opt(stack).await.ok()??.status?;
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+    Some((ready.reason.clone(), status.message))
+}
+
+/// A failing stack shows, on every replica's API and page, the reason and
+/// message its holder wrote into its Stack; only the holder exports its
+/// per-stack metrics. One stack no longer loads (every replica's Git side
+/// sees that); with the in-process server, another's Deployment writes are
+/// refused, which only its holder's controller sees.
+async fn assert_failures_agree(fleet: &Fleet, holders: &BTreeMap<u32, String>) {
+    let (broken, broken_repo) = fleet.stacks.iter().find(|(_, r)| *r == 1).unwrap().clone();
+    fleet.upstreams[broken_repo].write(&format!("stacks/{broken}/compose.yaml"), "services: [\n");
+    let mut failing = vec![(broken, "LoadFailed")];
+    if let Some(fake) = fleet.cluster.fake.as_ref() {
+        let (refused, refused_repo) = fleet.stacks.iter().find(|(_, r)| *r == 0).unwrap().clone();
+        fake.inject(fake_api::FaultRule::new(
+            None,
+            &format!("/namespaces/{refused}/deployments"),
+            fake_api::FaultAction::Fail(422),
+        ));
+        fleet.upstreams[refused_repo].write(
+            &format!("stacks/{refused}/compose.yaml"),
+            &compose("1.27.9"),
+        );
+        failing.push((refused, "ApplyFailed"));
+    }
+    for upstream in &fleet.upstreams {
+        upstream.commit("one stack broken");
+    }
+    for (stack, reason) in &failing {
+        let what = format!("{stack}'s Stack says {reason}\n{}", fleet.logs());
+        eventually(&what, 60, async || {
+            let (shown, _) = ready_of(fleet, stack).await?;
+            (shown == *reason).then_some(())
+        })
+        .await;
+        let holder = &holders[&Fleet::shard_of(stack)];
+        for (identity, (_, port)) in &fleet.replicas {
+            let base = format!("http://127.0.0.1:{port}");
+            let what = format!(
+                "{identity} shows {stack} as its Stack does\n{}",
+                fleet.logs()
+            );
+            eventually(&what, 20, async || {
+                let (reason, message) = ready_of(fleet, stack).await?;
+                let view = get_json(&format!("{base}/api/v1/stacks/{stack}/{stack}")).await;
+                let agrees = view["reason"] == serde_json::json!(reason)
+                    && view["message"] == serde_json::json!(message)
+                    && view["phase"] == "Failure";
+                let page = get_text(&format!("{base}/stacks/{stack}/{stack}")).await;
+                (agrees && page.contains(&format!("<span class=\"reason\">{reason}</span>")))
+                    .then_some(())
+            })
+            .await;
+            let metrics = get_text(&format!("{base}/metrics")).await;
+            let series = format!(
+                "stackd_stack_ready{{namespace=\"{stack}\",reason=\"{reason}\",stack=\"{stack}\"}} 1"
+            );
             assert_eq!(
-                stack["replica"],
-                serde_json::json!(holders[&shard]),
-                "{stack}"
+                metrics.contains(&series),
+                identity == holder,
+                "{identity}: {series} only from {holder}, the holder:\n{metrics}"
             );
         }
     }

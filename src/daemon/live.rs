@@ -332,7 +332,7 @@ impl GitSync {
     }
 
     /// A stack that failed on the Git side, for the page at once and for the
-    /// controller to write into its Stack.
+    /// controller to write into its Stack; whether the failure is new.
     fn show_failure(
         &self,
         namespace: &str,
@@ -341,7 +341,7 @@ impl GitSync {
         path: Option<&str>,
         commit: &str,
         failure: Failure,
-    ) {
+    ) -> bool {
         let base = self.state.stack(namespace, name).unwrap_or_default();
         self.state.put_stack(StackView {
             namespace: namespace.to_string(),
@@ -373,8 +373,9 @@ impl GitSync {
             GitFailure {
                 revision: Some(commit.to_string()),
                 failure,
+                while_at: None,
             },
-        );
+        )
     }
 
     /// Forgets repositories that are no longer configured.
@@ -478,9 +479,12 @@ impl GitSync {
                         let mut again = false;
                         for refused in report.refused {
                             again |= refused.transient;
-                            let failure =
-                                Failure::new(refused.reason, refused.message, refused.transient);
-                            self.show_failure(
+                            let failure = Failure::new(
+                                refused.reason,
+                                refused.message.clone(),
+                                refused.transient,
+                            );
+                            let new = self.show_failure(
                                 &refused.namespace,
                                 &refused.name,
                                 &repository,
@@ -488,6 +492,19 @@ impl GitSync {
                                 &offer.update.commit,
                                 failure,
                             );
+                            // The holder of the stack's shard writes its status.
+                            if let Some(holders) = &self.shards
+                                && new
+                                && refused.reason == Reason::ApplyFailed
+                            {
+                                let (commit, identity) = (&offer.update.commit, holders.identity());
+                                let told = crate::reconcile::refusals::publish(
+                                    &client, &refused, commit, &identity,
+                                );
+                                if let Err(error) = told.await {
+                                    warn!(stack = %refused.name, %error, "publishing a refused Stack write");
+                                }
+                            }
                         }
                         if again {
                             self.lock().dirty.insert(repository);
@@ -583,6 +600,7 @@ impl SourceWatch {
                     name,
                     GitFailure {
                         revision: poll.refused_commit.map(str::to_string),
+                        while_at: None,
                         failure: Failure::new(
                             Reason::SourceVerificationFailed,
                             format!("{error}; the last applied revision stays"),
@@ -606,6 +624,7 @@ impl SourceWatch {
                     GitFailure {
                         revision: None,
                         failure: Failure::new(Reason::SourceUnavailable, message, true),
+                        while_at: None,
                     },
                 );
             }

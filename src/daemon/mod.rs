@@ -261,6 +261,14 @@ pub async fn run(
                 (Some(shards), Some(leader)) => {
                     let holders = ShardHolders::new(shards, &leader.identity);
                     state.set_shards(holders.clone());
+                    // The page shows the stacks other replicas hold too.
+                    let (client, state, stop) = (client.clone(), state.clone(), stop.clone());
+                    workers.push(tokio::spawn(async move {
+                        tokio::select! {
+                            _ = stop.cancelled() => {}
+                            _ = crate::reconcile::peers::watch(client, state) => {}
+                        }
+                    }));
                     Some(holders)
                 }
                 _ => None,

@@ -6,14 +6,14 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::crd::ServiceStatus;
 use crate::http::page::escape;
 use crate::render::model::Project;
 
 /// What the compose file says about one service's place in the picture.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceShape {
     pub name: String,

@@ -311,10 +311,14 @@ pub async fn run(
     };
 
     // Events of the stacks' objects, for the page; no store of its own.
+    let refusals = options
+        .shard
+        .map(|_| (handles.failures.clone(), options.identity.clone()));
     let object_events = tokio::spawn(crate::reconcile::object_events::watch(
         client.clone(),
         live.clone(),
         handles.state.clone(),
+        refusals,
     ));
 
     // Stacks are kept as text too: a typed Stack with its compose model is
@@ -643,10 +647,17 @@ fn now() -> Time {
 fn git_failure(stack: &Stack, context: &Context) -> Option<GitFailure> {
     let (namespace, name) = key_of(stack);
     let repository = annotation(stack, REPOSITORY_ANNOTATION);
-    context
-        .handles
-        .failures
-        .for_stack(&namespace, &name, repository.as_deref())
+    let failures = &context.handles.failures;
+    let found = failures.for_stack(&namespace, &name, repository.as_deref())?;
+    // A write another replica saw refused is over once the Stack was stored since.
+    let stored = stack.spec.source.as_ref().map(|s| s.revision.as_str());
+    match (&found.while_at, &found.revision) {
+        (Some(at), Some(revision)) if stored != Some(at.as_str()) => {
+            failures.clear_stack_if(&namespace, &name, found.failure.reason, revision);
+            failures.for_stack(&namespace, &name, repository.as_deref())
+        }
+        _ => Some(found),
+    }
 }
 
 /// What the status says when this reconcile applies nothing: everything as the

@@ -21,6 +21,9 @@ pub struct GitFailure {
     /// The commit tried; `None` when the repository could not even be fetched.
     pub revision: Option<String>,
     pub failure: Failure,
+    /// A refused Stack write another replica saw (`--shards`): it holds only
+    /// while the Stack's spec stays at this revision, as stored when refused.
+    pub while_at: Option<String>,
 }
 
 type Key = (String, String);
@@ -54,23 +57,27 @@ impl GitFailures {
     }
 
     /// Records that `namespace/name` failed; a repeat of the same failure
-    /// changes nothing (no reconcile, no Event).
-    pub fn set_stack(&self, namespace: &str, name: &str, failure: GitFailure) {
+    /// changes nothing (no reconcile, no Event); returns whether it was new.
+    pub fn set_stack(&self, namespace: &str, name: &str, failure: GitFailure) -> bool {
         let key = (namespace.to_string(), name.to_string());
         let mut inner = self.lock();
-        if inner.stacks.get(&key) != Some(&failure) {
-            inner.stacks.insert(key.clone(), failure);
-            inner.changed_stacks.insert(key);
-            drop(inner);
-            self.changed.notify_one();
+        if inner.stacks.get(&key) == Some(&failure) {
+            return false;
         }
+        inner.stacks.insert(key.clone(), failure);
+        inner.changed_stacks.insert(key);
+        drop(inner);
+        self.changed.notify_one();
+        true
     }
 
-    /// The stack's newest commit is fine again.
+    /// The stack's newest commit is fine again. A refused write another
+    /// replica saw stays: it ends when the Stack's spec moves on.
     pub fn clear_stack(&self, namespace: &str, name: &str) {
         let key = (namespace.to_string(), name.to_string());
         let mut inner = self.lock();
-        if inner.stacks.remove(&key).is_some() {
+        let clear = inner.stacks.get(&key).is_some_and(|f| f.while_at.is_none());
+        if clear && inner.stacks.remove(&key).is_some() {
             inner.changed_stacks.insert(key);
             drop(inner);
             self.changed.notify_one();
@@ -173,6 +180,7 @@ mod tests {
         GitFailure {
             revision: Some(revision.into()),
             failure: Failure::new(Reason::LoadFailed, "app/compose.yaml:3:12: bad", false),
+            while_at: None,
         }
     }
 
@@ -206,6 +214,7 @@ mod tests {
         let unavailable = GitFailure {
             revision: None,
             failure: Failure::new(Reason::SourceUnavailable, "fetch failed", true),
+            while_at: None,
         };
         failures.set_repository("apps", unavailable.clone());
         assert_eq!(
@@ -224,6 +233,7 @@ mod tests {
         let refused = GitFailure {
             revision: Some("def".into()),
             failure: Failure::new(Reason::SourceVerificationFailed, "unsigned", false),
+            while_at: None,
         };
         failures.set_repository("apps", refused.clone());
         assert_eq!(

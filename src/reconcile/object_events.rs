@@ -12,12 +12,21 @@ use kube::Client;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 
+use crate::reconcile::GitFailures;
 use crate::reconcile::live::LiveStores;
 use crate::state::{EventView, SharedState};
 
 /// Watches every Event until dropped (the controller aborts it when it stops).
-/// Errors are logged; the watch backs off and lists again on its own.
-pub async fn watch(client: Client, live: LiveStores, state: SharedState) {
+/// Errors are logged; the watch backs off and lists again on its own. With
+/// `refusals` (`--shards`: the failures and this replica's identity), the
+/// Stack writes other replicas saw refused are recorded too (see
+/// [`refusals`](crate::reconcile::refusals)).
+pub async fn watch(
+    client: Client,
+    live: LiveStores,
+    state: SharedState,
+    refusals: Option<(GitFailures, String)>,
+) {
     // Until the stores have listed, no Event could be matched to its stack.
     while !live.listed() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -29,7 +38,12 @@ pub async fn watch(client: Client, live: LiveStores, state: SharedState) {
         .for_each(|event| {
             match event {
                 Ok(watcher::Event::Apply(event) | watcher::Event::InitApply(event)) => {
-                    record(&event, &live, &state);
+                    let refusal = refusals.as_ref().is_some_and(|(failures, identity)| {
+                        crate::reconcile::refusals::record(&event, identity, failures)
+                    });
+                    if !refusal {
+                        record(&event, &live, &state);
+                    }
                 }
                 Ok(_) => {}
                 Err(error) => tracing::debug!(%error, "watching Events; retrying"),

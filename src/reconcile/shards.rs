@@ -67,6 +67,11 @@ impl ShardHolders {
         Some((shard, holders.by_shard.get(&shard).cloned()))
     }
 
+    /// This replica's identity.
+    pub fn identity(&self) -> String {
+        self.read().identity.clone()
+    }
+
     /// Whether this replica holds `shard`.
     pub fn holds(&self, shard: u32) -> bool {
         let holders = self.read();
@@ -81,7 +86,7 @@ impl ShardHolders {
             .collect()
     }
 
-    fn set(&self, shard: u32, holder: Option<String>) {
+    pub(crate) fn set(&self, shard: u32, holder: Option<String>) {
         let mut holders = self.inner.write().unwrap_or_else(|e| e.into_inner());
         match holder {
             Some(holder) => holders.by_shard.insert(shard, holder),

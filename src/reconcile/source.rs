@@ -99,6 +99,8 @@ pub struct RefusedStack {
     /// `ApplyFailed`, or `NamespaceNotAllowed` for a stack refused its namespace
     /// before any write (it gets no Stack).
     pub reason: Reason,
+    /// The revision the Stack stays at, when it exists.
+    pub stored_revision: Option<String>,
 }
 
 impl RefusedStack {
@@ -109,6 +111,7 @@ impl RefusedStack {
             message: error.to_string(),
             transient: error.is_transient(),
             reason: Reason::ApplyFailed,
+            stored_revision: None,
         }
     }
 }
@@ -461,6 +464,7 @@ async fn sync_decided(
                 message: message.clone(),
                 transient: false,
                 reason: Reason::NamespaceNotAllowed,
+                stored_revision: None,
             });
             continue;
         }
@@ -531,7 +535,12 @@ async fn sync_decided(
                 report.applied.push(stack.id.clone());
                 written.push(stack);
             }
-            Err(refused) => report.refused.push(refused),
+            Err(refused) => report.refused.push(RefusedStack {
+                stored_revision: live
+                    .get(&key(&refused.namespace, &refused.name))
+                    .and_then(|l| l.revision.clone()),
+                ..refused
+            }),
         }
     }
     // Reported in Git's order, whichever write finished first.

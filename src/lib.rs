@@ -7,6 +7,7 @@
 pub mod config;
 pub mod crd;
 pub mod daemon;
+pub mod deflate;
 pub mod diff;
 pub mod field_diff;
 pub mod git;

@@ -286,11 +286,20 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut buffer = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buffer)
-            .expect("text encoding never fails");
-        String::from_utf8(buffer).expect("the text format is UTF-8")
+        String::from_utf8(self.exposition().flatten().collect()).expect("the text format is UTF-8")
+    }
+
+    /// The exposition one metric family at a time, encoded as it is read: at
+    /// 1,000 stacks the whole text is about 1.5 MB, and a buffer of it (grown by
+    /// doubling) was 3 MB of the restart's peak.
+    pub fn exposition(&self) -> impl Iterator<Item = Vec<u8>> + Send + use<> {
+        self.registry.gather().into_iter().map(|family| {
+            let mut text = Vec::new();
+            TextEncoder::new()
+                .encode(std::slice::from_ref(&family), &mut text)
+                .expect("text encoding never fails");
+            text
+        })
     }
 }
 

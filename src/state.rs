@@ -170,16 +170,6 @@ struct Kept {
     shapes: Vec<crate::http::picture::ServiceShape>,
 }
 
-// One compressor and one decompressor a thread, reused: each new one
-// allocates a few hundred kB, and one per Stack event fragmented the heap
-// (benches/shards, 2,000 stacks: 200 MiB a replica instead of 90).
-thread_local! {
-    static DEFLATE: std::cell::RefCell<flate2::Compress> =
-        std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::fast(), false));
-    static INFLATE: std::cell::RefCell<flate2::Decompress> =
-        std::cell::RefCell::new(flate2::Decompress::new(false));
-}
-
 impl Kept {
     fn bytes_of(view: &StackView) -> Box<[u8]> {
         let kept = Kept {
@@ -198,39 +188,12 @@ impl Kept {
             history: view.history.clone(),
             shapes: view.shapes.clone(),
         };
-        let json = serde_json::to_vec(&kept).unwrap_or_default();
-        DEFLATE
-            .with_borrow_mut(|deflate| {
-                deflate.reset();
-                let mut out = Vec::with_capacity(json.len() / 2 + 64);
-                loop {
-                    let read = usize::try_from(deflate.total_in()).unwrap_or(usize::MAX);
-                    let input = json.get(read..).unwrap_or_default();
-                    match deflate.compress_vec(input, &mut out, flate2::FlushCompress::Finish) {
-                        Ok(flate2::Status::StreamEnd) => return out,
-                        Ok(_) if out.len() == out.capacity() => out.reserve(out.capacity()),
-                        _ => return Vec::new(),
-                    }
-                }
-            })
-            .into_boxed_slice()
+        crate::deflate::deflate(&serde_json::to_vec(&kept).unwrap_or_default())
     }
 
     /// The view again; `None` only for bytes this module did not write.
     fn view_of(key: &StackKey, bytes: &[u8]) -> Option<StackView> {
-        let json = INFLATE.with_borrow_mut(|inflate| {
-            inflate.reset(false);
-            let mut out = Vec::with_capacity(bytes.len() * 4);
-            loop {
-                let read = usize::try_from(inflate.total_in()).unwrap_or(usize::MAX);
-                let input = bytes.get(read..).unwrap_or_default();
-                match inflate.decompress_vec(input, &mut out, flate2::FlushDecompress::Finish) {
-                    Ok(flate2::Status::StreamEnd) => return Some(out),
-                    Ok(_) if out.len() == out.capacity() => out.reserve(out.capacity()),
-                    _ => return None,
-                }
-            }
-        })?;
+        let json = crate::deflate::inflate(bytes)?;
         let kept: Kept = serde_json::from_slice(&json).ok()?;
         Some(StackView {
             namespace: key.0.clone(),

@@ -319,7 +319,11 @@ async fn metrics(State(app): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        app.metrics.render(),
+        axum::body::Body::from_stream(futures::stream::iter(
+            app.metrics
+                .exposition()
+                .map(|text| Ok::<_, std::convert::Infallible>(Bytes::from(text))),
+        )),
     )
         .into_response()
 }

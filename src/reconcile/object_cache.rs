@@ -7,6 +7,10 @@
 //!
 //! Fed by the kind's watcher events, with the reflector's semantics: a (re-)list
 //! is buffered and replaces the cache only once it is complete.
+//!
+//! The text is kept deflated: drift and health read a few objects a reconcile,
+//! and the caches hold 16 objects a stack (about half the heap at 1,000 stacks).
+//! A Deployment's 1.2 kB of JSON keeps in about 0.6 kB.
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -17,13 +21,14 @@ use kube::runtime::watcher;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::deflate;
 use crate::reconcile::compact::Compact;
 
-type Objects = BTreeMap<Box<str>, BTreeMap<Box<str>, Box<str>>>;
+type Objects = BTreeMap<Box<str>, BTreeMap<Box<str>, Box<[u8]>>>;
 
 #[derive(Default)]
 struct Inner {
-    /// Namespace → name → the object as JSON (without `managedFields`).
+    /// Namespace → name → the object as deflated JSON (without `managedFields`).
     objects: Objects,
     /// A list in progress: it becomes `objects` when done.
     listing: Option<Objects>,
@@ -95,7 +100,8 @@ impl<K: Resource<DynamicType = ()>> ObjectCache<K> {
     pub fn get(&self, namespace: &str, name: &str) -> Option<Value> {
         let mut object: Value = {
             let inner = self.read();
-            serde_json::from_str(inner.objects.get(namespace)?.get(name)?).ok()?
+            let kept = inner.objects.get(namespace)?.get(name)?;
+            serde_json::from_slice(&deflate::inflate(kept)?).ok()?
         };
         let metadata = object
             .as_object_mut()?
@@ -130,7 +136,7 @@ impl<K: Resource<DynamicType = ()>> ObjectCache<K> {
         };
         names
             .iter()
-            .filter(|(_, text)| label_of(text, key).is_some_and(|v| v == value))
+            .filter(|(_, kept)| label_of(kept, key).is_some_and(|v| v == value))
             .map(|(name, _)| name.to_string())
             .collect()
     }
@@ -186,15 +192,15 @@ fn insert<K: Resource<DynamicType = ()>>(objects: &mut Objects, object: &Compact
         }
     }
     let (namespace, name) = key(object);
-    let text = json.to_string().into_boxed_str();
+    let kept = deflate::deflate(&serde_json::to_vec(&json).unwrap_or_default());
     objects
         .entry(namespace.into_boxed_str())
         .or_default()
-        .insert(name.into_boxed_str(), text);
+        .insert(name.into_boxed_str(), kept);
 }
 
-/// A label of an object kept as text; reads only its metadata.
-fn label_of(text: &str, key: &str) -> Option<String> {
+/// A label of a kept object; reads only its metadata.
+fn label_of(kept: &[u8], key: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Object {
         #[serde(default)]
@@ -205,7 +211,7 @@ fn label_of(text: &str, key: &str) -> Option<String> {
         #[serde(default)]
         labels: BTreeMap<String, String>,
     }
-    let mut object: Object = serde_json::from_str(text).ok()?;
+    let mut object: Object = serde_json::from_slice(&deflate::inflate(kept)?).ok()?;
     object.metadata.labels.remove(key)
 }
 

@@ -290,7 +290,7 @@ impl Metrics {
     }
 
     /// The exposition one metric family at a time, encoded as it is read: at
-    /// 1,000 stacks the whole text is about 1.5 MB, and a buffer of it (grown by
+    /// 1,000 stacks the whole text is about 2 MB, and a buffer of it (grown by
     /// doubling) was 3 MB of the restart's peak.
     pub fn exposition(&self) -> impl Iterator<Item = Vec<u8>> + Send + use<> {
         self.registry.gather().into_iter().map(|family| {

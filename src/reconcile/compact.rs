@@ -5,8 +5,9 @@
 //! node of eleven entries (544 bytes) for one label, and the caches hold every
 //! object stackd manages, while drift and health read a stack's few at a time
 //! and parse them then. The text is kept deflated: the Stack store holds
-//! every Stack with its compose model and status (4 kB of JSON each, 1.4 kB
-//! deflated), and each watch event's object passes through here only once.
+//! every Stack with its compose model and status (about 4 kB of JSON each,
+//! 1.3 kB deflated). An owned object's is inflated once more, when its kind's
+//! `ObjectCache` keeps it (about 3 % of the first apply's CPU, both together).
 //!
 //! `apiVersion` and `kind` come from `K`, not from what the server sent: a
 //! LIST's items carry neither (only the list does), a watch event's do. Kept as
